@@ -1,0 +1,1 @@
+"""Compiled extensions built from ``csrc/`` (see setup.py). Import them via ``npspeech._native``."""

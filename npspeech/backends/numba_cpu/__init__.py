@@ -1,0 +1,12 @@
+"""The Numba CPU backend: JIT kernels with the same names and signatures as numpy_ref.
+
+Kernels live in one module per area and are re-exported here; each area module lists its
+kernels in ``__all__``.
+"""
+
+from .ctc import *  # noqa: F403
+from .features import *  # noqa: F403
+from .layers import *  # noqa: F403
+from .rnn import *  # noqa: F403
+
+NAME = "numba"

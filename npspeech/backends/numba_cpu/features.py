@@ -1,0 +1,3 @@
+"""features kernels of the numba_cpu backend."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""layers kernels of the numpy_ref backend."""
+
+__all__: list[str] = []

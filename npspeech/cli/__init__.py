@@ -1,0 +1,61 @@
+"""The ``npspeech`` command line: argparse subcommands, no numerics.
+
+Each subcommand lives in its own module of this package and provides two functions:
+
+- ``register(subparsers)``: adds its parser (with ``--help`` text for every option);
+- ``run(args) -> int``: does the work through the library API and returns the exit code.
+
+Command modules import numerical code inside ``run`` so that ``npspeech --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import NpspeechError
+
+#: Subcommand modules, in the order ``--help`` lists them.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+EXIT_OK = 0
+EXIT_ERROR = 1  # the input or the environment was at fault; the message says how
+EXIT_USAGE = 2  # argparse's own code for a bad command line
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="npspeech",
+        description=(
+            "Framework-free speech-to-text: train, decode and evaluate "
+            "DeepSpeech-compatible models with NumPy, Numba and Cython."
+        ),
+        epilog="Run `npspeech COMMAND --help` for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"npspeech {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code (never raises for bad input)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "run", None) is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.run(args) or EXIT_OK)
+    except NpspeechError as error:
+        print(f"npspeech {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"npspeech {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

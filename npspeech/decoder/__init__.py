@@ -1,0 +1,1 @@
+"""Decoders: per-frame class probabilities in, text out."""

@@ -1,0 +1,52 @@
+"""Greedy (best-path) CTC decoding: the arg-max class of each frame, merged and de-blanked.
+
+The compiled kernel (``csrc/ctc_greedy.pyx``) is used when built; ``best_path_reference``
+is the readable spec it is tested against.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._native import load_extension
+from ..errors import DecoderError
+
+_compiled = load_extension("ctc_greedy")
+
+
+def best_path_reference(log_probs: np.ndarray, blank: int) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy spec of :func:`best_path` (same arguments and results)."""
+    best = np.argmax(log_probs, axis=1).astype(np.int32)  # (T,)
+    starts = np.ones(best.shape[0], dtype=bool)
+    starts[1:] = best[1:] != best[:-1]  # a frame starts a label when its class changes
+    keep = starts & (best != blank)
+    return best[keep], np.flatnonzero(keep).astype(np.int32)
+
+
+def best_path(log_probs: np.ndarray, blank: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best-path decoding of one utterance.
+
+    Parameters
+    ----------
+    log_probs : array, shape (T, V), float
+        Per-frame log-probabilities (or probabilities: only the arg-max matters).
+    blank : int
+        Class id of the blank, usually ``V - 1``.
+
+    Returns
+    -------
+    labels : int32 array, shape (N,)
+        The emitted class ids.
+    frames : int32 array, shape (N,)
+        The frame where each label starts (its timing).
+    """
+    log_probs = np.asarray(log_probs)
+    if log_probs.ndim != 2 or log_probs.shape[1] == 0:
+        raise DecoderError(f"expected log-probabilities of shape (T, V), got {log_probs.shape}")
+    if not 0 <= blank < log_probs.shape[1]:
+        raise DecoderError(f"blank {blank} is outside the {log_probs.shape[1]} classes")
+    if np.isnan(log_probs).any():
+        raise DecoderError("log-probabilities contain NaN")
+    if _compiled is None:
+        return best_path_reference(log_probs, blank)
+    return _compiled.best_path(np.ascontiguousarray(log_probs, dtype=np.float32), int(blank))
