@@ -33,8 +33,11 @@ class FeatureConfig:
     sample_rate: int = C.SAMPLE_RATE  # Hz; audio is resampled to this on load
     window_ms: float = 32.0  # analysis window; 512 samples at 16 kHz
     step_ms: float = 20.0  # hop between frames; 320 samples at 16 kHz
-    n_fft: int | None = None  # FFT size; None = the window length rounded up to a power of 2
-    window: str = "hann_periodic"  # "hann_periodic" (TF), "hann_symmetric" or "hamming"
+    # FFT size; None = the window length rounded up to a power of 2 (mfcc, fbank: TF's
+    # AudioSpectrogram) or the window length itself (spectrogram: DS2's 161 bins at 16 kHz)
+    n_fft: int | None = None
+    # "hann_periodic" (TF), "hann_symmetric" (numpy.hanning) or "hamming" (periodic)
+    window: str = "hann_periodic"
     n_mfcc: int = C.DS_N_MFCC  # cepstral coefficients kept (mfcc)
     n_mels: int = C.DS_N_MEL_CHANNELS  # mel channels (mfcc, fbank)
     lower_frequency: float = C.DS_LOWER_FREQUENCY  # Hz, lowest mel edge
@@ -56,9 +59,11 @@ class FeatureConfig:
 
     @property
     def fft_size(self) -> int:
-        """``n_fft``, or the window length rounded up to a power of two."""
+        """``n_fft``; by default the window length (spectrogram) or the next power of two."""
         if self.n_fft is not None:
             return self.n_fft
+        if self.kind == "spectrogram":
+            return self.window_samples
         return 1 << (self.window_samples - 1).bit_length()
 
 
@@ -116,3 +121,98 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: file not found") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: invalid TOML: {error}") from None
+
+
+# --- model and training (appended by the models/training module owners) ------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """An architecture and its sizes. Presets live in ``npspeech/presets/*.toml``.
+
+    ``deepspeech`` reads only the fields up to ``forget_bias``; ``ds2`` and ``ds2-stream``
+    read the convolution, recurrent and lookahead fields as well.
+    """
+
+    # "deepspeech" (DeepSpeech 0.9), "ds2" (DeepSpeech2) or "ds2-stream" (unidirectional DS2).
+    architecture: str = "deepspeech"
+    n_hidden: int = 2048  # width of every hidden layer (DeepSpeech's n_hidden)
+    n_context: int = C.DS_N_CONTEXT  # frames of context each side the model stacks (deepspeech)
+    relu_clip: float = 20.0  # ceiling of the clipped ReLU / hardtanh (DeepSpeech's relu_clip)
+    dropout: float = 0.05  # dropout after dense layers 1, 2, 3 and 5 (DeepSpeech's dropout_rate)
+    forget_bias: float = 0.0  # LSTM forget-gate bias at init (DeepSpeech 0.9 uses 0)
+    init_scheme: str = "glorot_uniform"  # dense init: "glorot_uniform" (TF) or "pytorch"
+    # DeepSpeech2: two (time, frequency) convolutions, each with batch norm and hardtanh.
+    conv_channels: tuple[int, ...] = (32, 32)  # output channels of each convolution
+    conv_kernels: tuple[tuple[int, int], ...] = ((11, 41), (11, 21))  # (time, frequency)
+    conv_strides: tuple[tuple[int, int], ...] = ((2, 2), (1, 2))  # (time, frequency)
+    conv_padding: tuple[tuple[int, int], ...] = ((5, 20), (5, 10))  # (time, frequency)
+    rnn_kind: str = "gru"  # recurrent cell of ds2: "gru", "lstm" or "rnn"
+    rnn_layers: int = 5  # stacked recurrent layers (ds2)
+    lookahead_context: int = 20  # future frames of the lookahead convolution (ds2-stream)
+    batch_norm_momentum: float = 0.1  # running-statistics update (PyTorch's convention)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run reads: data, model, optimisation, checkpoints.
+
+    A recipe is a TOML file with ``[train]``, ``[model]``, ``[features]`` and optionally
+    ``[augment]`` tables; ``[model]`` and ``[features]`` fill the nested configs here.
+    """
+
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    features: FeatureConfig = dataclasses.field(default_factory=FeatureConfig)
+    # data
+    train_csv: tuple[str, ...] = ()  # DeepSpeech CSVs of the training set
+    dev_csv: tuple[str, ...] = ()  # CSVs of the dev set (selection, early stop, schedule)
+    alphabet: str = ""  # alphabet.txt; required unless initialising from a model file
+    skip_bad_rows: bool = False  # skip (with a warning) rows that fail validation
+    feature_cache_dir: str = ""  # on-disk feature cache; "" keeps features in memory only
+    batch_frames: int = 20_000  # padded frames per batch (T_max x B) budget
+    max_batch_size: int = 32  # utterances per batch at most (0 = no limit)
+    sortagrad: bool = True  # shortest utterances first in epoch 0 (DeepSpeech2's SortaGrad)
+    # optimisation
+    epochs: int = 75  # upper bound on epochs
+    learning_rate: float = 1e-3  # Adam step size (DeepSpeech's default)
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    weight_decay: float = 0.0  # AdamW-style decoupled decay when > 0
+    clip_norm: float = 400.0  # global gradient-norm clip (0 = off); DS2 clips at 400
+    plateau_factor: float = 0.5  # multiply the rate by this when dev loss plateaus
+    plateau_patience: int = 2  # epochs without dev improvement before reducing
+    min_learning_rate: float = 1e-6  # the plateau schedule never goes below this
+    # stopping
+    early_stop_metric: str = "loss"  # "loss" or "wer" on the dev set
+    early_stop_patience: int = 5  # epochs without dev improvement before stopping (0 = off)
+    target_dev_wer: float = -1.0  # stop as soon as dev WER <= this (-1 = never)
+    # run
+    seed: int = 4568  # seeds initialisation, shuffling, augmentation and dropout
+    output_dir: str = "runs/npspeech"  # checkpoints, log, plot and the final model file
+    checkpoint_minutes: float = 10.0  # write the `last` checkpoint at least this often
+    backend: str = "numba"  # "numpy", "numba" or "cupy"
+    progress: bool = True  # tqdm progress bar
+    # transfer learning
+    init_from: str = ""  # model file to start from ("" = fresh initialisation)
+    reinit_layers: int = 0  # re-initialise this many top layers of init_from
+    description: str = ""  # free text stored in the model file's training record
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeConfig:
+    """How log-probabilities become text."""
+
+    decoder: str = "greedy"  # "greedy" or "beam"
+    beam_width: int = C.BEAM_WIDTH
+    cutoff_top_n: int = C.CUTOFF_TOP_N
+    cutoff_prob: float = C.CUTOFF_PROB
+    scorer: str = ""  # KenLM .scorer / ARPA / binary for the beam decoder ("" = none)
+    alpha: float | None = None  # LM weight; None = the scorer's own
+    beta: float | None = None  # word insertion bonus; None = the scorer's own
+    hotwords: tuple[str, ...] = ()  # "word:boost" pairs for the beam decoder
+
+
+# Augmentation settings live beside the functions that apply them; re-exported so a
+# recipe's [augment] table can be read with from_dict(AugmentConfig, ...) from here.
+from .augment import AugmentConfig  # noqa: E402, F401

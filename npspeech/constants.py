@@ -32,3 +32,56 @@ CUTOFF_PROB = 1.0  # DeepSpeech's default: no cumulative-probability pruning
 # alpha and beta of DeepSpeech 0.9.3's released scorer, used when a scorer carries none.
 DEFAULT_ALPHA = 0.931289039105002
 DEFAULT_BETA = 1.1834137581510284
+
+# --- training data pipeline --------------------------------------------------------
+# Features kept in memory by FeatureCache: 1 GiB holds ~57 h of 26-coefficient MFCC
+# frames (50 frames/s x 26 float32 = 5.2 kB/s).
+FEATURE_CACHE_MEMORY_BYTES = 1 << 30
+# Padded frames (T_max x B) per training batch: 32 utterances of 10 s at 50 frames/s.
+FRAMES_BUDGET = 16_000
+# Corpus problems spelled out one per line in a DataError; the rest are counted.
+MAX_LISTED_PROBLEMS = 50
+
+# --- prefix beam search: out-of-vocabulary words, hot-words, timings -------------------
+# Natural-log penalty, once per word, when the spelled word leaves the vocabulary trie.
+# DeepSpeech drops such prefixes outright; a finite penalty lets rare words through.
+OOV_PENALTY = -10.0
+# Hot-word boost per matched character, natural log: 5 letters x 2.0 = e**10 more likely.
+HOTWORD_BOOST = 2.0
+# Seconds per model output frame: DeepSpeech's 20 ms feature step.
+FRAME_STEP_SECONDS = 0.02
+
+# --- CTC loss ------------------------------------------------------------------------
+# "mean" averages the per-sequence losses over the batch, as DeepSpeech trains
+# (tf.reduce_mean of tf.nn.ctc_loss); "mean_per_target" is PyTorch's "mean".
+CTC_REDUCTIONS = ("mean", "sum", "none", "mean_per_target")
+CTC_REDUCTION = "mean"
+CTC_ZERO_INFINITY = False  # impossible alignments report inf (and a warning) by default
+
+# --- language-model tooling (npspeech lm) ------------------------------------------------
+LM_ORDER = 5  # n-gram order of `npspeech lm build`; DeepSpeech 0.9's scorer is a 5-gram
+# lmplz's --discount_fallback values for D1, D2, D3+ when count-of-counts are degenerate
+# (tiny or artificial corpora), where Chen & Goodman's estimate is undefined or out of range.
+KN_FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
+# Alpha/beta search grid of `npspeech lm tune`: DeepSpeech's lm_optimizer searches
+# alpha and beta in [0, 5]; 11 points a side is a step of 0.5.
+TUNE_ALPHA_RANGE = (0.0, 5.0)
+TUNE_BETA_RANGE = (0.0, 5.0)
+TUNE_GRID_POINTS = 11
+TUNE_BEAM_WIDTH = 100  # beam width while tuning; smaller than decoding's 500 for speed
+
+# --- acoustic front end ----------------------------------------------------------------
+# Mel scale m = 1127 ln(1 + f / 700): TensorFlow's Mfcc and HTK (= 2595 log10(1 + f / 700)).
+MEL_HIGH_FREQUENCY_Q = 1127.0
+MEL_BREAK_FREQUENCY_HZ = 700.0
+# Per-utterance and global normalisation divide by max(std, this): a constant feature
+# (digital silence, a mel channel with no FFT bin) stays finite instead of dividing by 0.
+NORMALIZE_STD_FLOOR = 1e-6
+
+# --- neural layers (npspeech.nn) ------------------------------------------------------
+# The convolution unfolds its input (im2col) a slice of output frames at a time so that
+# the patch matrix stays near this size: DS2's second layer (32 x 21 x 11 patch values
+# per output position) would otherwise need gigabytes for one batch.
+CONV_CHUNK_BYTES = 64 * 2**20
+BATCH_NORM_MOMENTUM = 0.1  # PyTorch's default weight of the newest batch in running stats
+BATCH_NORM_EPS = 1e-5  # PyTorch's BatchNorm/LayerNorm default

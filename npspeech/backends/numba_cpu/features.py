@@ -1,3 +1,243 @@
-"""features kernels of the numba_cpu backend."""
+"""features kernels of the numba_cpu backend: the numpy_ref kernels, fast, in float32.
 
-__all__: list[str] = []
+Shape legend: N samples, W window length, K = n_fft // 2 + 1 spectrum bins,
+M = n_fft // 2, T frames, C mel channels, D cepstral coefficients, F features per frame.
+
+Where the time goes, and what is done about it (60 s of 16 kHz audio with DeepSpeech's
+settings is 3000 frames of 512 samples; see ``benchmarks/bench_features.py``):
+
+- The FFT is the largest part. Numba cannot do FFTs, so ``scipy.fft`` does them, one
+  call over all frames. A real FFT of size ``n_fft`` is computed as a complex FFT of
+  size ``M = n_fft / 2`` of the frame's even samples (real part) and odd samples
+  (imaginary part), in place: the windowed frames are written straight into that packed
+  layout (a float32 ``(T, n_fft)`` buffer *is* a complex64 ``(T, M)`` array of (even,
+  odd) pairs), and an in-place complex transform allocates nothing. This is about 40 %
+  faster than ``scipy.fft.rfft`` on the same frames here.
+- Unpacking the real FFT's bins, ``X[k] = E[k] + w^k O[k]`` with ``w = exp(-2 pi i /
+  n_fft)``, ``E[k] = (Z[k] + conj Z[M - k]) / 2`` and ``O[k] = (Z[k] - conj Z[M - k]) /
+  2i`` (the FFTs of the even and odd samples), is fused with the power and the square
+  root: bins ``k`` and ``M - k`` come from the same pair ``Z[k], Z[M - k]``, since
+  ``X[M - k] = conj(E[k] - w^k O[k])``.
+- The framing reads each sample once per frame it belongs to and writes the packed
+  buffer (kept per thread between calls, so large inputs cost no fresh page faults);
+  inner loops run over 1-D row views (2.5 times faster here than indexing the 2-D
+  arrays in the loop).
+- The mel filterbank touches at most two channels per bin, but on this machine a scalar
+  sparse loop (about 2.6 ms for 3000 frames, bound by the latency of its running sums)
+  lost to one float32 BLAS product with the dense ``(K_used, C)`` matrix restricted to
+  the bins that carry weight (about 1.1 ms), so the product is used; the DCT is a BLAS
+  product too. ``log`` runs on whole arrays with NumPy's SIMD float32 ``log``.
+
+The spectrum kernel may use ``fastmath``: it squares, adds and takes square roots of
+finite numbers, with no log-space quantity in it. Everything is single-threaded (BLAS
+follows its own thread setting).
+
+The kernels have numpy_ref's names and signatures and trust their inputs; they compute
+in float32 whatever float dtype the signal has, and return float32.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import threading
+
+import numba
+import numpy as np
+import scipy.fft
+
+__all__ = [
+    "power_spectrum",
+    "log_spectrogram",
+    "log_mel_spectrum",
+    "mfcc_frames",
+    "context_windows",
+]
+
+_SCRATCH = threading.local()
+# Frames buffers up to this many values (64 MiB, ~9 minutes at 16 kHz) are kept per
+# thread; longer inputs get a buffer of their own rather than pinning a huge one
+# forever.
+_SCRATCH_MAX_VALUES = 1 << 24
+
+
+def _scratch(n_values: int) -> np.ndarray:
+    """A per-thread float32 buffer of at least ``n_values``, reused between calls."""
+    if n_values > _SCRATCH_MAX_VALUES:
+        return np.empty(n_values, dtype=np.float32)
+    buffer = getattr(_SCRATCH, "buffer", None)
+    if buffer is None or buffer.shape[0] < n_values:
+        buffer = np.empty(n_values, dtype=np.float32)
+        _SCRATCH.buffer = buffer
+    return buffer[:n_values]
+
+
+@functools.lru_cache(maxsize=16)
+def _twiddles(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
+    """float32 cos and sin of ``2 pi k / n_fft`` for k = 0..M, each shaped (M + 1,)."""
+    angles = 2.0 * np.pi * np.arange(n_fft // 2 + 1) / n_fft
+    cosines, sines = (
+        np.cos(angles).astype(np.float32),
+        np.sin(angles).astype(np.float32),
+    )
+    cosines.setflags(write=False)
+    sines.setflags(write=False)
+    return cosines, sines
+
+
+@functools.lru_cache(maxsize=16)
+def _dense_filters(bank) -> np.ndarray:
+    """(stop_bin - first_bin, C) float32: the bank's rows that carry weight."""
+    filters = np.ascontiguousarray(bank.dense()[bank.first_bin : bank.stop_bin])
+    filters = filters.astype(np.float32)
+    filters.setflags(write=False)
+    return filters
+
+
+@numba.njit(cache=True)
+def _frame_packed(signal, window, step, out):  # pragma: no cover - compiled
+    """Write windowed frames into ``out`` (T, n_fft) float32, zero-padded past W."""
+    T, n_fft = out.shape
+    W = window.shape[0]
+    for t in range(T):
+        source = signal[t * step : t * step + W]  # 1-D views: the loops vectorise
+        target = out[t]
+        for n in range(W):
+            target[n] = source[n] * window[n]
+        for n in range(W, n_fft):
+            target[n] = 0.0
+
+
+def _packed_fft(
+    signal: np.ndarray, window: np.ndarray, step: int, n_fft: int
+) -> np.ndarray:
+    """(T, 2M) float32: row t interleaves re, im of frame t's packed M-point FFT.
+
+    The result lives in this thread's scratch buffer until the next call.
+    """
+    signal = np.ascontiguousarray(signal, dtype=np.float32)
+    window = np.ascontiguousarray(window, dtype=np.float32)
+    T = 1 + (signal.shape[0] - window.shape[0]) // step
+    frames = _scratch(T * n_fft).reshape(T, n_fft)  # (T, n_fft) = complex64 (T, M)
+    _frame_packed(signal, window, step, frames)
+    packed = scipy.fft.fft(
+        frames.view(np.complex64), axis=1, workers=1, overwrite_x=True
+    )  # (T, M) complex64, in place
+    return np.ascontiguousarray(packed).view(np.float32)
+
+
+@numba.njit(cache=True, fastmath=True)
+def _spectrum_from_packed(z, cosines, sines, magnitude, out):  # pragma: no cover
+    """Fill ``out`` (T, K) with ``|X[k]|^2`` (or ``|X[k]|`` when ``magnitude``)."""
+    T, K = out.shape
+    M = K - 1
+    half = np.float32(0.5)
+    for t in range(T):
+        row = z[t]
+        spectrum = out[t]
+        # k = 0 and k = M: E = Re Z[0], O = Im Z[0], w^0 = 1, w^M = -1.
+        spectrum[0] = (row[0] + row[1]) ** 2
+        spectrum[M] = (row[0] - row[1]) ** 2
+        for k in range(1, M // 2 + 1):
+            j = M - k
+            a_r, a_i = row[2 * k], row[2 * k + 1]  # Z[k]
+            b_r, b_i = row[2 * j], -row[2 * j + 1]  # conj Z[M - k]
+            even_r, even_i = half * (a_r + b_r), half * (a_i + b_i)
+            odd_r, odd_i = half * (a_i - b_i), -half * (a_r - b_r)
+            c, s = cosines[k], sines[k]  # w^k = c - i s
+            turned_r = c * odd_r + s * odd_i
+            turned_i = c * odd_i - s * odd_r
+            spectrum[k] = (even_r + turned_r) ** 2 + (even_i + turned_i) ** 2
+            spectrum[j] = (even_r - turned_r) ** 2 + (even_i - turned_i) ** 2
+        if magnitude:
+            for k in range(K):
+                spectrum[k] = math.sqrt(spectrum[k])
+
+
+def _spectrum(signal, window, step, n_fft, magnitude):
+    """(T, K) float32 power (or magnitude) spectrum of the frames."""
+    z = _packed_fft(signal, window, step, n_fft)  # (T, 2M)
+    cosines, sines = _twiddles(n_fft)
+    out = np.empty((z.shape[0], n_fft // 2 + 1), dtype=np.float32)  # (T, K)
+    _spectrum_from_packed(z, cosines, sines, magnitude, out)
+    return out
+
+
+def power_spectrum(
+    signal: np.ndarray, window: np.ndarray, step: int, n_fft: int
+) -> np.ndarray:
+    """Squared FFT magnitude of each frame, float32 (T, K); see numpy_ref."""
+    return _spectrum(signal, window, step, n_fft, False)
+
+
+def log_spectrogram(
+    signal: np.ndarray,
+    window: np.ndarray,
+    step: int,
+    n_fft: int,
+    log_mode: str,
+    log_floor: float,
+) -> np.ndarray:
+    """DeepSpeech2's log-spectrogram, float32 (T, n_fft // 2 + 1); see numpy_ref."""
+    if log_mode == "log1p":
+        return np.log1p(_spectrum(signal, window, step, n_fft, True))
+    power = _spectrum(signal, window, step, n_fft, False)
+    return np.log(np.maximum(power, np.float32(log_floor), out=power), out=power)
+
+
+def log_mel_spectrum(
+    signal: np.ndarray,
+    window: np.ndarray,
+    step: int,
+    n_fft: int,
+    bank,
+    log_floor: float,
+) -> np.ndarray:
+    """Log mel filterbank energies, float32 (T, C); see numpy_ref."""
+    spectrum = _spectrum(signal, window, step, n_fft, bank.magnitude)  # (T, K)
+    energies = spectrum[:, bank.first_bin : bank.stop_bin] @ _dense_filters(
+        bank
+    )  # (T, C)
+    return np.log(
+        np.maximum(energies, np.float32(log_floor), out=energies), out=energies
+    )
+
+
+def mfcc_frames(
+    signal: np.ndarray,
+    window: np.ndarray,
+    step: int,
+    n_fft: int,
+    bank,
+    dct: np.ndarray,
+    log_floor: float,
+) -> np.ndarray:
+    """MFCC as TensorFlow's Mfcc op computes them, float32 (T, D); see numpy_ref."""
+    log_mel = log_mel_spectrum(signal, window, step, n_fft, bank, log_floor)  # (T, C)
+    return log_mel @ dct.astype(np.float32)  # (T, D)
+
+
+@numba.njit(cache=True)
+def _context_windows(features, n_context, out):  # pragma: no cover - compiled
+    T, F = features.shape
+    width = 2 * n_context + 1
+    for t in range(T):
+        target = out[t]
+        for j in range(width):
+            source = t - n_context + j
+            if 0 <= source < T:
+                frame = features[source]
+                for f in range(F):
+                    target[j * F + f] = frame[f]
+            else:
+                for f in range(F):
+                    target[j * F + f] = 0.0
+
+
+def context_windows(features: np.ndarray, n_context: int) -> np.ndarray:
+    """Frames with ``n_context`` neighbours each side, zero-padded; see numpy_ref."""
+    features = np.ascontiguousarray(features)
+    T, F = features.shape
+    out = np.empty((T, (2 * n_context + 1) * F), dtype=features.dtype)
+    _context_windows(features, int(n_context), out)
+    return out

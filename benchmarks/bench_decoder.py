@@ -1,0 +1,206 @@
+"""Prefix beam search: npspeech (compiled) side by side with pyctcdecode, same inputs, same LM.
+
+Inputs are T x 29 log-probabilities synthesised from real text: each character of the
+source text gets 1-2 frames, separated by 0-3 blank frames (the blank dominates), every
+logit gets Gaussian noise and a few characters are misspelt (their peak moves to another
+letter). Both decoders see the same matrices, the same alphabet order (blank last, ""
+for pyctcdecode), the same KenLM model (DeepSpeech's ``pruned_lm.scorer``) and the same
+alpha and beta (natural-log LM weight, per-word bonus in both). The script prints median
+times, their ratio and both decoders' CER against the source text, and fails when the
+npspeech results are less accurate than pyctcdecode's.
+
+Run: ``python benchmarks/bench_decoder.py [--beams 100 500] [--repeats 5]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import kenlm
+import numpy as np
+
+from npspeech.alphabet import Alphabet
+from npspeech.decoder.beam import BeamSearchDecoder
+from npspeech.decoder.scorer import Scorer
+from npspeech.metrics import cer
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "deepspeech_smoke"
+SCORER = DATA / "lm" / "pruned_lm.scorer"
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return (shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))).astype(np.float32)
+
+
+def synthesize(
+    rng: np.random.Generator,
+    alphabet: Alphabet,
+    text: str,
+    n_frames: int,
+    noise: float = 1.0,
+    peak: float = 5.0,
+    misspell: float = 0.04,
+) -> tuple[np.ndarray, str]:
+    """(T, V) log-probs of as much of ``text`` as fits in ``n_frames``, and that text."""
+    blank = alphabet.blank
+    letters = [int(i) for i in alphabet.encode("abcdefghijklmnopqrstuvwxyz")]
+    path: list[int] = []
+    peaks: list[int] = []
+    used = 0
+    previous = -1
+    for label in alphabet.encode(text):
+        label = int(label)
+        gap = int(rng.integers(0, 4))
+        if label == previous:
+            gap = max(gap, 1)  # a repeated character needs a blank between
+        hold = int(rng.integers(1, 3))
+        if len(path) + gap + hold > n_frames:
+            break
+        shown = label
+        if label in letters and rng.random() < misspell:
+            shown = int(rng.choice(letters))
+        path += [blank] * gap + [label] * hold
+        peaks += [blank] * gap + [shown] * hold
+        previous = label
+        used += 1
+    peaks += [blank] * (n_frames - len(peaks))
+    logits = rng.normal(0.0, noise, size=(n_frames, alphabet.n_classes))
+    logits[np.arange(n_frames), peaks] += peak
+    reference = " ".join(text[:used].split())  # one label per character
+    return log_softmax(logits), reference
+
+
+def median_seconds(function, repeats: int) -> tuple[float, object]:
+    times = []
+    result = None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--beams", type=int, nargs="+", default=[100, 500])
+    parser.add_argument("--frames", type=int, default=500)
+    parser.add_argument("--utterances", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="npspeech runs per input")
+    parser.add_argument("--peer-repeats", type=int, default=1, help="pyctcdecode runs")
+    parser.add_argument("--skip-peer", action="store_true")
+    args = parser.parse_args(argv)
+
+    alphabet = Alphabet.from_file(DATA / "alphabet.txt")
+    # Source text: lines of the LM's own training text (in-domain for the scorer).
+    lines = (DATA / "lm" / "vocab.txt").read_text().splitlines()
+    rng = np.random.default_rng(2024)
+    inputs = []
+    for index in range(args.utterances):
+        start = 40 + 37 * index
+        text = alphabet.normalize(" ".join(lines[start : start + 12]))
+        inputs.append(synthesize(rng, alphabet, text, args.frames))
+    scorer = Scorer.from_file(SCORER)
+    vocabulary = list(scorer.vocabulary or ())
+    print(
+        f"{len(inputs)} utterances of {args.frames} frames x {alphabet.n_classes} classes; "
+        f"alpha {scorer.alpha:.4f}, beta {scorer.beta:.4f}"
+    )
+
+    peers = {}
+    if not args.skip_peer:
+        from pyctcdecode import build_ctcdecoder
+
+        labels = list(alphabet.labels) + [""]  # pyctcdecode: blank is "", last here
+        peers[False] = build_ctcdecoder(labels)
+        peers[True] = build_ctcdecoder(
+            labels,
+            kenlm_model_path=str(SCORER),
+            unigrams=vocabulary,
+            alpha=scorer.alpha,
+            beta=scorer.beta,
+        )
+
+    failures = []
+    header = f"{'beam':>5} {'LM':>3} {'npspeech s':>11} {'pyctcdecode s':>14} {'ratio':>7}"
+    print(header + f" {'CER np':>7} {'CER peer':>8}")
+    for beam_width in args.beams:
+        for use_lm in (False, True):
+            decoder = BeamSearchDecoder(
+                alphabet, beam_width=beam_width, scorer=scorer if use_lm else None
+            )
+            decoder.decode(inputs[0][0])  # warm the LM cache as pyctcdecode's warms
+            ours, theirs, texts_ours, texts_theirs = [], [], [], []
+            for log_probs, _ in inputs:
+                seconds, result = median_seconds(
+                    lambda lp=log_probs: decoder.decode(lp), args.repeats
+                )
+                ours.append(seconds)
+                texts_ours.append(result[0].text)
+                if peers:
+                    peer = peers[use_lm]
+                    seconds, text = median_seconds(
+                        lambda lp=log_probs: peer.decode(lp, beam_width=beam_width),
+                        args.peer_repeats,
+                    )
+                    theirs.append(seconds)
+                    texts_theirs.append(" ".join(text.split()))
+            references = [reference for _, reference in inputs]
+            cer_ours = cer(references, texts_ours)
+            ours_median = statistics.median(ours)
+            line = f"{beam_width:>5} {'yes' if use_lm else 'no':>3} {ours_median:>11.4f}"
+            if peers:
+                cer_theirs = cer(references, texts_theirs)
+                theirs_median = statistics.median(theirs)
+                line += f" {theirs_median:>14.3f} {theirs_median / ours_median:>7.1f}"
+                line += f" {cer_ours:>7.4f} {cer_theirs:>8.4f}"
+                if cer_ours > cer_theirs + 0.005:
+                    failures.append(f"beam {beam_width} LM {use_lm}: CER {cer_ours} > peer")
+            else:
+                line += f" {'-':>14} {'-':>7} {cer_ours:>7.4f} {'-':>8}"
+            print(line, flush=True)
+            if use_lm and cer_ours > 0.05:
+                failures.append(f"beam {beam_width} with LM: CER {cer_ours:.3f} > 0.05")
+
+    # Hot-words: the cost of 0, 200 and 1000 phrases at the widest beam, with the LM.
+    beam_width = max(args.beams)
+    words = sorted(set(vocabulary))
+    pick = np.random.default_rng(5).permutation(len(words))
+    print(f"hot-words, beam {beam_width}, with LM (npspeech only)")
+    base = None
+    for count in (0, 200, 1000):
+        hotwords = {words[i]: 1.0 for i in pick[:count]}
+        decoder = BeamSearchDecoder(
+            alphabet, beam_width=beam_width, scorer=scorer, hotwords=hotwords or None
+        )
+        decoder.decode(inputs[0][0])
+        times = [median_seconds(lambda lp=lp: decoder.decode(lp), args.repeats)[0]
+                 for lp, _ in inputs]
+        seconds = statistics.median(times)
+        base = seconds if base is None else base
+        print(f"{count:>6} hot-words {seconds:>9.4f} s  x{seconds / base:.3f}", flush=True)
+        if seconds > 1.2 * base and count == 1000:
+            failures.append(f"1000 hot-words cost x{seconds / base:.2f} (> 1.2)")
+
+    # Threads: the compiled search releases the GIL.
+    decoder = BeamSearchDecoder(alphabet, beam_width=beam_width, scorer=scorer)
+    batch = [lp for lp, _ in inputs] * 2
+    expected = [decoder.decode(lp) for lp in batch]
+    for threads in (1, 2):
+        seconds, result = median_seconds(
+            lambda n=threads: decoder.decode_batch(batch, num_threads=n), 3
+        )
+        assert result == expected
+        print(f"decode_batch of {len(batch)}, {threads} thread(s): {seconds:.4f} s")
+
+    for failure in failures:
+        print("FAILED:", failure)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

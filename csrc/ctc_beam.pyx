@@ -1,0 +1,632 @@
+# distutils: language = c++
+# cython: language_level=3
+"""CTC prefix beam search with a word-level language model and hot-words, compiled.
+
+Mirrors ``npspeech.decoder._beam_ref`` step by step: same names, same pruning order,
+same tie-breaking, so that any difference can be bisected. The Python layer
+(``npspeech.decoder.beam``) validates every input; this module trusts them.
+
+Prefixes live in a trie of nodes (parent, last label); extending a prefix is a child
+lookup, and a prefix's text is recovered by walking parents. Each node carries the
+state that is a function of its text alone: the language-model state after its last
+completed word, its positions in the vocabulary and hot-word tries, and ``bonus``, the
+log-score added to every path entering it (LM, word bonus, hot-word boost, OOV penalty).
+
+The frame loop runs without the GIL. The language model is a Python object (KenLM needs
+the GIL): the search caches ``(LM state, word)`` itself and takes the GIL only on a miss.
+"""
+
+from cython.operator cimport dereference as deref
+from libc.math cimport INFINITY, exp, log1p
+from libc.string cimport memset
+from libcpp.algorithm cimport partial_sort
+from libcpp.string cimport string
+from libcpp.unordered_map cimport unordered_map
+from libcpp.utility cimport pair
+from libcpp.vector cimport vector
+
+import numpy as np
+
+cimport numpy as cnp
+
+cnp.import_array()
+
+cdef double NEG_INF = -INFINITY
+cdef int ROOT = 0
+
+
+cdef struct Node:
+    int parent
+    int label           # class id of the last label; -1 at the root
+    int n_children      # live children (their ids are in the search's child_table)
+    double p_b          # ln P(prefix, ending in blank) after the previous frame
+    double p_nb         # ln P(prefix, ending in its last label) after the previous frame
+    double new_p_b      # the same, accumulated during the current frame
+    double new_p_nb
+    double score        # log_add(p_b, p_nb): the prefix's total log-score
+    double bonus        # added to every path that enters this node
+    int lm_state        # LM state id after the last completed word
+    int vocab_node      # node of the vocabulary trie (-1: the word left it)
+    int hot_node        # node of the hot-word trie (0: word start, -1: no match)
+    double hot_partial  # boost collected by the unfinished hot-word match
+    bint oov_penalized  # the current word already paid the OOV penalty
+    bint in_beam
+    bint is_candidate
+
+
+cdef struct LmEntry:
+    double log_prob
+    int next_state
+
+
+cdef inline double log_add(double a, double b) noexcept nogil:
+    """ln(exp(a) + exp(b)) without overflow."""
+    if a == NEG_INF:
+        return b
+    if b == NEG_INF:
+        return a
+    if a > b:
+        return a + log1p(exp(b - a))
+    return b + log1p(exp(a - b))
+
+
+cdef inline int trie_child(
+    const int[::1] start, const int[::1] label, const int[::1] node, int parent, int c
+) noexcept nogil:
+    """Child of ``parent`` along label ``c`` in a flattened trie, or -1."""
+    cdef int edge
+    for edge in range(start[parent], start[parent + 1]):
+        if label[edge] == c:
+            return node[edge]
+    return -1
+
+
+cdef class PrefixBeamSearch:
+    """State of one prefix beam search; frames are fed in order, in any chunking.
+
+    Parameters
+    ----------
+    n_classes : int
+        V, the number of classes of each frame (the blank included).
+    blank : int
+        Class id of the blank.
+    space : int
+        Class id of the word separator, or -1 when the alphabet has none.
+    beam_width, cutoff_top_n : int
+        Prefixes kept per frame; classes considered per frame.
+    cutoff_prob : float
+        Keep the likeliest classes until their probabilities sum to this (1.0: off).
+    lm : object or None
+        ``lm.score_word(state: int, word: bytes) -> (ln_prob, next_state)`` and
+        ``lm.score_end(state: int) -> ln_prob``; ``word`` holds one class id per byte.
+    alpha, beta : float
+        LM weight and per-word bonus (ignored without ``lm``).
+    oov_penalty : float
+        Added once per word when it leaves the vocabulary trie.
+    use_vocabulary : bool
+        Whether the vocabulary trie is checked.
+    vocab_start, vocab_label, vocab_node : int32 arrays
+        The vocabulary trie (``npspeech.decoder.hotwords.LabelTrie``).
+    hot_start, hot_label, hot_node : int32 arrays
+        The hot-word trie.
+    hot_boost : float64 array
+        Boost per hot-word trie node.
+    hot_terminal : uint8 array
+        1 where a hot-word ends.
+    """
+
+    cdef vector[Node] nodes
+    cdef vector[int] child_table  # (n_nodes, V): child of node n along class c, or -1
+    cdef vector[int] free_nodes
+    cdef vector[int] beam
+    cdef vector[int] candidates
+    cdef vector[pair[double, int]] order
+    cdef vector[pair[double, int]] classes
+    cdef unordered_map[string, LmEntry] lm_cache
+    cdef int n_classes, blank, space, beam_width, cutoff_top_n
+    cdef double cutoff_prob, alpha, beta, oov_penalty, cutoff_slack
+    cdef bint use_lm, use_vocabulary, use_hotwords, failed
+    cdef object lm
+    cdef object error
+    cdef const int[::1] vocab_start
+    cdef const int[::1] vocab_label
+    cdef const int[::1] vocab_node
+    cdef const int[::1] hot_start
+    cdef const int[::1] hot_label
+    cdef const int[::1] hot_node
+    cdef const double[::1] hot_boost
+    cdef const unsigned char[::1] hot_terminal
+    cdef public long frames_seen
+    cdef public long lm_misses
+
+    def __cinit__(
+        self,
+        int n_classes,
+        int blank,
+        int space,
+        int beam_width,
+        int cutoff_top_n,
+        double cutoff_prob,
+        object lm,
+        double alpha,
+        double beta,
+        double oov_penalty,
+        bint use_vocabulary,
+        const int[::1] vocab_start,
+        const int[::1] vocab_label,
+        const int[::1] vocab_node,
+        const int[::1] hot_start,
+        const int[::1] hot_label,
+        const int[::1] hot_node,
+        const double[::1] hot_boost,
+        const unsigned char[::1] hot_terminal,
+    ):
+        self.n_classes = n_classes
+        self.blank = blank
+        self.space = space
+        self.beam_width = beam_width
+        self.cutoff_top_n = cutoff_top_n
+        self.cutoff_prob = cutoff_prob
+        self.lm = lm
+        self.use_lm = lm is not None
+        self.alpha = alpha
+        self.beta = beta
+        self.oov_penalty = oov_penalty
+        self.use_vocabulary = use_vocabulary
+        self.vocab_start = vocab_start
+        self.vocab_label = vocab_label
+        self.vocab_node = vocab_node
+        self.hot_start = hot_start
+        self.hot_label = hot_label
+        self.hot_node = hot_node
+        self.hot_boost = hot_boost
+        self.hot_terminal = hot_terminal
+        self.use_hotwords = hot_boost.shape[0] > 1
+        # The largest amount a single extension can gain from word bonus and hot-words:
+        # the beam cut-off (DeepSpeech's min_cutoff) must not prune what they could lift.
+        self.cutoff_slack = 0.0
+        if self.use_lm and beta > 0.0:
+            self.cutoff_slack += beta
+        cdef double largest = 0.0
+        cdef Py_ssize_t i
+        for i in range(hot_boost.shape[0]):
+            if hot_boost[i] > largest:
+                largest = hot_boost[i]
+        self.cutoff_slack += largest
+        self.error = None
+        self.failed = False
+        self.frames_seen = 0
+        self.lm_misses = 0
+        cdef Node root
+        root.parent = -1
+        root.label = -1
+        root.n_children = 0
+        root.p_b = 0.0
+        root.p_nb = NEG_INF
+        root.new_p_b = NEG_INF
+        root.new_p_nb = NEG_INF
+        root.score = 0.0
+        root.bonus = 0.0
+        root.lm_state = 0
+        root.vocab_node = 0
+        root.hot_node = 0
+        root.hot_partial = 0.0
+        root.oov_penalized = False
+        root.in_beam = True
+        root.is_candidate = False
+        self.nodes.push_back(root)
+        self.child_table.resize(n_classes, -1)
+        self.beam.push_back(ROOT)
+
+    # -- language model ------------------------------------------------------------------
+    cdef double lm_word(self, int state, const string& word, int* next_state) noexcept nogil:
+        """ln P(word | state) from the cache, or from Python (with the GIL) on a miss."""
+        cdef string key = string(<const char*>&state, sizeof(int))
+        key.append(word)
+        cdef unordered_map[string, LmEntry].iterator found = self.lm_cache.find(key)
+        if found != self.lm_cache.end():
+            next_state[0] = deref(found).second.next_state
+            return deref(found).second.log_prob
+        cdef LmEntry entry
+        entry.log_prob = 0.0
+        entry.next_state = state
+        with gil:
+            try:
+                value, after = self.lm.score_word(state, word.c_str()[:word.size()])
+                entry.log_prob = value
+                entry.next_state = after
+                self.lm_misses += 1
+            except BaseException as error:
+                self.error = error
+                self.failed = True
+                next_state[0] = state
+                return 0.0
+        self.lm_cache[key] = entry
+        next_state[0] = entry.next_state
+        return entry.log_prob
+
+    cdef double lm_end(self, int state) noexcept nogil:
+        """ln P(</s> | state) (end of the utterance; not cached here, called per result)."""
+        cdef double value = 0.0
+        with gil:
+            try:
+                value = self.lm.score_end(state)
+            except BaseException as error:
+                self.error = error
+                self.failed = True
+        return value
+
+    cdef string word_of(self, int node) noexcept nogil:
+        """Class ids (one per byte) of the word that ends at ``node``."""
+        cdef string word
+        while node != ROOT and self.nodes[node].label != self.space:
+            word.push_back(<char>self.nodes[node].label)
+            node = self.nodes[node].parent
+        return string(word.rbegin(), word.rend())
+
+    # -- the prefix trie -----------------------------------------------------------------
+    cdef inline int find_child(self, int parent, int c) noexcept nogil:
+        return self.child_table[<size_t>parent * self.n_classes + c]
+
+    cdef int make_child(self, int parent, int c) noexcept nogil:
+        """Create the node ``parent + c`` with the state its text implies (see module doc)."""
+        cdef Node child
+        memset(&child, 0, sizeof(Node))
+        cdef double bonus = 0.0
+        cdef double word_log_prob
+        cdef int lm_state = self.nodes[parent].lm_state
+        cdef int vocab = self.nodes[parent].vocab_node
+        cdef int hot = self.nodes[parent].hot_node
+        cdef double partial = self.nodes[parent].hot_partial
+        cdef bint penalized = self.nodes[parent].oov_penalized
+        cdef bint at_word_start = parent == ROOT or self.nodes[parent].label == self.space
+        cdef int nxt
+        if c == self.space:
+            if self.use_lm and not at_word_start:
+                word_log_prob = self.lm_word(lm_state, self.word_of(parent), &lm_state)
+                bonus += self.alpha * word_log_prob + self.beta
+            vocab = 0
+            penalized = False
+            if self.use_hotwords:
+                nxt = -1
+                if hot > 0:
+                    nxt = trie_child(self.hot_start, self.hot_label, self.hot_node, hot, c)
+                if nxt > 0:
+                    # a space inside a phrase; a whole phrase before it keeps its boost
+                    if self.hot_terminal[hot]:
+                        partial = 0.0
+                    partial += self.hot_boost[nxt]
+                    bonus += self.hot_boost[nxt]
+                    hot = nxt
+                else:
+                    if not (hot > 0 and self.hot_terminal[hot]):
+                        bonus -= partial
+                    partial = 0.0
+                    hot = 0
+        else:
+            if self.use_vocabulary and vocab >= 0:
+                vocab = trie_child(self.vocab_start, self.vocab_label, self.vocab_node, vocab, c)
+            if self.use_hotwords:
+                nxt = -1
+                if hot >= 0:
+                    nxt = trie_child(self.hot_start, self.hot_label, self.hot_node, hot, c)
+                if nxt < 0 and hot > 0:
+                    # the spelling broke off: withdraw the unfinished match's boost
+                    bonus -= partial
+                    partial = 0.0
+                    if at_word_start:
+                        nxt = trie_child(self.hot_start, self.hot_label, self.hot_node, 0, c)
+                if nxt > 0:
+                    partial += self.hot_boost[nxt]
+                    bonus += self.hot_boost[nxt]
+                    hot = nxt
+                else:
+                    hot = -1
+            if self.use_vocabulary and vocab < 0 and not penalized and hot <= 0:
+                bonus += self.oov_penalty
+                penalized = True
+        cdef int index
+        if self.free_nodes.size() > 0:
+            index = self.free_nodes.back()
+            self.free_nodes.pop_back()
+        else:
+            index = <int>self.nodes.size()
+            self.nodes.push_back(child)
+            self.child_table.resize(self.child_table.size() + self.n_classes, -1)
+        child.parent = parent
+        child.label = c
+        child.n_children = 0
+        child.p_b = NEG_INF
+        child.p_nb = NEG_INF
+        child.new_p_b = NEG_INF
+        child.new_p_nb = NEG_INF
+        child.score = NEG_INF
+        child.bonus = bonus
+        child.lm_state = lm_state
+        child.vocab_node = vocab
+        child.hot_node = hot
+        child.hot_partial = partial
+        child.oov_penalized = penalized
+        child.in_beam = False
+        child.is_candidate = False
+        self.nodes[index] = child
+        self.nodes[parent].n_children += 1
+        self.child_table[<size_t>parent * self.n_classes + c] = index
+        return index
+
+    cdef void release(self, int node) noexcept nogil:
+        """Free ``node`` and its ancestors while they are childless and out of the beam."""
+        cdef int parent
+        while (
+            node != ROOT
+            and not self.nodes[node].in_beam
+            and not self.nodes[node].is_candidate
+            and self.nodes[node].n_children == 0
+        ):
+            parent = self.nodes[node].parent
+            self.child_table[<size_t>parent * self.n_classes + self.nodes[node].label] = -1
+            self.nodes[parent].n_children -= 1
+            self.nodes[node].parent = -1
+            self.free_nodes.push_back(node)
+            node = parent
+
+    # -- one frame -----------------------------------------------------------------------
+    cdef void step(self, const float* row) noexcept nogil:
+        cdef int V = self.n_classes
+        cdef int v, i, j, c, prefix, child, node, keep
+        cdef double lp, base, log_p, cumulative, min_cutoff, score
+        # 1. pruned classes: likeliest first (ties: lower class id), top-n, then cutoff_prob
+        self.classes.clear()
+        for v in range(V):
+            self.classes.push_back(pair[double, int](-(<double>row[v]), v))
+        cdef int n_keep = self.cutoff_top_n if self.cutoff_top_n < V else V
+        partial_sort(self.classes.begin(), self.classes.begin() + n_keep, self.classes.end())
+        if self.cutoff_prob < 1.0:
+            cumulative = 0.0
+            keep = 0
+            for i in range(n_keep):
+                cumulative += exp(-self.classes[i].first)
+                keep += 1
+                if cumulative >= self.cutoff_prob:
+                    break
+            n_keep = keep
+        # 2. DeepSpeech's min_cutoff: with a full beam, an extension scoring below the
+        # worst prefix followed by a blank cannot enter the beam
+        min_cutoff = NEG_INF
+        if <int>self.beam.size() >= self.beam_width:
+            min_cutoff = (
+                self.nodes[self.beam.back()].score + <double>row[self.blank]
+                - self.cutoff_slack
+            )
+        # 3. extend every prefix by every kept class
+        self.candidates.clear()
+        for j in range(<int>self.beam.size()):
+            self.candidates.push_back(self.beam[j])
+            self.nodes[self.beam[j]].is_candidate = True
+        for i in range(n_keep):
+            c = self.classes[i].second
+            lp = -self.classes[i].first
+            for j in range(<int>self.beam.size()):
+                prefix = self.beam[j]
+                if lp + self.nodes[prefix].score < min_cutoff:
+                    break
+                if c == self.blank:
+                    self.nodes[prefix].new_p_b = log_add(
+                        self.nodes[prefix].new_p_b, self.nodes[prefix].score + lp
+                    )
+                    continue
+                if c == self.nodes[prefix].label:
+                    # a repeat without a blank between collapses into the same prefix
+                    self.nodes[prefix].new_p_nb = log_add(
+                        self.nodes[prefix].new_p_nb, self.nodes[prefix].p_nb + lp
+                    )
+                    base = self.nodes[prefix].p_b
+                else:
+                    base = self.nodes[prefix].score
+                if base == NEG_INF:
+                    continue
+                if (
+                    c == self.space and self.use_lm
+                    and (prefix == ROOT or self.nodes[prefix].label == self.space)
+                ):
+                    # with an LM a space only ends a word: no leading or double spaces
+                    continue
+                child = self.find_child(prefix, c)
+                if child < 0:
+                    child = self.make_child(prefix, c)
+                log_p = base + lp + self.nodes[child].bonus
+                self.nodes[child].new_p_nb = log_add(self.nodes[child].new_p_nb, log_p)
+                if not self.nodes[child].is_candidate:
+                    self.nodes[child].is_candidate = True
+                    self.candidates.push_back(child)
+        # 4. keep the best beam_width candidates (ties: earlier candidate first)
+        self.order.clear()
+        for i in range(<int>self.candidates.size()):
+            node = self.candidates[i]
+            score = log_add(self.nodes[node].new_p_b, self.nodes[node].new_p_nb)
+            if score > NEG_INF:
+                self.order.push_back(pair[double, int](-score, i))
+        keep = <int>self.order.size()
+        if keep > self.beam_width:
+            keep = self.beam_width
+        partial_sort(self.order.begin(), self.order.begin() + keep, self.order.end())
+        for i in range(<int>self.candidates.size()):
+            node = self.candidates[i]
+            self.nodes[node].is_candidate = False
+            self.nodes[node].in_beam = False
+        self.beam.clear()
+        for i in range(keep):
+            node = self.candidates[self.order[i].second]
+            self.beam.push_back(node)
+            self.nodes[node].in_beam = True
+        for i in range(<int>self.candidates.size()):
+            node = self.candidates[i]
+            if self.nodes[node].in_beam:
+                self.nodes[node].p_b = self.nodes[node].new_p_b
+                self.nodes[node].p_nb = self.nodes[node].new_p_nb
+                self.nodes[node].score = log_add(self.nodes[node].p_b, self.nodes[node].p_nb)
+            else:
+                # a prefix that leaves the beam loses its paths; it may come back later
+                # through its parent, with fresh probabilities
+                self.nodes[node].p_b = NEG_INF
+                self.nodes[node].p_nb = NEG_INF
+                self.nodes[node].score = NEG_INF
+            self.nodes[node].new_p_b = NEG_INF
+            self.nodes[node].new_p_nb = NEG_INF
+        for i in range(<int>self.candidates.size()):
+            node = self.candidates[i]
+            if not self.nodes[node].in_beam and self.nodes[node].parent >= 0:
+                self.release(node)
+
+    # -- Python API ----------------------------------------------------------------------
+    def feed(self, const float[:, ::1] log_probs):
+        """Advance the search by the frames of ``log_probs`` (float32, shape (T, V))."""
+        cdef Py_ssize_t t, T = log_probs.shape[0]
+        with nogil:
+            for t in range(T):
+                self.step(&log_probs[t, 0])
+                if self.failed:
+                    break
+        self.frames_seen += T
+        self.raise_pending()
+
+    def raise_pending(self):
+        if self.failed:
+            error = self.error
+            self.error = None
+            raise error
+
+    cdef double end_bonus(self, int node):
+        """What finishing the utterance adds: the last word, ``</s>``, open hot-words."""
+        cdef double extra = 0.0
+        cdef double word_log_prob
+        cdef int state = self.nodes[node].lm_state
+        cdef int hot = self.nodes[node].hot_node
+        if self.use_lm:
+            if node != ROOT and self.nodes[node].label != self.space:
+                word_log_prob = self.lm_word(state, self.word_of(node), &state)
+                extra += self.alpha * word_log_prob + self.beta
+            extra += self.alpha * self.lm_end(state)
+        if self.use_hotwords and hot > 0 and not self.hot_terminal[hot]:
+            extra -= self.nodes[node].hot_partial
+        return extra
+
+    def best(self, int n_best):
+        """The ``n_best`` best prefixes as if the utterance ended now (the state is kept).
+
+        Returns
+        -------
+        list of (int32 array of shape (L,), float)
+            Class ids of each prefix and its final log-score, best first (ties: beam order).
+        """
+        cdef vector[pair[double, int]] ranked
+        cdef int i, node
+        cdef double final
+        for i in range(<int>self.beam.size()):
+            node = self.beam[i]
+            final = self.nodes[node].score + self.end_bonus(node)
+            self.raise_pending()
+            ranked.push_back(pair[double, int](-final, i))
+        cdef int keep = <int>ranked.size() if n_best > <int>ranked.size() else n_best
+        partial_sort(ranked.begin(), ranked.begin() + keep, ranked.end())
+        results = []
+        for i in range(keep):
+            node = self.beam[ranked[i].second]
+            results.append((self.labels_of(node), -ranked[i].first))
+        return results
+
+    cdef object labels_of(self, int node):
+        cdef vector[int] reversed_labels
+        while node != ROOT:
+            reversed_labels.push_back(self.nodes[node].label)
+            node = self.nodes[node].parent
+        cdef Py_ssize_t L = reversed_labels.size(), k
+        labels = np.empty(L, dtype=np.int32)
+        cdef int[::1] out = labels
+        for k in range(L):
+            out[k] = reversed_labels[L - 1 - k]
+        return labels
+
+    @property
+    def n_live_nodes(self):
+        """Nodes in the prefix trie now (diagnostic: the beam plus its ancestors)."""
+        return <long>(self.nodes.size() - self.free_nodes.size())
+
+
+def viterbi_align(const float[:, ::1] log_probs, const int[::1] labels, int blank):
+    """The best CTC alignment of ``labels`` to the frames (forced alignment).
+
+    Parameters
+    ----------
+    log_probs : float32 array, shape (T, V)
+        Per-frame log-probabilities.
+    labels : int32 array, shape (L,)
+        The transcript's class ids (no blanks); it must fit in T frames.
+    blank : int
+        Class id of the blank.
+
+    Returns
+    -------
+    frames : int32 array, shape (L,)
+        First frame of each label on the best alignment.
+    token_log_probs : float64 array, shape (L,)
+        Largest log-probability of each label over the frames it occupies there.
+
+    Raises
+    ------
+    ValueError
+        When no alignment exists.
+    """
+    cdef Py_ssize_t T = log_probs.shape[0], L = labels.shape[0]
+    cdef Py_ssize_t S = 2 * L + 1, t, s, k
+    frames_array = np.full(L, -1, dtype=np.int32)
+    token_array = np.full(L, NEG_INF, dtype=np.float64)
+    if L == 0:
+        return frames_array, token_array
+    if T == 0:
+        raise ValueError("no alignment: no frames")
+    cdef double[::1] previous = np.full(S, NEG_INF)
+    cdef double[::1] current = np.full(S, NEG_INF)
+    cdef signed char[:, ::1] back = np.zeros((T, S), dtype=np.int8)
+    cdef int[::1] frames = frames_array
+    cdef double[::1] token_log_probs = token_array
+    cdef double best, candidate, emit
+    cdef int label, step
+    with nogil:
+        previous[0] = log_probs[0, blank]
+        previous[1] = log_probs[0, labels[0]]
+        for t in range(1, T):
+            for s in range(S):
+                label = blank if s % 2 == 0 else labels[s // 2]
+                # predecessors in order stay, s - 1, s - 2 (strict '>' keeps the first)
+                best = previous[s]
+                step = 0
+                if s >= 1 and previous[s - 1] > best:
+                    best = previous[s - 1]
+                    step = 1
+                if (
+                    s >= 2 and s % 2 == 1 and labels[s // 2] != labels[s // 2 - 1]
+                    and previous[s - 2] > best
+                ):
+                    best = previous[s - 2]
+                    step = 2
+                back[t, s] = step
+                current[s] = best + log_probs[t, label] if best > NEG_INF else NEG_INF
+            for s in range(S):
+                previous[s] = current[s]
+    s = S - 1
+    if S >= 2 and previous[S - 2] > previous[S - 1]:
+        s = S - 2
+    if previous[s] == NEG_INF:
+        raise ValueError("no alignment of the labels to the frames exists")
+    with nogil:
+        for t in range(T - 1, -1, -1):
+            if s % 2 == 1:
+                k = s // 2
+                frames[k] = <int>t
+                emit = log_probs[t, labels[k]]
+                if emit > token_log_probs[k]:
+                    token_log_probs[k] = emit
+            if t > 0:
+                s -= back[t, s]
+    return frames_array, token_array

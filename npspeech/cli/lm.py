@@ -1,0 +1,377 @@
+"""``npspeech lm``: build ARPA models, inspect and package scorers, tune alpha/beta.
+
+Subcommands: ``build``, ``info``, ``package``, ``tune``. Numerical modules are imported
+inside the handlers so that ``npspeech --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from .. import constants as C
+from ..errors import ConfigError
+
+
+def register(subparsers) -> None:
+    """Add ``npspeech lm`` and its subcommands."""
+    parser = subparsers.add_parser(
+        "lm",
+        help="build, inspect, package and tune language models (scorers)",
+        description=(
+            "Language-model tooling: build an ARPA n-gram model from text, show what a "
+            "scorer file holds, package an LM with its alpha/beta, and tune alpha/beta "
+            "on a dev set."
+        ),
+    )
+    parser.set_defaults(run=lambda args: _print_help(parser))
+    commands = parser.add_subparsers(dest="lm_command", metavar="SUBCOMMAND")
+    _register_build(commands)
+    _register_info(commands)
+    _register_package(commands)
+    _register_tune(commands)
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _register_build(commands) -> None:
+    parser = commands.add_parser(
+        "build",
+        help="build an ARPA model (interpolated modified Kneser-Ney) from text",
+        description=(
+            "Build an ARPA n-gram model from text files (one sentence per line, "
+            "plain or gzip), with interpolated modified Kneser-Ney smoothing as "
+            "KenLM's lmplz estimates it. Text is normalised to the alphabet first "
+            "(lower-cased, accents folded, other characters dropped). Never build "
+            "from test transcripts: the LM would have seen the test set."
+        ),
+    )
+    parser.add_argument(
+        "text", nargs="+", metavar="TEXT", help="input text files (.gz ok)"
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="LM.arpa",
+        help="ARPA file to write (atomically; required)",
+    )
+    parser.add_argument(
+        "--order",
+        type=int,
+        default=C.LM_ORDER,
+        help="highest n-gram order (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--prune",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="COUNT",
+        help="raw-count thresholds per order, unigrams first (like lmplz "
+        "--prune): n-grams with count <= threshold are dropped; the last "
+        "value repeats; the first must be 0. Default: no pruning",
+    )
+    parser.add_argument(
+        "--vocab-size",
+        type=int,
+        default=None,
+        metavar="K",
+        help="keep the K most frequent words, the rest become <unk>. Default: keep all",
+    )
+    parser.add_argument(
+        "--alphabet",
+        default=None,
+        metavar="alphabet.txt",
+        help="DeepSpeech alphabet to normalise text to. Default: English "
+        "(space, a-z, apostrophe)",
+    )
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (shown for inputs over 16 MiB)",
+    )
+    parser.set_defaults(run=run_build)
+
+
+def _register_info(commands) -> None:
+    parser = commands.add_parser(
+        "info",
+        help="show the kind, order, alpha/beta and vocabulary size of a scorer",
+        description="Show what a language-model file holds: ARPA, KenLM binary, "
+        "DeepSpeech .scorer or npspeech scorer package.",
+    )
+    parser.add_argument("scorer", metavar="SCORER", help="the file to inspect")
+    parser.add_argument(
+        "--alphabet",
+        default=None,
+        metavar="alphabet.txt",
+        help="alphabet that spells a DeepSpeech scorer's lexicon. Default: English",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of lines"
+    )
+    parser.set_defaults(run=run_info)
+
+
+def _register_package(commands) -> None:
+    parser = commands.add_parser(
+        "package",
+        help="wrap an ARPA/KenLM model with alpha, beta and vocabulary in one file",
+        description="Write an npspeech scorer package: the LM bytes, its alpha/beta "
+        "and vocabulary, behind a small header (see npspeech.lm.package).",
+    )
+    parser.add_argument(
+        "language_model",
+        metavar="LM",
+        help="ARPA file, KenLM binary or DeepSpeech .scorer",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT.npscorer",
+        help="package to write (atomically; required)",
+    )
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help="LM weight to store. Default: the source's, else none",
+    )
+    parser.add_argument(
+        "--beta",
+        type=float,
+        default=None,
+        help="word bonus to store. Default: the source's, else none",
+    )
+    parser.add_argument(
+        "--alphabet",
+        default=None,
+        metavar="alphabet.txt",
+        help="alphabet of a DeepSpeech scorer's lexicon. Default: English",
+    )
+    parser.set_defaults(run=run_package)
+
+
+def _register_tune(commands) -> None:
+    parser = commands.add_parser(
+        "tune",
+        help="grid-search alpha/beta on a dev set and store them in the scorer",
+        description=(
+            "Search the beam decoder's alpha (LM weight) and beta (word bonus) that "
+            "minimise corpus WER on a dev set, then write them into the scorer: an "
+            "npspeech package gets new metadata, a DeepSpeech .scorer a new header, "
+            "an ARPA/KenLM file becomes an npspeech package at --output. The dev set "
+            "is an .npz of acoustic-model outputs (arrays log_probs_0.. of shape "
+            "(T, V) and a string array 'references'; see "
+            "npspeech.lm.tune.save_log_probs)."
+        ),
+    )
+    parser.add_argument("scorer", metavar="SCORER", help="scorer or LM file to tune")
+    parser.add_argument(
+        "--log-probs",
+        required=True,
+        metavar="DEV.npz",
+        help="dev-set log-probabilities and references (required)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        metavar="OUT",
+        help="where to write the tuned scorer. Default: SCORER itself "
+        "(rewritten atomically); required for ARPA/KenLM input",
+    )
+    parser.add_argument(
+        "--alphabet",
+        default=None,
+        metavar="alphabet.txt",
+        help="the acoustic model's alphabet. Default: English",
+    )
+    parser.add_argument(
+        "--alphas",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="A",
+        help=f"alpha grid. Default: --grid-points values over {C.TUNE_ALPHA_RANGE}",
+    )
+    parser.add_argument(
+        "--betas",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="B",
+        help=f"beta grid. Default: --grid-points values over {C.TUNE_BETA_RANGE}",
+    )
+    parser.add_argument(
+        "--grid-points",
+        type=int,
+        default=C.TUNE_GRID_POINTS,
+        help="points per axis of the default grids (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--refine",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="coarse-to-fine rounds around the best point (each halves "
+        "the step; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--beam-width",
+        type=int,
+        default=C.TUNE_BEAM_WIDTH,
+        help="beam width while tuning (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--table",
+        default=None,
+        metavar="FILE.csv",
+        help="also write every evaluated point as CSV",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="report the best alpha/beta without writing the scorer",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run_tune)
+
+
+# --- handlers -------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> int:
+    """Dispatch to the chosen subcommand (``cli.main`` calls ``args.run`` directly)."""
+    return int(args.run(args) or 0)
+
+
+def _alphabet(path):
+    from ..alphabet import Alphabet
+
+    return None if path is None else Alphabet.from_file(path)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from ..lm.build import build_arpa_file
+
+    started = time.perf_counter()
+    model = build_arpa_file(
+        args.text,
+        args.output,
+        args.order,
+        prune=args.prune,
+        vocab_size=args.vocab_size,
+        alphabet=_alphabet(args.alphabet),
+        progress=not args.no_progress,
+    )
+    seconds = time.perf_counter() - started
+    counts = ", ".join(f"{k}-grams {n}" for k, n in enumerate(model.counts(), start=1))
+    print(
+        f"wrote {args.output}: order {model.order}, {model.n_sentences} sentences, "
+        f"{model.n_words} words, {counts} ({seconds:.1f} s)"
+    )
+    for k, used in enumerate(model.fallback, start=1):
+        if used:
+            print(
+                f"note: {k}-gram count-of-counts too sparse for Kneser-Ney discounts; "
+                f"used the fallback discounts {C.KN_FALLBACK_DISCOUNTS}",
+                file=sys.stderr,
+            )
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from ..lm.package import describe, open_scorer
+
+    info = describe(open_scorer(args.scorer, _alphabet(args.alphabet)))
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    for key in ("path", "kind", "order", "alpha", "beta", "vocabulary_size", "is_utf8"):
+        value = info[key]
+        print(f"{key.replace('_', ' ')}: {'-' if value is None else value}")
+    return 0
+
+
+def run_package(args: argparse.Namespace) -> int:
+    from ..lm.package import open_scorer, write_package
+
+    write_package(
+        args.output,
+        args.language_model,
+        args.alpha,
+        args.beta,
+        alphabet=_alphabet(args.alphabet),
+    )
+    written = open_scorer(args.output)
+    size = "-" if written.vocabulary is None else len(written.vocabulary)
+    print(
+        f"wrote {args.output}: alpha {written.alpha}, beta {written.beta}, {size} words"
+    )
+    return 0
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..lm.package import open_scorer, set_scorer_parameters
+    from ..lm.tune import beam_decode_fn, default_grid, load_log_probs, tune_alpha_beta
+
+    if args.beam_width < 1:
+        raise ConfigError(f"--beam-width must be >= 1, got {args.beam_width}")
+    if args.grid_points < 1:
+        raise ConfigError(f"--grid-points must be >= 1, got {args.grid_points}")
+    alphabet = _alphabet(args.alphabet)
+    scorer = open_scorer(args.scorer, alphabet)
+    if scorer.kind in ("arpa", "kenlm_binary") and not (args.output or args.dry_run):
+        # Say so before the search, not after it.
+        raise ConfigError(
+            f"{scorer.path}: a {scorer.kind} file cannot hold alpha/beta; give "
+            "--output OUT.npscorer to write an npspeech package"
+        )
+    log_probs_list, references = load_log_probs(args.log_probs)
+    # Here a `--model MODEL --dev CSV` variant would run the acoustic model once to get
+    # the same (log_probs_list, references) pair.
+    decode_fn = beam_decode_fn(scorer, alphabet, args.beam_width)
+    alphas = args.alphas or default_grid(C.TUNE_ALPHA_RANGE, args.grid_points)
+    betas = args.betas or default_grid(C.TUNE_BETA_RANGE, args.grid_points)
+    result = tune_alpha_beta(
+        log_probs_list,
+        references,
+        decode_fn,
+        alphas,
+        betas,
+        refine_steps=args.refine,
+        progress=not args.no_progress,
+    )
+    print(
+        f"best alpha {result.alpha:.6g}, beta {result.beta:.6g}: WER {result.wer:.4f}, "
+        f"CER {result.cer:.4f} ({len(result.table)} points, "
+        f"{len(references)} utterances)"
+    )
+    if args.table:
+        rows = np.array([(p.alpha, p.beta, p.wer, p.cer) for p in result.table])
+        try:
+            np.savetxt(
+                args.table,
+                rows,
+                delimiter=",",
+                header="alpha,beta,wer,cer",
+                comments="",
+                fmt="%.10g",
+            )
+        except OSError as error:
+            raise ConfigError(f"--table {args.table}: cannot write ({error})") from None
+    if args.dry_run:
+        return 0
+    written = set_scorer_parameters(
+        args.scorer, result.alpha, result.beta, args.output, alphabet=alphabet
+    )
+    print(f"wrote {written}")
+    return 0

@@ -1,0 +1,512 @@
+"""CTC prefix beam search: the public API over the compiled search in ``csrc/ctc_beam.pyx``.
+
+Input is what a model's log-softmax gives: per-frame natural-log probabilities, shape
+``(T, V)``, float32 (other float dtypes are converted), with the blank at class ``V - 1``
+unless told otherwise. This layer validates everything; the compiled core trusts it.
+
+Scores
+------
+A prefix's score is ``ln P_ctc`` (summed over its alignments) plus, when a
+:class:`~npspeech.decoder.scorer.Scorer` is given, ``alpha * ln P_lm(word | history) +
+beta`` for every completed word, where a word completes at a space and the last word at
+the end of the utterance, followed by ``alpha * ln P_lm(</s> | history)``. Hot-words add
+their boost per matched character (rules in :mod:`npspeech.decoder.hotwords`); a word that
+leaves the vocabulary trie pays the scorer's ``oov_penalty`` once.
+
+Results
+-------
+``confidence`` of a candidate is its posterior over the returned n-best: the softmax of
+their final scores (1.0 for a single best). Token timings come from the best CTC
+alignment of the candidate's labels to the frames (forced Viterbi alignment, computed
+after the search): a token's ``frame`` is the first frame it occupies on that alignment,
+``start_time = frame * frame_step_seconds``. Word ``start_time`` is its first token's;
+``duration`` runs to the start of the token that ends it (the following space, or the
+word's own last letter at the end of the text), as DeepSpeech's client computes it. A
+word's ``confidence`` is the geometric mean, over its letters, of each letter's largest
+per-frame probability on the alignment.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import constants
+from .._native import load_extension
+from ..alphabet import Alphabet
+from ..errors import AlphabetError, ConfigError, DecoderError
+from ._beam_ref import ReferenceBeamSearch, viterbi_align_reference
+from .hotwords import LabelTrie, empty_trie, hotword_trie, vocabulary_trie
+from .scorer import Scorer
+
+_compiled = load_extension("ctc_beam")
+
+# Largest log-probability accepted: log-softmax gives <= 0 up to float32 rounding.
+_LOG_PROB_CEILING = 1e-3
+# The LM sees words as one byte per class id.
+_MAX_CLASSES_WITH_LM = 256
+
+
+@dataclass(frozen=True)
+class Token:
+    """One emitted label: its text, first frame on the best alignment and start time."""
+
+    text: str
+    frame: int
+    start_time: float
+
+
+@dataclass(frozen=True)
+class Word:
+    """A word with DeepSpeech's timing fields and a confidence in [0, 1]."""
+
+    word: str
+    start_time: float
+    duration: float
+    confidence: float
+
+
+@dataclass(frozen=True)
+class CandidateTranscript:
+    """One transcript of the n-best list.
+
+    Attributes
+    ----------
+    text
+        The transcript.
+    confidence
+        Posterior over the returned n-best (softmax of ``log_score``).
+    tokens
+        Every label with its timing.
+    words
+        Words with start time, duration and confidence.
+    log_score
+        Final search score: ``ln P_ctc`` plus the weighted LM and hot-word terms.
+    """
+
+    text: str
+    confidence: float
+    tokens: list[Token] = field(default_factory=list)
+    words: list[Word] = field(default_factory=list)
+    log_score: float = 0.0
+
+    def to_deepspeech_dict(self) -> dict:
+        """This transcript as one entry of DeepSpeech's ``--json`` ``transcripts`` list."""
+        return {
+            "confidence": self.confidence,
+            "words": [
+                {"word": w.word, "start_time": w.start_time, "duration": w.duration}
+                for w in self.words
+            ],
+        }
+
+    def to_deepspeech_json(self) -> dict:
+        """``{"transcripts": [...]}`` holding this transcript alone."""
+        return {"transcripts": [self.to_deepspeech_dict()]}
+
+
+def to_deepspeech_json(candidates: Sequence[CandidateTranscript]) -> dict:
+    """The n-best list in the structure DeepSpeech's client writes with ``--json``."""
+    return {"transcripts": [candidate.to_deepspeech_dict() for candidate in candidates]}
+
+
+class _LanguageModelBridge:
+    """What the compiled search calls on an LM-cache miss: class-id bytes -> text -> KenLM."""
+
+    def __init__(self, scorer: Scorer, class_text: Sequence[str]):
+        self.scorer = scorer
+        self.class_text = list(class_text)
+
+    def score_word(self, state: int, word: bytes) -> tuple[float, int]:
+        text = "".join([self.class_text[c] for c in word])
+        return self.scorer.word_log_prob(state, text)
+
+    def score_end(self, state: int) -> float:
+        return self.scorer.end_log_prob(state)
+
+
+class BeamSearchDecoder:
+    """CTC prefix beam search with an optional KenLM scorer and hot-words.
+
+    Parameters
+    ----------
+    alphabet
+        The labels; the model has ``alphabet.n_classes`` outputs (labels plus blank).
+    beam_width
+        Prefixes kept per frame.
+    cutoff_top_n
+        Classes considered per frame (the likeliest ones).
+    cutoff_prob
+        Among those, the fewest whose probabilities sum to this; 1.0 switches it off.
+    scorer
+        A :class:`~npspeech.decoder.scorer.Scorer`, or None for acoustic scores only.
+    hotwords
+        ``{phrase: boost per character}`` or a list of phrases (``HOTWORD_BOOST`` each).
+    frame_step_seconds
+        Time between model output frames (0.02 s for DeepSpeech models).
+    blank
+        Class id of the blank; None means the last class, as in DeepSpeech. Labels fill
+        the other classes in order.
+
+    Raises
+    ------
+    ConfigError
+        An option outside its range.
+    DecoderError
+        A hot-word the alphabet cannot spell.
+    """
+
+    def __init__(
+        self,
+        alphabet: Alphabet,
+        beam_width: int = constants.BEAM_WIDTH,
+        cutoff_top_n: int = constants.CUTOFF_TOP_N,
+        cutoff_prob: float = constants.CUTOFF_PROB,
+        scorer: Scorer | None = None,
+        hotwords: Mapping[str, float] | Sequence[str] | None = None,
+        frame_step_seconds: float = constants.FRAME_STEP_SECONDS,
+        blank: int | None = None,
+    ):
+        if not isinstance(alphabet, Alphabet):
+            raise ConfigError(f"alphabet must be an Alphabet, got {type(alphabet).__name__}")
+        n_classes = alphabet.n_classes
+        blank = n_classes - 1 if blank is None else blank
+        _check_int("beam_width", beam_width, 1)
+        _check_int("cutoff_top_n", cutoff_top_n, 1)
+        _check_int("blank", blank, 0)
+        if blank >= n_classes:
+            raise ConfigError(f"blank {blank} is outside the {n_classes} classes")
+        if not 0.0 < cutoff_prob <= 1.0:
+            raise ConfigError(f"cutoff_prob must be in (0, 1], got {cutoff_prob}")
+        if not (math.isfinite(frame_step_seconds) and frame_step_seconds > 0):
+            raise ConfigError(f"frame_step_seconds must be > 0, got {frame_step_seconds}")
+        if scorer is not None and not isinstance(scorer, Scorer):
+            raise ConfigError(f"scorer must be a Scorer, got {type(scorer).__name__}")
+        if scorer is not None and n_classes > _MAX_CLASSES_WITH_LM:
+            raise ConfigError(
+                f"a scorer needs at most {_MAX_CLASSES_WITH_LM} classes, got {n_classes}"
+            )
+        self.alphabet = alphabet
+        self.beam_width = int(beam_width)
+        self.cutoff_top_n = int(cutoff_top_n)
+        self.cutoff_prob = float(cutoff_prob)
+        self.scorer = scorer
+        self.frame_step_seconds = float(frame_step_seconds)
+        self.blank = int(blank)
+        self.n_classes = n_classes
+        # class id -> label text ("" for the blank), and label id -> class id
+        self._label_class = np.asarray(
+            [k for k in range(n_classes) if k != blank], dtype=np.int32
+        )
+        self._class_text = [""] * n_classes
+        for label_id, class_id in enumerate(self._label_class):
+            self._class_text[class_id] = alphabet.labels[label_id]
+        space = alphabet.space
+        self.space = -1 if space is None else int(self._label_class[space])
+        self.hotwords = empty_trie() if not hotwords else self._hotword_trie(hotwords)
+        self.vocabulary = empty_trie()
+        self._use_vocabulary = False
+        if scorer is not None and scorer.vocabulary is not None:
+            if scorer.oov_penalty is not None:
+                words = vocabulary_trie(alphabet, scorer.vocabulary)
+                self.vocabulary = self._to_classes(words)
+                self._use_vocabulary = True
+        self._bridge = (
+            None if scorer is None else _LanguageModelBridge(scorer, self._class_text)
+        )
+
+    # -- public API ----------------------------------------------------------------------
+    def decode(self, log_probs: np.ndarray, n_best: int = 1) -> list[CandidateTranscript]:
+        """Decode one utterance.
+
+        Parameters
+        ----------
+        log_probs : array, shape (T, V), float
+            Per-frame natural-log class probabilities (log-softmax output). T may be 0.
+        n_best : int
+            How many transcripts to return (fewer when the beam holds fewer).
+
+        Returns
+        -------
+        list of CandidateTranscript
+            Best first; confidences sum to 1.
+
+        Raises
+        ------
+        DecoderError
+            Wrong shape or dtype, NaN or +inf, a frame with no finite value, positive
+            values (probabilities or logits instead of log-probabilities), bad ``n_best``.
+        """
+        log_probs = self.validate(log_probs)
+        _check_n_best(n_best)
+        search = self.new_search()
+        search.feed(log_probs)
+        return self._results(search.best(n_best), log_probs)
+
+    def stream(self) -> BeamDecoderStream:
+        """A stream: feed frames chunk by chunk, ask for the current best, finish."""
+        return BeamDecoderStream(self)
+
+    def decode_batch(
+        self,
+        batch: Sequence[np.ndarray],
+        n_best: int = 1,
+        num_threads: int | None = None,
+    ) -> list[list[CandidateTranscript]]:
+        """Decode many utterances on a thread pool (the search runs without the GIL).
+
+        Parameters
+        ----------
+        batch : sequence of arrays, each shape (T_i, V), float
+            One log-probability matrix per utterance.
+        n_best : int
+            Transcripts per utterance.
+        num_threads : int, optional
+            Worker threads; default ``os.cpu_count()``.
+
+        Returns
+        -------
+        list of list of CandidateTranscript
+            In the order of ``batch``.
+
+        Raises
+        ------
+        DecoderError
+            Naming the index of the first bad utterance.
+        """
+        _check_n_best(n_best)
+        checked = []
+        for index, log_probs in enumerate(batch):
+            try:
+                checked.append(self.validate(log_probs))
+            except DecoderError as error:
+                raise DecoderError(f"utterance {index}: {error}") from None
+        workers = num_threads if num_threads is not None else (os.cpu_count() or 1)
+        if not isinstance(workers, int) or workers < 1:
+            raise DecoderError(f"num_threads must be a positive integer, got {num_threads}")
+        if workers == 1 or len(checked) <= 1:
+            return [self._decode_checked(item, n_best) for item in checked]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(lambda item: self._decode_checked(item, n_best), checked))
+
+    def validate(self, log_probs: np.ndarray) -> np.ndarray:
+        """Check ``log_probs`` and return it as C-contiguous float32 of shape (T, V)."""
+        if not isinstance(log_probs, np.ndarray):
+            try:
+                log_probs = np.asarray(log_probs)
+            except (TypeError, ValueError) as error:
+                raise DecoderError(f"log_probs is not an array: {error}") from None
+        if log_probs.ndim != 2:
+            raise DecoderError(
+                f"log_probs must have shape (T, {self.n_classes}), got {log_probs.shape}"
+            )
+        if log_probs.shape[1] != self.n_classes:
+            raise DecoderError(
+                f"log_probs has {log_probs.shape[1]} classes per frame, but the alphabet "
+                f"has {self.n_classes} (its {self.alphabet.size} labels and the blank)"
+            )
+        if not np.issubdtype(log_probs.dtype, np.floating):
+            raise DecoderError(f"log_probs must be floating point, got {log_probs.dtype}")
+        log_probs = np.ascontiguousarray(log_probs, dtype=np.float32)
+        if log_probs.shape[0] == 0:
+            return log_probs
+        bad = np.isnan(log_probs) | (log_probs == np.inf)
+        if bad.any():
+            frame, label = np.argwhere(bad)[0]
+            raise DecoderError(
+                f"log_probs[{frame}, {label}] is {log_probs[frame, label]}: NaN and +inf "
+                "are not log-probabilities"
+            )
+        row_max = log_probs.max(axis=1)  # (T,)
+        if (row_max == -np.inf).any():
+            frame = int(np.flatnonzero(row_max == -np.inf)[0])
+            raise DecoderError(f"frame {frame} gives every class probability 0 (-inf)")
+        if (row_max > _LOG_PROB_CEILING).any():
+            frame = int(np.flatnonzero(row_max > _LOG_PROB_CEILING)[0])
+            raise DecoderError(
+                f"frame {frame} has a log-probability of {row_max[frame]:.4g} > 0: pass "
+                "natural-log probabilities (log-softmax), not probabilities or logits"
+            )
+        return log_probs
+
+    def new_search(self, reference: bool = False):
+        """A fresh search state: the compiled one, or the Python oracle when asked or unbuilt."""
+        arguments = dict(
+            n_classes=self.n_classes,
+            blank=self.blank,
+            space=self.space,
+            beam_width=self.beam_width,
+            cutoff_top_n=self.cutoff_top_n,
+            cutoff_prob=self.cutoff_prob,
+            lm=self._bridge,
+            alpha=0.0 if self.scorer is None else self.scorer.alpha,
+            beta=0.0 if self.scorer is None else self.scorer.beta,
+            oov_penalty=_oov_penalty(self.scorer),
+            use_vocabulary=self._use_vocabulary,
+        )
+        if reference or _compiled is None:
+            return ReferenceBeamSearch(
+                **arguments, vocabulary=self.vocabulary, hotwords=self.hotwords
+            )
+        vocabulary, hot = self.vocabulary, self.hotwords
+        return _compiled.PrefixBeamSearch(
+            **arguments,
+            vocab_start=vocabulary.child_start,
+            vocab_label=vocabulary.child_label,
+            vocab_node=vocabulary.child_node,
+            hot_start=hot.child_start,
+            hot_label=hot.child_label,
+            hot_node=hot.child_node,
+            hot_boost=hot.boost,
+            hot_terminal=hot.terminal,
+        )
+
+    # -- internals -----------------------------------------------------------------------
+    def _decode_checked(self, log_probs: np.ndarray, n_best: int) -> list[CandidateTranscript]:
+        search = self.new_search()
+        search.feed(log_probs)
+        return self._results(search.best(n_best), log_probs)
+
+    def _results(
+        self, ranked: list[tuple[np.ndarray, float]], log_probs: np.ndarray
+    ) -> list[CandidateTranscript]:
+        """Turn ``(class ids, final score)`` pairs into transcripts with timings."""
+        scores = np.asarray([score for _, score in ranked], dtype=np.float64)
+        confidences = np.exp(scores - scores.max())
+        confidences /= confidences.sum()
+        return [
+            self._candidate(labels, float(score), float(confidence), log_probs)
+            for (labels, score), confidence in zip(ranked, confidences)
+        ]
+
+    def _candidate(
+        self, labels: np.ndarray, score: float, confidence: float, log_probs: np.ndarray
+    ) -> CandidateTranscript:
+        labels = np.ascontiguousarray(labels, dtype=np.int32)
+        frames, token_log_probs = align(log_probs, labels, self.blank)
+        step = self.frame_step_seconds
+        tokens = [
+            Token(self._class_text[label], int(frame), float(frame) * step)
+            for label, frame in zip(labels, frames)
+        ]
+        words: list[Word] = []
+        letters: list[int] = []  # token indices of the word being read
+        for index, token in enumerate(tokens):
+            is_space = labels[index] == self.space
+            if not is_space:
+                letters.append(index)
+            if (is_space or index == len(tokens) - 1) and letters:
+                start = tokens[letters[0]].start_time
+                words.append(
+                    Word(
+                        word="".join(tokens[i].text for i in letters),
+                        start_time=start,
+                        duration=max(0.0, token.start_time - start),
+                        confidence=float(np.exp(np.mean(token_log_probs[letters]))),
+                    )
+                )
+                letters = []
+        text = "".join(token.text for token in tokens)
+        return CandidateTranscript(text, confidence, tokens, words, score)
+
+    def _hotword_trie(self, hotwords) -> LabelTrie:
+        try:
+            return self._to_classes(hotword_trie(self.alphabet, hotwords))
+        except AlphabetError as error:
+            raise DecoderError(f"hot-word cannot be spelled: {error}") from None
+
+    def _to_classes(self, trie: LabelTrie) -> LabelTrie:
+        """A trie over label ids re-expressed over class ids (they differ if blank is not last)."""
+        # label -> class is increasing, so each node's edges stay sorted
+        return LabelTrie(
+            child_start=trie.child_start,
+            child_label=np.ascontiguousarray(self._label_class[trie.child_label]),
+            child_node=trie.child_node,
+            boost=trie.boost,
+            terminal=trie.terminal,
+        )
+
+
+class BeamDecoderStream:
+    """Incremental decoding: the result after ``finish`` equals decoding all frames at once.
+
+    Created by :meth:`BeamSearchDecoder.stream`. The frames fed are kept (float32, T x V)
+    because the word timings align the final transcript to all of them.
+    """
+
+    def __init__(self, decoder: BeamSearchDecoder):
+        self.decoder = decoder
+        self._search = decoder.new_search()
+        self._chunks: list[np.ndarray] = []
+        self._finished = False
+
+    @property
+    def n_frames(self) -> int:
+        """Frames fed so far."""
+        return sum(chunk.shape[0] for chunk in self._chunks)
+
+    def feed(self, log_probs: np.ndarray) -> None:
+        """Advance by a chunk of frames, shape (T_chunk, V) (T_chunk may be 0)."""
+        if self._finished:
+            raise DecoderError("this stream is finished; start a new one")
+        log_probs = self.decoder.validate(log_probs)
+        self._search.feed(log_probs)
+        self._chunks.append(log_probs)
+
+    def intermediate(self, n_best: int = 1) -> list[CandidateTranscript]:
+        """The current best transcripts, as if the utterance ended now."""
+        _check_n_best(n_best)
+        return self.decoder._results(self._search.best(n_best), self._frames())
+
+    def finish(self, n_best: int = 1) -> list[CandidateTranscript]:
+        """The final transcripts; the stream accepts no more frames afterwards."""
+        results = self.intermediate(n_best)
+        self._finished = True
+        return results
+
+    def _frames(self) -> np.ndarray:
+        if not self._chunks:
+            return np.zeros((0, self.decoder.n_classes), dtype=np.float32)
+        return np.concatenate(self._chunks, axis=0)
+
+
+def align(
+    log_probs: np.ndarray, labels: np.ndarray, blank: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best CTC alignment of ``labels``: first frame and peak log-prob of each label.
+
+    Parameters
+    ----------
+    log_probs : float32 array, shape (T, V)
+    labels : int32 array, shape (L,)
+    blank : int
+
+    Returns
+    -------
+    frames : int32 array, shape (L,)
+    token_log_probs : float64 array, shape (L,)
+    """
+    if _compiled is None:
+        return viterbi_align_reference(log_probs, labels, blank)
+    return _compiled.viterbi_align(log_probs, labels, blank)
+
+
+def _oov_penalty(scorer: Scorer | None) -> float:
+    if scorer is None or scorer.oov_penalty is None:
+        return 0.0
+    return scorer.oov_penalty
+
+
+def _check_int(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_n_best(n_best) -> None:
+    if isinstance(n_best, bool) or not isinstance(n_best, (int, np.integer)) or n_best < 1:
+        raise DecoderError(f"n_best must be an integer >= 1, got {n_best!r}")

@@ -1,0 +1,406 @@
+"""Inference: a loaded model, transcription of audio, and evaluation of a corpus.
+
+``Model.load(path).transcribe("audio.wav")`` is the whole public path from a model file to
+text. :func:`evaluate` runs a model over corpus rows in padded batches and scores the
+transcripts (WER/CER); the training loop's dev pass and ``npspeech eval`` share it.
+
+Shape legend: T frames, B batch, F features, V classes (the blank last).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from . import models
+from .alphabet import Alphabet
+from .config import DecodeConfig, FeatureConfig
+from .errors import ConfigError, DecoderError
+
+# -- decoders ----------------------------------------------------------------------------
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Log-probabilities over the last axis, computed stably (max subtracted first)."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+@dataclasses.dataclass
+class Transcript:
+    """One decoded utterance.
+
+    Attributes
+    ----------
+    text : str
+    confidence : float
+        Greedy: the sum over frames of the best class's log-probability; beam: the
+        decoder's own score.
+    words : list of (str, float, float)
+        ``(word, start_time, duration)`` in seconds.
+    """
+
+    text: str
+    confidence: float
+    words: list[tuple[str, float, float]]
+
+    def to_json(self) -> dict[str, Any]:
+        """A DeepSpeech client ``transcripts`` entry."""
+        return {
+            "confidence": self.confidence,
+            "words": [
+                {"word": word, "start_time": round(start, 4), "duration": round(length, 4)}
+                for word, start, length in self.words
+            ],
+        }
+
+
+def _words_from_labels(text: str, starts: Sequence[float],
+                       frame_seconds: float) -> list[tuple[str, float, float]]:
+    """Word timings from each character's start time, as DeepSpeech's client groups them."""
+    words: list[tuple[str, float, float]] = []
+    word, word_start, last = "", 0.0, 0.0
+    for character, start in zip(text, starts):
+        if character == " ":
+            if word:
+                words.append((word, word_start, max(last - word_start, 0.0)))
+            word = ""
+            continue
+        if not word:
+            word_start = start
+        word += character
+        last = start + frame_seconds
+    if word:
+        words.append((word, word_start, max(last - word_start, 0.0)))
+    return words
+
+
+class GreedyDecoder:
+    """Best-path decoding (``npspeech.decoder.greedy``)."""
+
+    def __init__(self, alphabet: Alphabet, frame_seconds: float):
+        self.alphabet = alphabet
+        self.frame_seconds = frame_seconds
+
+    def decode(self, log_probs: np.ndarray, n_best: int = 1) -> list[Transcript]:
+        """Decode ``(T, V)`` log-probabilities; greedy has exactly one candidate."""
+        from .decoder.greedy import best_path
+
+        labels, frames = best_path(log_probs, self.alphabet.blank)
+        text = self.alphabet.decode(labels)
+        confidence = float(log_probs.max(axis=1).sum()) if log_probs.size else 0.0
+        starts = [int(frame) * self.frame_seconds for frame in frames]
+        words = _words_from_labels(text, starts, self.frame_seconds)
+        return [Transcript(text, confidence, words)]
+
+
+class BeamDecoder:
+    """The prefix beam search with an optional KenLM scorer and hot-words."""
+
+    def __init__(self, alphabet: Alphabet, config: DecodeConfig, frame_seconds: float):
+        try:
+            from .decoder import beam
+        except ImportError as error:
+            raise ConfigError(
+                f"the beam decoder is not available in this build ({error}); "
+                "use --decoder greedy"
+            ) from None
+        scorer = None
+        if config.scorer:
+            from .decoder.scorer import Scorer
+
+            scorer = Scorer.from_file(config.scorer, alpha=config.alpha, beta=config.beta)
+        hotwords = _parse_hotwords(config.hotwords) or None
+        self._decoder = beam.BeamSearchDecoder(
+            alphabet, config.beam_width, config.cutoff_top_n, config.cutoff_prob,
+            scorer=scorer, hotwords=hotwords, frame_step_seconds=frame_seconds,
+        )
+
+    def decode(self, log_probs: np.ndarray, n_best: int = 1) -> list[Transcript]:
+        """Decode ``(T, V)`` log-probabilities into up to ``n_best`` candidates."""
+        candidates = self._decoder.decode(log_probs, n_best=n_best)
+        return [
+            Transcript(c.text, float(c.confidence),
+                       [(w, float(s), float(d)) for w, s, d in c.words])
+            for c in candidates
+        ]
+
+
+def _parse_hotwords(pairs: Sequence[str]) -> dict[str, float]:
+    """``["word:boost", ...]`` -> ``{"word": boost}``; a bad pair names itself."""
+    hotwords = {}
+    for pair in pairs:
+        word, _, boost = pair.rpartition(":")
+        try:
+            hotwords[word] = float(boost)
+        except ValueError:
+            raise ConfigError(f"hot-word {pair!r} is not WORD:BOOST") from None
+        if not word:
+            raise ConfigError(f"hot-word {pair!r} is not WORD:BOOST")
+    return hotwords
+
+
+def make_decoder(alphabet: Alphabet, config: DecodeConfig | None,
+                 frame_seconds: float) -> GreedyDecoder | BeamDecoder:
+    """The decoder ``config`` names (greedy when None)."""
+    config = config or DecodeConfig()
+    if config.decoder == "greedy":
+        return GreedyDecoder(alphabet, frame_seconds)
+    if config.decoder == "beam":
+        return BeamDecoder(alphabet, config, frame_seconds)
+    raise ConfigError(f"decoder {config.decoder!r} is unknown; choose greedy or beam")
+
+
+# -- the public model --------------------------------------------------------------------
+
+
+class Model:
+    """A trained model ready to transcribe.
+
+    Parameters
+    ----------
+    network : models.Network
+    features : FeatureConfig
+    alphabet : Alphabet
+    training : dict, optional
+        The model file's training record.
+    backend : str, optional
+        Kernel backend (``numpy``, ``numba``, ``cupy``); None for the default.
+    """
+
+    def __init__(self, network: models.Network, features: FeatureConfig,
+                 alphabet: Alphabet, training: dict[str, Any] | None = None,
+                 backend: str | None = None):
+        if network.n_classes != alphabet.n_classes:
+            raise ConfigError(
+                f"the network has {network.n_classes} outputs, the alphabet "
+                f"{alphabet.n_classes} classes"
+            )
+        self.network = network
+        self.features = features
+        self.alphabet = alphabet
+        self.training = dict(training or {})
+        self.backend = backend
+        self.decode_config = DecodeConfig()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, backend: str | None = None) -> Model:
+        """Load a model file (see :mod:`npspeech.modelfile`).
+
+        Raises
+        ------
+        ModelFileError
+            For a missing, truncated, foreign, newer or modified file.
+        """
+        from . import modelfile
+
+        loaded = modelfile.load(path)
+        return cls(loaded.network, loaded.features, loaded.alphabet, loaded.training,
+                   backend=backend)
+
+    @property
+    def sample_rate(self) -> int:
+        """Hz the model's audio is resampled to."""
+        return self.features.sample_rate
+
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds between two output frames (the feature hop times the time stride)."""
+        stride = 1
+        if self.network.config.architecture != "deepspeech":
+            for s_time, _ in self.network.config.conv_strides:
+                stride *= int(s_time)
+        return self.features.step_ms / 1000.0 * stride
+
+    def set_decoder(self, config: DecodeConfig) -> None:
+        """Use ``config`` for :meth:`transcribe` from now on."""
+        make_decoder(self.alphabet, config, self.frame_seconds)  # validate now
+        self.decode_config = config
+
+    def compute_features(self, audio_or_path: np.ndarray | str | os.PathLike) -> np.ndarray:
+        """``(T, F)`` float32 features of a path or a float32 signal at the model's rate."""
+        from . import audio, features
+
+        if isinstance(audio_or_path, (str, os.PathLike)):
+            signal = audio.load(audio_or_path, sample_rate=self.sample_rate)
+        else:
+            signal = np.asarray(audio_or_path)
+            if signal.dtype == np.int16:
+                signal = signal.astype(np.float32) / np.float32(32768.0)
+        return features.compute(signal, dataclasses.replace(self.features, n_context=0))
+
+    def log_probs(self, batch_features: np.ndarray, lengths: np.ndarray,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """Log-probabilities of a padded batch.
+
+        Parameters
+        ----------
+        batch_features : float32 array, shape (T, B, F)
+        lengths : int array, shape (B,)
+
+        Returns
+        -------
+        log_probs : float32 array, shape (T_out, B, V)
+        output_lengths : int32 array, shape (B,)
+        """
+        logits, output_lengths, _ = models.forward(
+            self.network, batch_features, lengths, training=False, backend=self.backend
+        )
+        return log_softmax(logits), output_lengths
+
+    def transcribe_full(self, audio_or_path: np.ndarray | str | os.PathLike,
+                        n_best: int = 1) -> list[Transcript]:
+        """Candidate transcripts (with confidences and word timings) of one utterance."""
+        feats = self.compute_features(audio_or_path)  # (T, F)
+        log_probs, lengths = self.log_probs(feats[:, None, :],
+                                            np.array([feats.shape[0]], dtype=np.int32))
+        decoder = make_decoder(self.alphabet, self.decode_config, self.frame_seconds)
+        return decoder.decode(log_probs[: int(lengths[0]), 0], n_best=n_best)
+
+    def transcribe(self, audio_or_path: np.ndarray | str | os.PathLike) -> str:
+        """Text of one utterance: a path, or a float32 (or int16) signal at the model's
+        sample rate."""
+        return self.transcribe_full(audio_or_path)[0].text
+
+
+def transcribe(path: str | os.PathLike, model: Model | str | os.PathLike) -> str:
+    """Text of the audio file at ``path`` with ``model`` (a :class:`Model` or a path)."""
+    if not isinstance(model, Model):
+        model = Model.load(model)
+    return model.transcribe(path)
+
+
+# -- corpus evaluation -------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class UtteranceResult:
+    """How one corpus row was transcribed."""
+
+    source: str
+    audio_path: str
+    reference: str
+    hypothesis: str
+    loss: float  # CTC loss (nats); inf when the output is too short for the reference
+    wer: float
+    cer: float
+    word_edits: int
+    words: int
+    char_edits: int
+    chars: int
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """Scores of a corpus.
+
+    Attributes
+    ----------
+    wer, cer : float
+        Corpus rates: total edits over total reference length.
+    loss : float
+        Mean CTC loss over the rows with a finite loss.
+    utterances : list of UtteranceResult
+    """
+
+    wer: float
+    cer: float
+    loss: float
+    utterances: list[UtteranceResult]
+
+    def worst(self, count: int) -> list[UtteranceResult]:
+        """The ``count`` rows with the most word edits (then character edits)."""
+        ranked = sorted(self.utterances, key=lambda r: (-r.wer, -r.cer, r.source))
+        return ranked[:count]
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able report."""
+        return {
+            "wer": self.wer,
+            "cer": self.cer,
+            "loss": self.loss,
+            "n_utterances": len(self.utterances),
+            "utterances": [dataclasses.asdict(r) for r in self.utterances],
+        }
+
+
+def evaluate(
+    network: models.Network,
+    utterances: Sequence[Any],
+    alphabet: Alphabet,
+    feature_config: FeatureConfig,
+    *,
+    cache: Any = None,
+    frames_budget: int = 16_000,
+    decode_config: DecodeConfig | None = None,
+    backend: Any = None,
+    durations: Sequence[float] | None = None,
+    progress: bool = False,
+) -> Evaluation:
+    """Transcribe and score corpus rows (``npspeech.data.Utterance``).
+
+    Features come from ``cache`` (a ``FeatureCache``; a fresh one when None). Rows are
+    batched by length under ``frames_budget`` padded frames, without augmentation.
+    """
+    from . import ctc, data, metrics
+
+    if not utterances:
+        raise ConfigError("nothing to evaluate: no utterances")
+    cache = cache or data.FeatureCache(feature_config)
+    loader = data.BatchLoader(
+        utterances, alphabet, feature_config, cache, frames_budget=frames_budget,
+        shuffle=False, sortagrad=False, durations=durations, prefetch=False,
+    )
+    frame_seconds = feature_config.step_ms / 1000.0
+    if network.config.architecture != "deepspeech":
+        for s_time, _ in network.config.conv_strides:
+            frame_seconds *= int(s_time)
+    decoder = make_decoder(alphabet, decode_config, frame_seconds)
+    slots: list[UtteranceResult | None] = [None] * len(utterances)
+    batches: Any = zip(loader.epoch_batches(0), loader.iterate(0))
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, total=len(loader), desc="evaluating", unit="batch",
+                       leave=False)
+    for members, batch in batches:
+        logits, output_lengths, _ = models.forward(
+            network, batch.features, batch.lengths, training=False, backend=backend
+        )
+        losses, _ = ctc.ctc_loss(
+            logits, batch.targets, output_lengths, batch.target_lengths,
+            blank=network.n_classes - 1, reduction="none", backend=backend,
+        )
+        log_probs = log_softmax(logits)
+        for b, (index, utterance) in enumerate(zip(members, batch.utterances)):
+            try:
+                hypothesis = decoder.decode(log_probs[: int(output_lengths[b]), b])[0].text
+            except DecoderError as error:
+                raise DecoderError(f"{utterance.source}: {error}") from None
+            counts = metrics.error_counts(utterance.transcript, hypothesis)
+            slots[index] = UtteranceResult(
+                source=utterance.source,
+                audio_path=str(utterance.audio_path),
+                reference=utterance.transcript,
+                hypothesis=hypothesis,
+                loss=float(losses[b]),
+                wer=counts.wer,
+                cer=counts.cer,
+                word_edits=counts.word_edits,
+                words=counts.words,
+                char_edits=counts.char_edits,
+                chars=counts.chars,
+            )
+    results = [result for result in slots if result is not None]  # corpus order
+    total = metrics.ErrorCounts(
+        sum(r.word_edits for r in results), sum(r.words for r in results),
+        sum(r.char_edits for r in results), sum(r.chars for r in results),
+    )
+    finite = [r.loss for r in results if np.isfinite(r.loss)]
+    loss = float(np.mean(finite)) if finite else float("inf")
+    return Evaluation(total.wer, total.cer, loss, results)
+

@@ -1,0 +1,291 @@
+"""Model files: one self-describing, pickle-free file per trained model.
+
+Container
+---------
+A ZIP archive written by :func:`numpy.savez` (the ``.npz`` format), so any NumPy can list
+and read it. Entries:
+
+- ``__npspeech__``: UTF-8 JSON as a ``uint8`` array: ``format`` (``"npspeech-model"``),
+  ``format_version``, ``model`` (:class:`~npspeech.config.ModelConfig`), ``features``
+  (:class:`~npspeech.config.FeatureConfig`), ``alphabet`` (the labels), ``sample_rate``,
+  ``n_input``, ``n_classes``, ``training`` (recipe, data, epochs, dev WER, ...), and the
+  names, dtypes and shapes of the arrays below;
+- ``params/LAYER/NAME`` and ``state/LAYER/NAME``: the weights and batch-norm statistics;
+- ``__sha256__``: hex SHA-256 (as ``uint8``) of the metadata JSON and of every array's
+  name, dtype, shape and bytes, in sorted order: a file whose contents changed after
+  writing fails :func:`load` with :class:`ModelFileError`.
+
+Files are loaded with ``allow_pickle=False`` and written atomically (a temporary file in
+the same folder, flushed and fsynced, then renamed over the target), so a crash leaves
+either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from .alphabet import Alphabet
+from .config import FeatureConfig, ModelConfig, from_dict, to_dict
+from .errors import ConfigError, ModelFileError
+from .models import Network
+
+FORMAT_NAME = "npspeech-model"
+FORMAT_VERSION = 1  # bump on any change a version-1 reader would misread
+META_KEY = "__npspeech__"
+HASH_KEY = "__sha256__"
+
+
+@dataclasses.dataclass
+class ModelFile:
+    """What a model file holds.
+
+    Attributes
+    ----------
+    network : Network
+        Architecture, weights and batch-norm state.
+    features : FeatureConfig
+        The front end the network was trained on (context stacking is the network's).
+    alphabet : Alphabet
+    training : dict
+        How it was trained: free-form JSON-able record (recipe, data, epochs, dev WER).
+    """
+
+    network: Network
+    features: FeatureConfig
+    alphabet: Alphabet
+    training: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def sample_rate(self) -> int:
+        """Hz the audio is resampled to before features."""
+        return self.features.sample_rate
+
+
+# -- atomic writes -----------------------------------------------------------------------
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Write a file through ``write(handle)`` so the target is never seen half-written.
+
+    The bytes go to a temporary file in the target's folder (same filesystem, so the
+    rename is atomic), which is flushed and fsynced before :func:`os.replace`; the folder
+    is fsynced after the rename where the OS allows it, so the new name survives a crash.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                             dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        folder = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # Windows cannot open folders; the rename is still atomic there
+        return path
+    try:
+        os.fsync(folder)
+    except OSError:
+        pass
+    finally:
+        os.close(folder)
+    return path
+
+
+def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
+    """:func:`write_atomically` for UTF-8 text."""
+    return write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+# -- array archives with metadata (shared by model files and checkpoints) --------------
+
+
+def _digest(meta_bytes: bytes, arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over the metadata and each array's name, dtype, shape and bytes."""
+    hasher = hashlib.sha256()
+    hasher.update(meta_bytes)
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        hasher.update(name.encode("utf-8"))
+        hasher.update(array.dtype.str.encode("ascii"))
+        hasher.update(repr(array.shape).encode("ascii"))
+        hasher.update(array.tobytes())
+    return hasher.hexdigest()
+
+
+def save_archive(path: str | os.PathLike, meta: dict[str, Any],
+                 arrays: dict[str, np.ndarray]) -> Path:
+    """Atomically write ``arrays`` plus JSON ``meta`` and their hash as an ``.npz``."""
+    for name in arrays:
+        if name in (META_KEY, HASH_KEY):
+            raise ValueError(f"array name {name!r} is reserved")
+    meta = dict(meta)
+    meta["arrays"] = {
+        name: {"dtype": np.asarray(a).dtype.str, "shape": list(np.shape(a))}
+        for name, a in sorted(arrays.items())
+    }
+    meta_bytes = json.dumps(meta, sort_keys=True).encode("utf-8")
+    digest = _digest(meta_bytes, arrays)
+    entries = {name: np.ascontiguousarray(array) for name, array in arrays.items()}
+    entries[META_KEY] = np.frombuffer(meta_bytes, dtype=np.uint8)
+    entries[HASH_KEY] = np.frombuffer(digest.encode("ascii"), dtype=np.uint8)
+    return write_atomically(path, lambda handle: np.savez(handle, **entries))
+
+
+def load_archive(path: str | os.PathLike, *, format_name: str, format_version: int,
+                 what: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Read and verify what :func:`save_archive` wrote.
+
+    Raises
+    ------
+    ModelFileError
+        Missing, truncated or corrupt, foreign (not ``format_name``), written by a newer
+        format version, or failing its integrity hash; the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: {what} not found")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, EOFError) as error:
+        raise ModelFileError(f"{path}: truncated or corrupt {what} ({error})") from None
+    except (ValueError, OSError) as error:
+        raise ModelFileError(f"{path}: not an npspeech {what} ({error})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ModelFileError(f"{path}: not an npspeech {what} (a bare .npy array)")
+    with archive:
+        names = set(archive.files)
+        if META_KEY not in names or HASH_KEY not in names:
+            raise ModelFileError(f"{path}: not an npspeech {what} (no {META_KEY} entry)")
+        try:
+            meta_bytes = archive[META_KEY].tobytes()
+            stored_digest = archive[HASH_KEY].tobytes().decode("ascii")
+            meta = json.loads(meta_bytes.decode("utf-8"))
+            arrays = {name: archive[name] for name in names - {META_KEY, HASH_KEY}}
+        except (zipfile.BadZipFile, EOFError, ValueError, OSError, UnicodeDecodeError,
+                KeyError) as error:
+            raise ModelFileError(f"{path}: truncated or corrupt {what} ({error})") from None
+    if not isinstance(meta, dict) or meta.get("format") != format_name:
+        raise ModelFileError(
+            f"{path}: not an npspeech {what} (format {meta.get('format')!r}, "
+            f"expected {format_name!r})" if isinstance(meta, dict) else
+            f"{path}: not an npspeech {what}"
+        )
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise ModelFileError(f"{path}: {what} has an invalid format_version {version!r}")
+    if version > format_version:
+        raise ModelFileError(
+            f"{path}: {what} format version {version} was written by a newer npspeech; "
+            f"this one reads up to version {format_version}; upgrade npspeech"
+        )
+    if _digest(meta_bytes, arrays) != stored_digest:
+        raise ModelFileError(
+            f"{path}: {what} failed its integrity check (SHA-256 mismatch): "
+            "the file was modified or damaged after it was written"
+        )
+    return meta, arrays
+
+
+# -- model files -------------------------------------------------------------------------
+
+
+def save(path: str | os.PathLike, model: ModelFile) -> Path:
+    """Write ``model`` to ``path`` atomically; returns the path."""
+    network = model.network
+    if network.n_classes != model.alphabet.n_classes:
+        raise ConfigError(
+            f"the network has {network.n_classes} outputs but the alphabet needs "
+            f"{model.alphabet.n_classes} (labels + blank)"
+        )
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "model": to_dict(network.config),
+        "features": to_dict(model.features),
+        "alphabet": list(model.alphabet.labels),
+        "sample_rate": model.features.sample_rate,
+        "n_input": network.n_input,
+        "n_classes": network.n_classes,
+        "training": model.training,
+    }
+    arrays = {f"params/{name}": value for name, value in network.params.items()}
+    arrays.update({f"state/{name}": value for name, value in network.state.items()})
+    return save_archive(path, meta, arrays)
+
+
+def load(path: str | os.PathLike) -> ModelFile:
+    """Read a model file written by :func:`save`.
+
+    Raises
+    ------
+    ModelFileError
+        For a missing, truncated, foreign, newer or modified file, or one whose contents
+        do not describe a consistent model (the message says which).
+    """
+    path = Path(path)
+    meta, arrays = load_archive(path, format_name=FORMAT_NAME,
+                                format_version=FORMAT_VERSION, what="model file")
+    try:
+        config = from_dict(ModelConfig, meta["model"], where="model")
+        features = from_dict(FeatureConfig, meta["features"], where="features")
+        alphabet = Alphabet(meta["alphabet"])
+        n_input, n_classes = int(meta["n_input"]), int(meta["n_classes"])
+        training = dict(meta.get("training") or {})
+    except (KeyError, TypeError, ValueError, ConfigError) as error:
+        raise ModelFileError(f"{path}: model file metadata is incomplete ({error})") from None
+    except Exception as error:  # AlphabetError and friends: still a broken file
+        raise ModelFileError(f"{path}: model file metadata is invalid ({error})") from None
+    params = {name[len("params/"):]: a for name, a in arrays.items()
+              if name.startswith("params/")}
+    state = {name[len("state/"):]: a for name, a in arrays.items()
+             if name.startswith("state/")}
+    network = Network(config, n_input, n_classes, params, state)
+    _check_shapes(path, network)
+    return ModelFile(network, features, alphabet, training)
+
+
+def _check_shapes(path: Path, network: Network) -> None:
+    """The stored arrays must be exactly those the architecture defines."""
+    from .models import init
+
+    try:
+        # Shapes only: a float64 init of the same config would cost as much as float32.
+        reference = init(network.config, network.n_input, network.n_classes,
+                         np.random.default_rng(0), dtype=np.float32)
+    except ConfigError as error:
+        raise ModelFileError(f"{path}: model file describes an invalid model ({error})") \
+            from None
+    for kind, stored, expected in (("parameter", network.params, reference.params),
+                                   ("state", network.state, reference.state)):
+        missing = sorted(set(expected) - set(stored))
+        extra = sorted(set(stored) - set(expected))
+        if missing or extra:
+            raise ModelFileError(
+                f"{path}: {kind} arrays do not match the architecture "
+                f"(missing {missing[:5]}, unexpected {extra[:5]})"
+            )
+        for name, array in stored.items():
+            if array.shape != expected[name].shape:
+                raise ModelFileError(
+                    f"{path}: {kind} {name} has shape {array.shape}, "
+                    f"the architecture needs {expected[name].shape}"
+                )

@@ -1,0 +1,159 @@
+"""Dense (fully connected) layer: ``y = x @ W + b`` over every frame with one GEMM.
+
+Shape legend: T frames, B batch, N rows (T * B), F_in / F_out features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..backends import get_backend
+from ..errors import ConfigError
+from . import _checks
+from .init import glorot_uniform, pytorch_uniform
+
+SCHEMES = ("glorot_uniform", "pytorch")
+
+
+@dataclass(frozen=True)
+class DenseCache:
+    """What :func:`backward` needs from :func:`forward`.
+
+    Attributes
+    ----------
+    x : array, shape (N, F_in)
+        The input flattened to rows (a view of the caller's array, never written).
+    shape : tuple of int
+        The input's own shape, ``(T, B, F_in)`` or ``(N, F_in)``.
+    lengths : int32 array, shape (B,), or None
+        When given to :func:`forward`, padded frames of ``y`` were zeroed.
+    """
+
+    x: np.ndarray
+    shape: tuple
+    lengths: np.ndarray | None
+
+
+def init(
+    rng: np.random.Generator,
+    n_in: int,
+    n_out: int,
+    dtype=np.float32,
+    scheme: str = "glorot_uniform",
+) -> dict[str, np.ndarray]:
+    """Parameters of a dense layer.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    n_in, n_out : int
+        Input and output features.
+    dtype : float32 or float64
+    scheme : {"glorot_uniform", "pytorch"}
+        ``glorot_uniform``: DeepSpeech's dense layers (Glorot-uniform weights, zero
+        bias). ``pytorch``: ``torch.nn.Linear``'s default, weights and bias from
+        ``U(-1/sqrt(n_in), 1/sqrt(n_in))``.
+
+    Returns
+    -------
+    dict with ``W`` (n_in, n_out) and ``b`` (n_out,) of ``dtype``.
+    """
+    if scheme == "glorot_uniform":
+        W = glorot_uniform(rng, (n_in, n_out), dtype)
+        b = np.zeros(n_out, dtype=dtype)
+    elif scheme == "pytorch":
+        W = pytorch_uniform(rng, (n_in, n_out), n_in, dtype)
+        b = pytorch_uniform(rng, (n_out,), n_in, dtype)
+    else:
+        raise ConfigError(
+            f"dense.init: scheme must be one of {SCHEMES}, got {scheme!r}"
+        )
+    return {"W": W, "b": b}
+
+
+def _check_params(params: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    W = _checks.float_array(params["W"], "dense W", ndim=2)
+    b = _checks.float_array(params["b"], "dense b", ndim=1)
+    _checks.expect_shape("dense b", b, (W.shape[1],))
+    _checks.same_dtype("dense b", b, W, "W")
+    return W, b
+
+
+def forward(
+    params: dict[str, np.ndarray],
+    x: np.ndarray,
+    lengths: np.ndarray | None = None,
+    *,
+    backend=None,
+) -> tuple[np.ndarray, DenseCache]:
+    """``y = x @ W + b``.
+
+    Parameters
+    ----------
+    params : dict
+        ``W`` (F_in, F_out) and ``b`` (F_out,), float32 or float64.
+    x : array, shape (T, B, F_in) or (N, F_in), W's dtype
+    lengths : int32 array, shape (B,), optional
+        For a (T, B, F_in) batch: zero the padded output frames (which would otherwise
+        hold ``b``).
+    backend : str or module, optional
+        Kernel backend (default: ``$NPSPEECH_BACKEND`` or numba).
+
+    Returns
+    -------
+    y : array, shape (T, B, F_out) or (N, F_out), x's dtype
+    cache : DenseCache
+    """
+    kernels = get_backend(backend)
+    W, b = _check_params(params)
+    x = _checks.float_array(x, "dense x", ndim=(2, 3))
+    _checks.same_dtype("dense x", x, W, "W")
+    if x.shape[-1] != W.shape[0]:
+        raise ConfigError(
+            f"dense x: {x.shape[-1]} input features but W expects {W.shape[0]}"
+        )
+    if lengths is not None:
+        if x.ndim != 3:
+            raise ConfigError("dense: lengths need a time-major (T, B, F) input")
+        lengths = _checks.lengths_array(lengths, x.shape[1], x.shape[0])
+    rows = x.reshape(-1, x.shape[-1])  # (N, F_in), N = T * B: one GEMM for all frames
+    y = kernels.dense_forward(rows, W, b).reshape(x.shape[:-1] + (W.shape[1],))
+    if lengths is not None:
+        y = kernels.mask_padded(y, lengths, out=y)
+    return y, DenseCache(x=rows, shape=x.shape, lengths=lengths)
+
+
+def backward(
+    params: dict[str, np.ndarray],
+    dy: np.ndarray,
+    cache: DenseCache,
+    *,
+    backend=None,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Gradients of :func:`forward`.
+
+    Parameters
+    ----------
+    params : dict
+        The parameters given to :func:`forward`.
+    dy : array, shaped like the forward output, its dtype
+    cache : DenseCache
+
+    Returns
+    -------
+    dx : array shaped like the forward input
+    grads : dict with ``W`` (F_in, F_out) and ``b`` (F_out,)
+    """
+    kernels = get_backend(backend)
+    W, _ = _check_params(params)
+    dy = _checks.float_array(dy, "dense dy")
+    out_shape = cache.shape[:-1] + (W.shape[1],)
+    _checks.expect_shape("dense dy", dy, out_shape)
+    _checks.same_dtype("dense dy", dy, W, "W")
+    if cache.lengths is not None:
+        # padded outputs were set to zero, so no gradient flows back through them
+        dy = kernels.mask_padded(dy, cache.lengths)
+    dx, dW, db = kernels.dense_backward(cache.x, W, dy.reshape(-1, W.shape[1]))
+    return dx.reshape(cache.shape), {"W": dW, "b": db}

@@ -1,0 +1,578 @@
+"""The training loop: CTC with Adam, dev evaluation, checkpoints, exact resume.
+
+:func:`train` takes a :class:`~npspeech.config.TrainConfig` (never argv) and writes into
+``config.output_dir``:
+
+- ``checkpoint_last.npz``: the whole run state (see :mod:`npspeech.checkpoint`), written
+  every ``checkpoint_minutes`` and at the end of each epoch;
+- ``checkpoint_best.npz`` and ``model.npz``: the state and the model file of the epoch
+  with the best dev WER (the last epoch when there is no dev set);
+- ``log.jsonl``: one JSON object per step and per epoch;
+- ``curves.png``: loss and WER curves (see :func:`plot_run`);
+- ``config.json``: the configuration of the run.
+
+Every file is written atomically, so a run killed at any moment resumes
+(``resume=True``) from its last checkpoint with nothing lost: the checkpoint holds the
+weights, the optimizer moments, the schedule, the early-stopping record and the position
+in the epoch, and every random draw (shuffling, augmentation, dropout) is seeded by
+``(seed, epoch, batch)``, so the resumed run computes exactly what the uninterrupted one
+would have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import checkpoint, models
+from .alphabet import Alphabet
+from .config import TrainConfig, from_dict, to_dict
+from .errors import ConfigError, DataError
+
+LAST_CHECKPOINT = "checkpoint_last.npz"
+BEST_CHECKPOINT = "checkpoint_best.npz"
+MODEL_FILE = "model.npz"
+LOG_FILE = "log.jsonl"
+PLOT_FILE = "curves.png"
+CONFIG_FILE = "config.json"
+_DROPOUT_STREAM = 0x0D50  # the fourth seed word of the dropout generators (see _step_rng)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a finished (or stopped) run reports."""
+
+    output_dir: Path
+    model_path: Path
+    epochs: int  # epochs completed
+    steps: int  # optimizer steps taken
+    skipped_batches: int  # batches skipped for a non-finite loss or gradient
+    best_dev_wer: float | None
+    best_dev_loss: float | None
+    stopped: str  # "epochs", "early_stop", "target_wer", "max_steps"
+
+
+class Trainer:
+    """One training run. :func:`train` is the usual entry point.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    resume : bool
+        Continue from ``output_dir/checkpoint_last.npz`` (it must exist).
+    augmentation : npspeech.augment.AugmentConfig, optional
+    """
+
+    def __init__(self, config: TrainConfig, *, resume: bool = False,
+                 augmentation: Any = None):
+        from . import data
+        from .backends import get_backend
+
+        self.config = config
+        self.output_dir = Path(config.output_dir)
+        self.backend = get_backend(config.backend)
+        _validate(config)
+        resumed = self._load_resume_state() if resume else None
+        init_model = None
+        if resumed is None and config.init_from:
+            from . import modelfile
+
+            init_model = modelfile.load(config.init_from)
+        self.features = (init_model.features if init_model is not None
+                         else config.features)
+        self.alphabet = self._alphabet(init_model, resumed)
+        self.cache = data.FeatureCache(
+            self.features, config.feature_cache_dir or None
+        )
+        utterances = data.read_csvs(config.train_csv)
+        self.train_set, durations = data.validate_corpus(
+            utterances, self.alphabet, self.features,
+            skip_bad=config.skip_bad_rows, progress=config.progress,
+        )
+        self.train_seconds = float(sum(durations))
+        self.loader = data.BatchLoader(
+            self.train_set, self.alphabet, self.features, self.cache,
+            frames_budget=config.batch_frames,
+            max_batch_size=config.max_batch_size or None, seed=config.seed,
+            sortagrad=config.sortagrad, augmentation=augmentation, durations=durations,
+        )
+        self.dev_set: list[Any] = []
+        self.dev_durations: list[float] = []
+        if config.dev_csv:
+            self.dev_set, self.dev_durations = data.validate_corpus(
+                data.read_csvs(config.dev_csv), self.alphabet, self.features,
+                skip_bad=config.skip_bad_rows, progress=config.progress,
+            )
+        from .features import n_features
+
+        if resumed is not None:
+            self.state = resumed
+        else:
+            network = self._initial_network(init_model, n_features(self.features))
+            self.state = _fresh_state(network, config, self.alphabet)
+        self._last_save = time.monotonic()
+
+    # -- setup ---------------------------------------------------------------------------
+    def _load_resume_state(self) -> checkpoint.TrainingState:
+        path = self.output_dir / LAST_CHECKPOINT
+        if not path.is_file():
+            raise ConfigError(f"--resume: no checkpoint at {path}")
+        state = checkpoint.load(path)
+        stored = from_dict(TrainConfig, state.config, where="checkpoint config")
+        # A resumed run may train longer or stop differently; the model and data may not
+        # change under it.
+        for name in ("model", "features", "train_csv", "seed", "batch_frames",
+                     "max_batch_size", "sortagrad"):
+            if getattr(stored, name) != getattr(self.config, name) and not (
+                name in ("model", "features") and self.config.init_from
+            ):
+                raise ConfigError(
+                    f"--resume: {name} differs from the checkpointed run's "
+                    f"({getattr(stored, name)!r} there); start a new output_dir instead"
+                )
+        return state
+
+    def _alphabet(self, init_model: Any, resumed: Any) -> Alphabet:
+        if resumed is not None:
+            return Alphabet(resumed.alphabet)
+        if self.config.alphabet:
+            return Alphabet.from_file(self.config.alphabet)
+        if init_model is not None:
+            return init_model.alphabet
+        raise ConfigError("train.alphabet is required (or init_from a model file)")
+
+    def _initial_network(self, init_model: Any, n_input: int) -> models.Network:
+        config = self.config
+        rng = np.random.default_rng([config.seed, 0x1417])  # initialisation stream
+        if init_model is None:
+            return models.init(config.model, n_input, self.alphabet.n_classes, rng)
+        network = init_model.network
+        if network.n_classes != self.alphabet.n_classes or (
+            init_model.alphabet != self.alphabet
+        ):
+            network = models.with_classes(network, self.alphabet.n_classes, rng)
+        if config.reinit_layers:
+            names = models.layer_names(network.config)
+            if config.reinit_layers > len(names):
+                raise ConfigError(
+                    f"train.reinit_layers {config.reinit_layers} exceeds the "
+                    f"{len(names)} layers of {network.config.architecture}"
+                )
+            network = models.reinitialize(network, names[-config.reinit_layers:], rng)
+        # Dropout is a training choice: take this run's, keep the architecture's sizes.
+        network.config = dataclasses.replace(network.config,
+                                             dropout=config.model.dropout)
+        return network
+
+    # -- one step ------------------------------------------------------------------------
+    def train_step(self, batch: Any, epoch: int, index: int) -> dict[str, Any]:
+        """Forward, CTC, backward, clip and update on one batch.
+
+        A batch whose loss or gradient is not finite is skipped with a warning naming
+        its utterances; the weights and optimizer state are then left untouched.
+
+        Returns
+        -------
+        dict
+            ``loss`` (mean CTC loss per utterance), ``grad_norm``, ``skipped`` (bool),
+            ``audio_seconds``.
+        """
+        from . import ctc, optim
+
+        state, config = self.state, self.config
+        network = state.network
+        rng = np.random.default_rng([config.seed, epoch, index, _DROPOUT_STREAM])
+        seconds = float(batch.lengths.sum()) * self.features.step_ms / 1000.0
+        result = {"loss": float("nan"), "grad_norm": float("nan"), "skipped": True,
+                  "audio_seconds": seconds}
+        names = ", ".join(u.source for u in batch.utterances)
+        with np.errstate(all="ignore"):  # non-finite values are reported below instead
+            logits, output_lengths, cache = models.forward(
+                network, batch.features, batch.lengths, training=True, rng=rng,
+                backend=self.backend,
+            )
+        valid = models.frame_mask(output_lengths, logits.shape[0], bool)[:, :, 0]
+        if not np.isfinite(logits[valid]).all():
+            self._skip(f"non-finite network output in batch {index} of epoch {epoch} "
+                       f"({names}); batch skipped")
+            return result
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            losses, dlogits = ctc.ctc_loss(
+                logits, batch.targets, output_lengths, batch.target_lengths,
+                blank=network.n_classes - 1, reduction="none", backend=self.backend,
+            )
+        losses = np.asarray(losses, dtype=np.float64)
+        if not np.isfinite(losses).all():
+            bad = [u.source for u, loss in zip(batch.utterances, losses)
+                   if not np.isfinite(loss)]
+            detail = "; ".join(str(w.message) for w in caught)
+            self._skip(f"non-finite CTC loss for {', '.join(bad)} in batch {index} of "
+                       f"epoch {epoch}; batch skipped" + (f" ({detail})" if detail else ""))
+            return result
+        B = len(batch.utterances)
+        dlogits = dlogits / dlogits.dtype.type(B)  # mean over the batch, as DeepSpeech
+        with np.errstate(all="ignore"):
+            grads = models.backward(network, dlogits, cache, backend=self.backend)
+        if config.clip_norm > 0:
+            grads, norm = optim.clip_grad_norm(grads, config.clip_norm)
+        else:
+            norm = optim.global_norm(grads)
+        if not math.isfinite(norm):
+            self._skip(f"non-finite gradient (norm {norm}) in batch {index} of epoch "
+                       f"{epoch} ({names}); batch skipped")
+            return result
+        params, optimizer = optim.adam_step(
+            network.params, grads, state.optimizer, state.learning_rate,
+            betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon,
+            weight_decay=config.weight_decay, decoupled=config.weight_decay > 0,
+            backend=self.backend,
+        )
+        network.params = params
+        network.state = cache.state
+        state.optimizer = optimizer
+        state.step += 1
+        result.update(loss=float(losses.mean()), grad_norm=float(norm), skipped=False)
+        return result
+
+    def _skip(self, message: str) -> None:
+        self.state.record["skipped_batches"] = self.state.record.get("skipped_batches", 0) + 1
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self, max_steps: int | None = None) -> TrainResult:
+        """Train until the epochs run out, early stopping, the target WER, or
+        ``max_steps`` optimizer steps (then the last checkpoint is written and the run
+        can be resumed)."""
+        config, state = self.config, self.state
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        from .modelfile import write_text_atomically
+
+        write_text_atomically(self.output_dir / CONFIG_FILE,
+                              json.dumps(to_dict(config), indent=2, sort_keys=True))
+        self._trim_log()
+        stopped = state.record.get("stopped") or ""
+        if stopped == "epochs" and state.epoch < config.epochs:
+            stopped = ""  # a finished run resumed with more epochs goes on
+        while not stopped and state.epoch < config.epochs:
+            epoch = state.epoch
+            record = state.record
+            progress = _progress_bar(len(self.loader), state.batch, epoch, config.progress)
+            for index, batch in enumerate(self.loader.iterate(epoch, state.batch),
+                                          start=state.batch):
+                started = time.monotonic()
+                step = self.train_step(batch, epoch, index)
+                elapsed = time.monotonic() - started
+                state.batch = index + 1
+                record["audio_seconds"] = record.get("audio_seconds", 0.0) + \
+                    step["audio_seconds"]
+                if not step["skipped"]:
+                    record["epoch_loss_sum"] = record.get("epoch_loss_sum", 0.0) + \
+                        step["loss"] * len(batch.utterances)
+                    record["epoch_utterances"] = record.get("epoch_utterances", 0) + \
+                        len(batch.utterances)
+                self._log({"event": "step", "epoch": epoch, "batch": index,
+                           "step": state.step, "loss": step["loss"],
+                           "grad_norm": step["grad_norm"], "lr": state.learning_rate,
+                           "skipped": step["skipped"],
+                           "audio_seconds_per_second":
+                               step["audio_seconds"] / max(elapsed, 1e-9)})
+                if progress is not None:
+                    speed = step["audio_seconds"] / max(elapsed, 1e-9)
+                    progress.update(1)
+                    # audio seconds trained per wall-clock second; tqdm adds the ETA
+                    progress.set_postfix(loss=f"{step['loss']:.3f}", audio_s_per_s=f"{speed:.1f}")
+                if max_steps is not None and state.step >= max_steps:
+                    stopped = "max_steps"
+                    break
+                if time.monotonic() - self._last_save >= config.checkpoint_minutes * 60:
+                    self._save_last()
+            if progress is not None:
+                progress.close()
+            if stopped:
+                break
+            stopped = self._end_epoch()
+        self._save_last()
+        if stopped == "max_steps":
+            # Not a finished run: resuming continues; the record stays unmarked.
+            pass
+        else:
+            stopped = stopped or "epochs"
+            state.record["stopped"] = stopped
+            self._save_last()
+        model_path = self._export_model()
+        if stopped != "max_steps":
+            try:
+                plot_run(self.output_dir)
+            except Exception as error:  # a missing font must not fail a finished run
+                warnings.warn(f"could not plot the training curves: {error}",
+                              RuntimeWarning, stacklevel=2)
+        record = state.record
+        return TrainResult(
+            output_dir=self.output_dir,
+            model_path=model_path,
+            epochs=state.epoch,
+            steps=state.step,
+            skipped_batches=int(record.get("skipped_batches", 0)),
+            best_dev_wer=record.get("best_dev_wer"),
+            best_dev_loss=record.get("best_dev_loss"),
+            stopped=stopped,
+        )
+
+    def _end_epoch(self) -> str:
+        """Dev evaluation, schedule, best model and early stopping; returns why to stop
+        ("" to go on). Ends with the epoch checkpoint."""
+        from . import optim
+
+        config, state = self.config, self.state
+        record = state.record
+        train_loss = record.get("epoch_loss_sum", 0.0) / max(record.get("epoch_utterances", 0), 1)
+        entry: dict[str, Any] = {"event": "epoch", "epoch": state.epoch, "step": state.step,
+                                 "train_loss": train_loss, "lr": state.learning_rate}
+        improved = True
+        metric = train_loss
+        if self.dev_set:
+            evaluation = self.evaluate_dev()
+            entry.update(dev_loss=evaluation.loss, dev_wer=evaluation.wer,
+                         dev_cer=evaluation.cer)
+            improved = record.get("best_dev_wer") is None or (
+                evaluation.wer, evaluation.loss
+            ) < (record["best_dev_wer"], record["best_dev_loss"])
+            if improved:
+                record["best_dev_wer"] = evaluation.wer
+                record["best_dev_loss"] = evaluation.loss
+                record["best_epoch"] = state.epoch
+            metric = evaluation.wer if config.early_stop_metric == "wer" else evaluation.loss
+        schedule = optim.ReduceOnPlateau.from_state(state.schedule)
+        state.learning_rate = schedule.step(metric if math.isfinite(metric) else 1e30)
+        state.schedule = schedule.state
+        best_metric = record.get("best_stop_metric")
+        if best_metric is None or metric < best_metric:
+            record["best_stop_metric"] = metric
+            record["epochs_without_improvement"] = 0
+        else:
+            record["epochs_without_improvement"] = record.get("epochs_without_improvement", 0) + 1
+        self._log(entry)
+        state.epoch += 1
+        state.batch = 0
+        record["epoch_loss_sum"] = 0.0
+        record["epoch_utterances"] = 0
+        stop = ""
+        if self.dev_set and config.target_dev_wer >= 0 and \
+                entry["dev_wer"] <= config.target_dev_wer:
+            stop = "target_wer"
+        elif config.early_stop_patience > 0 and \
+                record["epochs_without_improvement"] >= config.early_stop_patience:
+            stop = "early_stop"
+        if improved:
+            checkpoint.save(self.output_dir / BEST_CHECKPOINT, state)
+            self._export_model(best=True)
+        if stop:
+            record["stopped"] = stop
+        self._save_last()
+        return stop
+
+    def evaluate_dev(self) -> Any:
+        """Greedy WER/CER and mean CTC loss of the current weights on the dev set."""
+        from .inference import evaluate
+
+        return evaluate(
+            self.state.network, self.dev_set, self.alphabet, self.features,
+            cache=self.cache, frames_budget=self.config.batch_frames,
+            backend=self.backend, durations=self.dev_durations,
+        )
+
+    # -- files -----------------------------------------------------------------------------
+    def _save_last(self) -> None:
+        checkpoint.save(self.output_dir / LAST_CHECKPOINT, self.state)
+        self._last_save = time.monotonic()
+
+    def _export_model(self, best: bool = False) -> Path:
+        """Write ``model.npz`` from the current state (``best``) or, at the end, from
+        the best checkpoint when there is one."""
+        from . import modelfile
+
+        path = self.output_dir / MODEL_FILE
+        state = self.state
+        if not best:
+            best_path = self.output_dir / BEST_CHECKPOINT
+            if best_path.is_file() and self.dev_set:
+                state = checkpoint.load(best_path)
+            elif path.is_file() and self.dev_set:
+                return path
+        record = state.record
+        training = {
+            "recipe": to_dict(self.config),
+            "train_csv": list(self.config.train_csv),
+            "dev_csv": list(self.config.dev_csv),
+            "train_utterances": len(self.train_set),
+            "train_hours": self.train_seconds / 3600.0,
+            "epochs": state.epoch,
+            "steps": state.step,
+            "dev_wer": record.get("best_dev_wer"),
+            "dev_loss": record.get("best_dev_loss"),
+            "best_epoch": record.get("best_epoch"),
+            "description": self.config.description,
+        }
+        model = modelfile.ModelFile(state.network, self.features, self.alphabet, training)
+        return modelfile.save(path, model)
+
+    def _log(self, entry: dict[str, Any]) -> None:
+        entry = {"time": time.time(), **entry}
+        with (self.output_dir / LOG_FILE).open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry, allow_nan=True) + "\n")
+
+    def _trim_log(self) -> None:
+        """Drop log lines from after the checkpoint being resumed (they will be redone)."""
+        path = self.output_dir / LOG_FILE
+        if not path.is_file():
+            return
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+            event, step = entry.get("event"), entry.get("step", 0)
+            if (event == "step" and step <= self.state.step) or (
+                event == "epoch" and entry.get("epoch", 0) < self.state.epoch
+            ):
+                kept.append(line)
+        from .modelfile import write_text_atomically
+
+        write_text_atomically(path, "".join(line + "\n" for line in kept))
+
+
+def _validate(config: TrainConfig) -> None:
+    if not config.train_csv:
+        raise ConfigError("train.train_csv is required")
+    if config.epochs < 0:
+        raise ConfigError(f"train.epochs must be >= 0, got {config.epochs}")
+    if config.learning_rate <= 0:
+        raise ConfigError(f"train.learning_rate must be > 0, got {config.learning_rate}")
+    if config.batch_frames <= 0:
+        raise ConfigError(f"train.batch_frames must be > 0, got {config.batch_frames}")
+    if config.early_stop_metric not in ("loss", "wer"):
+        raise ConfigError(
+            f"train.early_stop_metric must be 'loss' or 'wer', got {config.early_stop_metric!r}"
+        )
+    if not 0 < config.plateau_factor < 1:
+        raise ConfigError(f"train.plateau_factor must be in (0, 1), got {config.plateau_factor}")
+    models.validate_config(config.model)
+
+
+def _fresh_state(network: models.Network, config: TrainConfig,
+                 alphabet: Alphabet) -> checkpoint.TrainingState:
+    from . import optim
+
+    schedule = optim.ReduceOnPlateau(
+        config.learning_rate, mode="min", factor=config.plateau_factor,
+        patience=config.plateau_patience, min_lr=config.min_learning_rate,
+    )
+    return checkpoint.TrainingState(
+        network=network,
+        optimizer=optim.adam_init(network.params),
+        schedule=schedule.state,
+        epoch=0,
+        batch=0,
+        step=0,
+        learning_rate=config.learning_rate,
+        record={"skipped_batches": 0, "audio_seconds": 0.0},
+        config=to_dict(config),
+        alphabet=list(alphabet.labels),
+    )
+
+
+def _progress_bar(total: int, start: int, epoch: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, desc=f"epoch {epoch}", unit="batch",
+                dynamic_ncols=True, leave=False)
+
+
+def train(config: TrainConfig, *, resume: bool = False, augmentation: Any = None,
+          max_steps: int | None = None) -> TrainResult:
+    """Run (or resume) a training run; see the module docstring for what it writes.
+
+    Raises
+    ------
+    ConfigError, DataError, ModelFileError
+        For bad settings, bad corpus rows (all listed at once), or an unreadable
+        checkpoint or initial model.
+    """
+    return Trainer(config, resume=resume, augmentation=augmentation).run(max_steps)
+
+
+# -- curves ------------------------------------------------------------------------------
+
+
+def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The entries of a run's ``log.jsonl`` (unreadable lines skipped)."""
+    path = Path(run_dir) / LOG_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: no training log here")
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return entries
+
+
+def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:
+    """Draw the loss (per step and per epoch) and dev WER curves of a run as a PNG.
+
+    Returns the PNG's path (``run_dir/curves.png`` unless ``output`` is given).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never needs a display
+    import matplotlib.pyplot as plt
+
+    entries = read_log(run_dir)
+    steps = [e for e in entries if e.get("event") == "step" and not e.get("skipped")]
+    epochs = [e for e in entries if e.get("event") == "epoch"]
+    figure, (loss_axes, wer_axes) = plt.subplots(1, 2, figsize=(11, 4))
+    if steps:
+        loss_axes.plot([e["step"] for e in steps], [e["loss"] for e in steps],
+                       alpha=0.35, label="train (step)")
+    if epochs:
+        loss_axes.plot([e["step"] for e in epochs], [e["train_loss"] for e in epochs],
+                       marker="o", label="train (epoch)")
+        dev = [e for e in epochs if "dev_loss" in e and math.isfinite(e["dev_loss"])]
+        if dev:
+            loss_axes.plot([e["step"] for e in dev], [e["dev_loss"] for e in dev],
+                           marker="o", label="dev")
+        with_wer = [e for e in epochs if "dev_wer" in e]
+        if with_wer:
+            wer_axes.plot([e["epoch"] for e in with_wer], [e["dev_wer"] for e in with_wer],
+                          marker="o", label="dev WER")
+            wer_axes.plot([e["epoch"] for e in with_wer], [e["dev_cer"] for e in with_wer],
+                          marker="o", label="dev CER")
+    loss_axes.set(xlabel="step", ylabel="CTC loss (nats / utterance)", title="loss")
+    loss_axes.set_yscale("log")
+    wer_axes.set(xlabel="epoch", ylabel="error rate", title="dev error rates")
+    for axes in (loss_axes, wer_axes):
+        if axes.lines:
+            axes.legend()
+        axes.grid(alpha=0.3)
+    figure.tight_layout()
+    path = Path(output) if output is not None else Path(run_dir) / PLOT_FILE
+    from .modelfile import write_atomically
+
+    write_atomically(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
+    plt.close(figure)
+    return path
+
+
+__all__ = ["Trainer", "TrainResult", "train", "plot_run", "read_log"]

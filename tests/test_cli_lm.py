@@ -1,0 +1,337 @@
+"""`npspeech lm`: build, info, package and tune through cli.main, in process."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from npspeech.cli import main
+from npspeech.lm.package import open_scorer
+from npspeech.lm.tune import save_log_probs
+
+CORPUS = Path(__file__).parent / "data" / "lm" / "tiny_corpus.txt"
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NPSPEECH_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def arpa(tmp_path):
+    output = tmp_path / "tiny.arpa"
+    assert main(["lm", "build", str(CORPUS), "-o", str(output), "--order", "3"]) == 0
+    return output
+
+
+def test_build_writes_a_kenlm_readable_arpa(capsys, tmp_path):
+    kenlm = pytest.importorskip("kenlm")
+    arpa = tmp_path / "built.arpa"
+    assert main(["lm", "build", str(CORPUS), "-o", str(arpa), "--order", "3"]) == 0
+    captured = capsys.readouterr()
+    assert f"wrote {arpa}: order 3, 20 sentences" in captured.out
+    assert "fallback discounts" in captured.err  # a 20-line corpus is too small for KN
+    assert kenlm.Model(str(arpa)).order == 3
+    # Several inputs, gzip among them, pruning and a vocabulary cap.
+    extra = tmp_path / "extra.txt.gz"
+    with gzip.open(extra, "wt", encoding="utf-8") as handle:
+        handle.write("The zebra sat on the mat.\n")
+    pruned = tmp_path / "pruned.arpa"
+    code = main(
+        [
+            "lm",
+            "build",
+            str(CORPUS),
+            str(extra),
+            "-o",
+            str(pruned),
+            "--order",
+            "3",
+            "--prune",
+            "0",
+            "1",
+            "--vocab-size",
+            "20",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    scorer = open_scorer(pruned)
+    assert len(scorer.vocabulary) == 20
+    assert "zebra" not in scorer.vocabulary
+
+
+def test_build_with_an_alphabet_file(tmp_path):
+    alphabet = tmp_path / "alphabet.txt"
+    alphabet.write_text(" \na\nb\nc\nd\ne\nt\n")
+    text = tmp_path / "t.txt"
+    text.write_text("A cat ate BEEF\n")
+    output = tmp_path / "abc.arpa"
+    assert (
+        main(
+            [
+                "lm",
+                "build",
+                str(text),
+                "-o",
+                str(output),
+                "--order",
+                "2",
+                "--alphabet",
+                str(alphabet),
+            ]
+        )
+        == 0
+    )
+    assert open_scorer(output).vocabulary == ("a", "ate", "bee", "cat")
+
+
+def test_info_on_arpa_and_json(arpa, capsys):
+    capsys.readouterr()
+    assert main(["lm", "info", str(arpa)]) == 0
+    out = capsys.readouterr().out
+    assert "kind: arpa" in out and "order: 3" in out and "alpha: -" in out
+    assert main(["lm", "info", str(arpa), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["vocabulary_size"] == len(open_scorer(arpa).vocabulary)
+
+
+@pytest.mark.data
+def test_info_on_the_deepspeech_scorer(data_dir, capsys):
+    scorer = data_dir / "deepspeech_smoke" / "lm" / "pruned_lm.scorer"
+    assert main(["lm", "info", str(scorer)]) == 0
+    out = capsys.readouterr().out
+    assert "kind: deepspeech" in out
+    assert "alpha: 0.75" in out
+    assert "vocabulary size: 3540" in out
+    assert "order: 4" in out
+
+
+def test_package_then_info(arpa, tmp_path, capsys):
+    package = tmp_path / "tiny.npscorer"
+    assert (
+        main(
+            [
+                "lm",
+                "package",
+                str(arpa),
+                "-o",
+                str(package),
+                "--alpha",
+                "0.5",
+                "--beta",
+                "1.25",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["lm", "info", str(package)]) == 0
+    out = capsys.readouterr().out
+    assert "kind: npspeech" in out and "alpha: 0.5" in out and "beta: 1.25" in out
+
+
+def _dev_set(tmp_path, alphabet_size=29):
+    # Confident frames spelling "the cat" (letter, blank, letter, ...).
+    from npspeech.alphabet import english
+
+    alphabet = english()
+    frames = []
+    for character in "the cat":
+        for label in (alphabet.labels.index(character), alphabet.blank):
+            probs = np.full(alphabet_size, 0.01 / (alphabet_size - 1))
+            probs[label] = 0.99
+            frames.append(np.log(probs))
+    return save_log_probs(
+        tmp_path / "dev.npz", [np.asarray(frames, np.float32)], ["the cat"]
+    )
+
+
+def test_tune_writes_the_best_point(arpa, tmp_path, capsys):
+    pytest.importorskip("npspeech.decoder.beam")
+    dev = _dev_set(tmp_path)
+    package = tmp_path / "tuned.npscorer"
+    table = tmp_path / "table.csv"
+    code = main(
+        [
+            "lm",
+            "tune",
+            str(arpa),
+            "--log-probs",
+            str(dev),
+            "-o",
+            str(package),
+            "--alphas",
+            "0",
+            "0.5",
+            "--betas",
+            "1",
+            "2",
+            "--beam-width",
+            "8",
+            "--table",
+            str(table),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "WER 0.0000" in out
+    tuned = open_scorer(package)
+    assert tuned.kind == "npspeech"
+    # Every point decodes the clear audio right, so the first point wins the tie.
+    assert (tuned.alpha, tuned.beta) == (0.0, 1.0)
+    rows = np.loadtxt(table, delimiter=",", skiprows=1)
+    assert rows.shape == (4, 4)
+    # Tuning the package again rewrites it in place.
+    assert (
+        main(
+            [
+                "lm",
+                "tune",
+                str(package),
+                "--log-probs",
+                str(dev),
+                "--alphas",
+                "0.25",
+                "--betas",
+                "0.5",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (open_scorer(package).alpha, open_scorer(package).beta) == (0.25, 0.5)
+    # A dry run reports without writing.
+    assert (
+        main(
+            [
+                "lm",
+                "tune",
+                str(package),
+                "--log-probs",
+                str(dev),
+                "--dry-run",
+                "--alphas",
+                "3",
+                "--betas",
+                "3",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert open_scorer(package).alpha == 0.25
+
+
+def test_tune_arpa_without_output_fails_with_a_message(arpa, tmp_path, capsys):
+    pytest.importorskip("npspeech.decoder.beam")
+    dev = _dev_set(tmp_path)
+    code = main(
+        [
+            "lm",
+            "tune",
+            str(arpa),
+            "--log-probs",
+            str(dev),
+            "--alphas",
+            "1",
+            "--betas",
+            "1",
+            "--no-progress",
+        ]
+    )
+    assert code == 1
+    assert "cannot hold alpha/beta" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["lm", "build", "{tmp}/absent.txt", "-o", "{tmp}/o.arpa"], "absent.txt"),
+        (
+            ["lm", "build", "{corpus}", "-o", "{tmp}/o.arpa", "--prune", "1"],
+            "unigrams cannot be pruned",
+        ),
+        (["lm", "build", "{corpus}", "-o", "{tmp}/o.arpa", "--order", "0"], "order"),
+        (
+            [
+                "lm",
+                "build",
+                "{corpus}",
+                "-o",
+                "{tmp}/o.arpa",
+                "--alphabet",
+                "{tmp}/no.txt",
+            ],
+            "no.txt: alphabet file not found",
+        ),
+        (["lm", "info", "{tmp}/absent.scorer"], "absent.scorer"),
+        (
+            ["lm", "tune", "{corpus}", "--log-probs", "{tmp}/dev.npz"],
+            "not a language model",
+        ),
+        (
+            ["lm", "package", "{tmp}/absent.arpa", "-o", "{tmp}/p.npscorer"],
+            "absent.arpa",
+        ),
+    ],
+)
+def test_bad_input_exits_nonzero_naming_the_culprit(argv, message, tmp_path, capsys):
+    argv = [a.format(tmp=tmp_path, corpus=CORPUS) for a in argv]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("npspeech lm: error:")
+    assert message in err
+
+
+def test_help_and_bare_subcommand(capsys):
+    for argv in (
+        ["lm", "--help"],
+        ["lm", "build", "--help"],
+        ["lm", "tune", "--help"],
+        ["lm", "info", "--help"],
+        ["lm", "package", "--help"],
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--vocab-size" in out and "--log-probs" in out and "(default: 5)" in out
+    assert main(["lm"]) == 2
+
+
+@pytest.mark.data
+def test_tune_a_deepspeech_scorer_in_place(data_dir, tmp_path, capsys):
+    import shutil
+
+    pytest.importorskip("npspeech.decoder.beam")
+    scorer = tmp_path / "smoke.scorer"
+    shutil.copyfile(data_dir / "deepspeech_smoke" / "lm" / "pruned_lm.scorer", scorer)
+    dev = _dev_set(tmp_path)
+    code = main(
+        [
+            "lm",
+            "tune",
+            str(scorer),
+            "--log-probs",
+            str(dev),
+            "--alphas",
+            "0.5",
+            "1.0",
+            "--betas",
+            "0.25",
+            "--beam-width",
+            "8",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    tuned = open_scorer(scorer)
+    assert (tuned.kind, tuned.alpha, tuned.beta) == ("deepspeech", 0.5, 0.25)
+    assert len(tuned.vocabulary) == 3540
+    assert f"wrote {scorer}" in capsys.readouterr().out

@@ -1,0 +1,153 @@
+"""Dense layer: gradients, PyTorch parity, padding, backends and argument errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers.gradcheck import assert_gradient_close, random_projection
+from helpers.tolerances import (
+    BACKEND_ATOL_FLOAT32,
+    BACKEND_ATOL_FLOAT64,
+    BACKEND_RTOL_FLOAT32,
+    BACKEND_RTOL_FLOAT64,
+    PARITY_ATOL_FLOAT32,
+    PARITY_ATOL_FLOAT64,
+    PARITY_RTOL_FLOAT32,
+)
+
+from npspeech.errors import ConfigError
+from npspeech.nn import dense
+
+
+def test_gradients_time_major_with_padding(rng, backend):
+    T, B, F_in, F_out = 4, 3, 5, 3
+    params = dense.init(rng, F_in, F_out, dtype=np.float64, scheme="pytorch")
+    lengths = np.array([4, 1, 3], dtype=np.int32)
+    x = rng.standard_normal((T, B, F_in))
+    x[np.arange(T)[:, None] >= lengths[None, :]] = 0.0
+    R = random_projection(rng, (T, B, F_out))
+
+    def loss() -> float:
+        y, _ = dense.forward(params, x, lengths, backend=backend)
+        return float((y * R).sum())
+
+    y, cache = dense.forward(params, x, lengths, backend=backend)
+    dx, grads = dense.backward(params, R, cache, backend=backend)
+    assert set(grads) == {"W", "b"}
+    assert_gradient_close(dx, loss, x, name="dx")
+    assert_gradient_close(grads["W"], loss, params["W"], name="dW")
+    assert_gradient_close(grads["b"], loss, params["b"], name="db")
+    # padded output frames are zero (they would hold b otherwise)
+    assert np.all(y[1:, 1] == 0.0) and np.all(y[3:, 2] == 0.0)
+    assert np.any(y[0, 1] != 0.0)
+
+
+def test_gradients_rows(rng, backend):
+    params = dense.init(rng, 4, 2, dtype=np.float64)
+    x = rng.standard_normal((6, 4))
+    R = random_projection(rng, (6, 2))
+
+    def loss() -> float:
+        return float((dense.forward(params, x, backend=backend)[0] * R).sum())
+
+    _, cache = dense.forward(params, x, backend=backend)
+    dx, grads = dense.backward(params, R, cache, backend=backend)
+    assert_gradient_close(dx, loss, x, name="dx")
+    assert_gradient_close(grads["W"], loss, params["W"], name="dW")
+    assert_gradient_close(grads["b"], loss, params["b"], name="db")
+
+
+def test_backends_agree_and_keep_dtype(rng):
+    for dtype, rtol, atol in (
+        (np.float32, BACKEND_RTOL_FLOAT32, BACKEND_ATOL_FLOAT32),
+        (np.float64, BACKEND_RTOL_FLOAT64, BACKEND_ATOL_FLOAT64),
+    ):
+        params = dense.init(rng, 7, 5, dtype=dtype)
+        x = rng.standard_normal((6, 2, 7)).astype(dtype)
+        dy = rng.standard_normal((6, 2, 5)).astype(dtype)
+        lengths = np.array([6, 3])
+        results = []
+        for name in ("numpy", "numba"):
+            y, cache = dense.forward(params, x, lengths, backend=name)
+            dx, grads = dense.backward(params, dy, cache, backend=name)
+            assert y.dtype == dx.dtype == grads["W"].dtype == grads["b"].dtype == dtype
+            results.append((y, dx, grads["W"], grads["b"]))
+        for ref, fast in zip(*results):
+            np.testing.assert_allclose(fast, ref, rtol=rtol, atol=atol)
+
+
+def test_input_is_not_mutated(rng):
+    params = dense.init(rng, 3, 2, dtype=np.float64)
+    x = rng.standard_normal((2, 2, 3))
+    before = x.copy(), params["W"].copy()
+    y, cache = dense.forward(params, x, np.array([2, 1]))
+    dy = np.ones_like(y)
+    dense.backward(params, dy, cache)
+    np.testing.assert_array_equal(x, before[0])
+    np.testing.assert_array_equal(params["W"], before[1])
+    np.testing.assert_array_equal(dy, np.ones_like(y))
+
+
+def test_init_schemes(rng):
+    glorot = dense.init(rng, 300, 200)
+    limit = np.sqrt(6.0 / 500)
+    assert glorot["W"].dtype == np.float32 and glorot["W"].shape == (300, 200)
+    assert np.abs(glorot["W"]).max() <= limit
+    assert np.abs(glorot["W"]).max() > 0.95 * limit  # spans the range
+    np.testing.assert_array_equal(glorot["b"], 0.0)  # DeepSpeech's zero bias
+    torch_like = dense.init(rng, 300, 200, dtype=np.float64, scheme="pytorch")
+    bound = 1 / np.sqrt(300)
+    assert (
+        np.abs(torch_like["W"]).max() <= bound
+        and np.abs(torch_like["b"]).max() <= bound
+    )
+    assert np.abs(torch_like["b"]).max() > 0.5 * bound
+    with pytest.raises(ConfigError, match="scheme"):
+        dense.init(rng, 3, 2, scheme="he")
+
+
+def test_bad_arguments_name_the_argument(rng):
+    params = dense.init(rng, 3, 2)
+    with pytest.raises(ConfigError, match="input features"):
+        dense.forward(params, np.zeros((4, 1, 5), np.float32))
+    with pytest.raises(ConfigError, match="dense x is float64"):
+        dense.forward(params, np.zeros((4, 1, 3)))
+    with pytest.raises(ConfigError, match="lengths"):
+        dense.forward(params, np.zeros((4, 1, 3), np.float32), np.array([5]))
+    with pytest.raises(ConfigError, match="dense x"):
+        dense.forward(params, np.zeros(3, np.float32))
+    _, cache = dense.forward(params, np.zeros((4, 1, 3), np.float32))
+    with pytest.raises(ConfigError, match="dense dy"):
+        dense.backward(params, np.zeros((4, 1, 3), np.float32), cache)
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_matches_torch_linear(rng, backend, dtype):
+    torch = pytest.importorskip("torch")
+    T, B, F_in, F_out = 5, 3, 6, 4
+    params = dense.init(rng, F_in, F_out, dtype=dtype, scheme="pytorch")
+    x = rng.standard_normal((T, B, F_in)).astype(dtype)
+    dy = rng.standard_normal((T, B, F_out)).astype(dtype)
+    y, cache = dense.forward(params, x, backend=backend)
+    dx, grads = dense.backward(params, dy, cache, backend=backend)
+
+    linear = torch.nn.Linear(F_in, F_out).to(
+        torch.float64 if dtype == np.float64 else torch.float32
+    )
+    with torch.no_grad():
+        linear.weight.copy_(
+            torch.from_numpy(params["W"].T.copy())
+        )  # torch: (F_out, F_in)
+        linear.bias.copy_(torch.from_numpy(params["b"]))
+    tx = torch.from_numpy(x).requires_grad_(True)
+    ty = linear(tx)
+    ty.backward(torch.from_numpy(dy))
+    if dtype == np.float64:
+        tol = {"rtol": 0, "atol": PARITY_ATOL_FLOAT64}
+    else:
+        tol = {"rtol": PARITY_RTOL_FLOAT32, "atol": PARITY_ATOL_FLOAT32}
+    np.testing.assert_allclose(y, ty.detach().numpy(), **tol)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), **tol)
+    np.testing.assert_allclose(grads["W"], linear.weight.grad.numpy().T, **tol)
+    np.testing.assert_allclose(grads["b"], linear.bias.grad.numpy(), **tol)
