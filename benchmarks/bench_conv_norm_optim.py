@@ -1,12 +1,12 @@
-"""Time the non-recurrent layers and the optimizer: numba vs numpy backends vs PyTorch CPU.
+"""Time the non-recurrent layers and the optimizer: numba, numpy and PyTorch CPU.
 
-Shapes are DeepSpeech2's front end on a small batch (161-bin spectrogram, two 32-channel
-convolutions with batch norm), its output layer (log-softmax over 29 classes) and one Adam
-step over a 10-million-parameter model. Each case runs forward + backward, warms up
-first (Numba compilation, PyTorch's allocator), checks the result against PyTorch, and
-prints the median of ``--repeats`` runs and the ratio to PyTorch.
+Shapes are DeepSpeech2's front end on a small batch (161-bin spectrogram, two
+32-channel convolutions with batch norm), its output layer (log-softmax over 29
+classes) and one AdamW step over a 10-million-parameter model. Each case runs forward
++ backward, warms up first (Numba compilation, PyTorch's allocator), checks the result
+against PyTorch, and prints the median of ``--repeats`` runs and the ratio to PyTorch.
 
-    python benchmarks/bench_conv_norm_optim.py --repeats 5
+    python benchmarks/bench_conv_norm_optim.py --repeats 3 --frames 100
 """
 
 from __future__ import annotations
@@ -66,7 +66,9 @@ def conv_case(rng, repeats, C_in, C_out, kernel, stride, padding, T, B, F):
     for backend in BACKENDS:
 
         def run(backend=backend):
-            out, cache = conv.forward(params, x, lengths, stride, padding, backend=backend)
+            out, cache = conv.forward(
+                params, x, lengths, stride, padding, backend=backend
+            )
             return out, conv.backward(params, dy, cache, backend=backend)
 
         seconds[backend] = median_seconds(run, repeats)
@@ -102,7 +104,9 @@ def batch_norm_case(rng, repeats, x):
             out, cache, _ = norm.batch_norm_conv_forward(
                 params, state, x, lengths, backend=backend
             )
-            return out, norm.batch_norm_conv_backward(params, dy, cache, backend=backend)
+            return out, norm.batch_norm_conv_backward(
+                params, dy, cache, backend=backend
+            )
 
         seconds[backend] = median_seconds(run, repeats)
         out, _ = run()
@@ -140,7 +144,9 @@ def adam_case(rng, repeats, sizes):
         f"p{i}": rng.standard_normal(shape).astype(np.float32)
         for i, shape in enumerate(sizes)
     }
-    grads = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in params.items()}
+    grads = {
+        k: rng.standard_normal(v.shape).astype(np.float32) for k, v in params.items()
+    }
     tensors = [torch.from_numpy(v.copy()).requires_grad_(True) for v in params.values()]
     for tensor, g in zip(tensors, grads.values()):
         tensor.grad = torch.from_numpy(g)
@@ -167,16 +173,18 @@ def adam_case(rng, repeats, sizes):
             tensor.grad = torch.from_numpy(g)
         reference.step()
         for tensor, key in zip(reference.param_groups[0]["params"], params):
-            np.testing.assert_allclose(new[key], tensor.detach().numpy(), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(
+                new[key], tensor.detach().numpy(), rtol=1e-5, atol=1e-6
+            )
     total = sum(int(np.prod(s)) for s in sizes)
     report(f"AdamW step, {total / 1e6:.1f} M params", seconds)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--frames", type=int, default=100)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; float32")

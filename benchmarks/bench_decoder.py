@@ -44,7 +44,8 @@ def synthesize(
     n_frames: int,
     noise: float = 1.0,
     peak: float = 5.0,
-    misspell: float = 0.04,
+    misspell: float = 0.05,
+    confusion_margin: float = 1.0,
 ) -> tuple[np.ndarray, str]:
     """(T, V) log-probs of as much of ``text`` as fits in ``n_frames``, and that text."""
     blank = alphabet.blank
@@ -68,9 +69,14 @@ def synthesize(
         peaks += [blank] * gap + [shown] * hold
         previous = label
         used += 1
+    path += [blank] * (n_frames - len(path))
     peaks += [blank] * (n_frames - len(peaks))
     logits = rng.normal(0.0, noise, size=(n_frames, alphabet.n_classes))
-    logits[np.arange(n_frames), peaks] += peak
+    frames = np.arange(n_frames)
+    confused = np.asarray(peaks) != np.asarray(path)
+    # a misspelt frame: the wrong letter peaks, the right one stays a close second
+    logits[frames[confused], np.asarray(path)[confused]] += peak - confusion_margin
+    logits[frames, peaks] += peak
     reference = " ".join(text[:used].split())  # one label per character
     return log_softmax(logits), reference
 

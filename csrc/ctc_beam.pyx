@@ -49,7 +49,6 @@ cdef struct Node:
     int vocab_node      # node of the vocabulary trie (-1: the word left it)
     int hot_node        # node of the hot-word trie (0: word start, -1: no match)
     double hot_partial  # boost collected by the unfinished hot-word match
-    bint oov_penalized  # the current word already paid the OOV penalty
     bint in_beam
     bint is_candidate
 
@@ -102,7 +101,7 @@ cdef class PrefixBeamSearch:
     alpha, beta : float
         LM weight and per-word bonus (ignored without ``lm``).
     oov_penalty : float
-        Added once per word when it leaves the vocabulary trie.
+        Added for every letter spelled outside the vocabulary trie (<= 0; -inf prunes).
     use_vocabulary : bool
         Whether the vocabulary trie is checked.
     vocab_start, vocab_label, vocab_node : int32 arrays
@@ -211,7 +210,6 @@ cdef class PrefixBeamSearch:
         root.vocab_node = 0
         root.hot_node = 0
         root.hot_partial = 0.0
-        root.oov_penalized = False
         root.in_beam = True
         root.is_candidate = False
         self.nodes.push_back(root)
@@ -278,7 +276,6 @@ cdef class PrefixBeamSearch:
         cdef int vocab = self.nodes[parent].vocab_node
         cdef int hot = self.nodes[parent].hot_node
         cdef double partial = self.nodes[parent].hot_partial
-        cdef bint penalized = self.nodes[parent].oov_penalized
         cdef bint at_word_start = parent == ROOT or self.nodes[parent].label == self.space
         cdef int nxt
         if c == self.space:
@@ -286,7 +283,6 @@ cdef class PrefixBeamSearch:
                 word_log_prob = self.lm_word(lm_state, self.word_of(parent), &lm_state)
                 bonus += self.alpha * word_log_prob + self.beta
             vocab = 0
-            penalized = False
             if self.use_hotwords:
                 nxt = -1
                 if hot > 0:
@@ -322,9 +318,9 @@ cdef class PrefixBeamSearch:
                     hot = nxt
                 else:
                     hot = -1
-            if self.use_vocabulary and vocab < 0 and not penalized and hot <= 0:
+            if self.use_vocabulary and vocab < 0 and hot <= 0:
+                # every letter spelled outside the vocabulary (and outside a hot-word)
                 bonus += self.oov_penalty
-                penalized = True
         cdef int index
         if self.free_nodes.size() > 0:
             index = self.free_nodes.back()
@@ -346,7 +342,6 @@ cdef class PrefixBeamSearch:
         child.vocab_node = vocab
         child.hot_node = hot
         child.hot_partial = partial
-        child.oov_penalized = penalized
         child.in_beam = False
         child.is_candidate = False
         self.nodes[index] = child
@@ -429,7 +424,11 @@ cdef class PrefixBeamSearch:
                     c == self.space and self.use_lm
                     and (prefix == ROOT or self.nodes[prefix].label == self.space)
                 ):
-                    # with an LM a space only ends a word: no leading or double spaces
+                    # with an LM a space only ends a word: one that would end no word
+                    # (leading or doubled) leaves the text as it is, like a blank
+                    self.nodes[prefix].new_p_b = log_add(
+                        self.nodes[prefix].new_p_b, base + lp
+                    )
                     continue
                 child = self.find_child(prefix, c)
                 if child < 0:

@@ -178,7 +178,7 @@ def to_float32(
     array = np.asarray(samples)
     if array.ndim != 1:
         raise AudioError(f"{where}: expected a 1-D signal, got shape {array.shape}")
-    if array.dtype == np.int16:
+    if array.dtype.kind == "i" and array.dtype.itemsize == 2:  # int16, any byte order
         return array.astype(np.float32) / np.float32(C.INT16_SCALE)
     if array.dtype.kind == "f":
         if check_finite:

@@ -152,6 +152,12 @@ class ModelConfig:
     lookahead_context: int = 20  # future frames of the lookahead convolution (ds2-stream)
     batch_norm_momentum: float = 0.1  # running-statistics update (PyTorch's convention)
 
+    def __post_init__(self) -> None:
+        # TOML and JSON give lists; tuples keep the config hashable and comparable.
+        object.__setattr__(self, "conv_channels", tuple(self.conv_channels))
+        for name in ("conv_kernels", "conv_strides", "conv_padding"):
+            object.__setattr__(self, name, tuple(tuple(pair) for pair in getattr(self, name)))
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:

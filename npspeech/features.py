@@ -632,12 +632,51 @@ class FeatureStats:
         self._m2 = self._m2 + m2 + delta**2 * (self.count * count / total)
         self.count = total
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The statistics as arrays (to store beside a model, e.g. with ``np.savez``).
+
+        Returns
+        -------
+        dict with ``count`` (int64, shape ()), ``mean`` and ``m2`` (float64, (F,);
+        ``m2`` is the sum of squared deviations from the mean).
+        """
+        return {
+            "count": np.asarray(self.count, dtype=np.int64),
+            "mean": self.mean,
+            "m2": np.zeros(0) if self._m2 is None else self._m2.copy(),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays, where: str = "feature statistics") -> FeatureStats:
+        """Inverse of :meth:`to_arrays`; ``where`` names the source in errors."""
+        try:
+            count = int(np.asarray(arrays["count"]))
+            mean = np.asarray(arrays["mean"], dtype=np.float64).copy()
+            m2 = np.asarray(arrays["m2"], dtype=np.float64).copy()
+        except (KeyError, TypeError, ValueError) as error:
+            raise ConfigError(
+                f"{where}: expected count, mean and m2 ({error})"
+            ) from None
+        if mean.ndim != 1 or m2.shape != mean.shape or count < 0:
+            raise ConfigError(
+                f"{where}: count {count}, mean {mean.shape} and m2 {m2.shape} "
+                "do not fit together"
+            )
+        if not (np.isfinite(mean).all() and np.isfinite(m2).all() and (m2 >= 0).all()):
+            raise ConfigError(f"{where}: mean or m2 not finite, or m2 negative")
+        stats = cls()
+        if count:
+            stats.count, stats._mean, stats._m2 = count, mean, m2
+        return stats
+
     @property
     def mean(self) -> np.ndarray:
+        """float64 (F,) mean of every frame seen (empty before the first update)."""
         return np.zeros(0) if self._mean is None else self._mean.copy()
 
     @property
     def std(self) -> np.ndarray:
+        """float64 (F,) population standard deviation of every frame seen."""
         if self._m2 is None or self.count == 0:
             return np.zeros(0) if self._m2 is None else np.zeros_like(self._m2)
         return np.sqrt(self._m2 / self.count)
@@ -690,8 +729,8 @@ class FeatureStream:
             )
         self.stats = stats
         self._kernels = get_backend(backend)
-        base = dataclasses.replace(self.config, n_context=0)
-        self._base_width = n_features(base)
+        self._base = dataclasses.replace(self.config, n_context=0)  # frames, no context
+        self._base_width = n_features(self._base)
         self.reset()
 
     def reset(self) -> None:
@@ -717,9 +756,8 @@ class FeatureStream:
         T = n_frames(self._samples.shape[0], self.config)
         if T == 0:
             return self._emit(np.zeros((0, self._base_width), dtype=np.float32), False)
-        base = dataclasses.replace(self.config, n_context=0)
-        frames = _frames(self._kernels, self._samples, base)  # (T, F0)
-        frames = _normalize_for(frames, base, self.stats)
+        frames = _frames(self._kernels, self._samples, self._base)  # (T, F0)
+        frames = _normalize_for(frames, self._base, self.stats)
         self._samples = self._samples[T * self.config.step_samples :].copy()
         return self._emit(frames, False)
 

@@ -125,15 +125,21 @@ class BeamDecoder:
         candidates = self._decoder.decode(log_probs, n_best=n_best)
         return [
             Transcript(c.text, float(c.confidence),
-                       [(w, float(s), float(d)) for w, s, d in c.words])
+                       [(w.word, float(w.start_time), float(w.duration)) for w in c.words])
             for c in candidates
         ]
 
 
 def _parse_hotwords(pairs: Sequence[str]) -> dict[str, float]:
-    """``["word:boost", ...]`` -> ``{"word": boost}``; a bad pair names itself."""
+    """``["word:boost", "word", ...]`` -> ``{"word": boost}`` (a bare word gets the
+    default boost); a bad pair names itself."""
+    from .constants import HOTWORD_BOOST
+
     hotwords = {}
     for pair in pairs:
+        if ":" not in pair:
+            hotwords[pair] = HOTWORD_BOOST
+            continue
         word, _, boost = pair.rpartition(":")
         try:
             hotwords[word] = float(boost)

@@ -57,6 +57,21 @@ def test_load_ogg_vorbis(tmp_path):
     assert np.corrcoef(loaded[:n], signal[:n])[0, 1] > 0.99  # lossy, but the same tone
 
 
+def test_load_mp3(tmp_path):
+    if "MP3" not in soundfile.available_formats():
+        pytest.skip("this libsndfile has no MP3 support")
+    signal = tone(440.0, 16000, 0.5)
+    path = tmp_path / "tone.mp3"
+    soundfile.write(path, signal, 16000, format="MP3", subtype="MPEG_LAYER_III")
+    loaded = audio.load(path)
+    assert loaded.dtype == np.float32 and np.isfinite(loaded).all()
+    assert abs(loaded.shape[0] - signal.shape[0]) < 2000  # encoder delay and padding
+    spectrum = np.abs(np.fft.rfft(loaded))
+    assert np.argmax(spectrum) * 16000 / loaded.shape[0] == pytest.approx(
+        440.0, abs=5.0
+    )
+
+
 def test_int16_wav_is_int16_over_32768(tmp_path):
     pcm = np.array([-32768, -1, 0, 1, 12345, 32767], dtype=np.int16)
     path = tmp_path / "pcm.wav"

@@ -127,7 +127,13 @@ def test_from_file_errors_name_the_file(tmp_path):
 
 @pytest.mark.parametrize(
     "options",
-    [{"alpha": math.nan}, {"beta": math.inf}, {"oov_penalty": -math.inf}, {"unk_score": math.nan}],
+    [
+        {"alpha": math.nan},
+        {"beta": math.inf},
+        {"oov_penalty": 1.0},
+        {"oov_penalty": math.nan},
+        {"unk_score": math.nan},
+    ],
 )
 def test_non_finite_weights_are_rejected(tiny_model, options):
     arguments = {"alpha": 1.0, "beta": 0.0} | options

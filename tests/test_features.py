@@ -13,6 +13,8 @@ from helpers.tolerances import (
     FEATURES_TF_ATOL_FLOAT64,
     LOG_POWER_ATOL_FLOAT32,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from npspeech import audio, features
 from npspeech.backends import get_backend
@@ -459,6 +461,21 @@ def test_feature_stats_merge_equals_whole_and_global_normalisation(rng):
     )
 
 
+def test_feature_stats_round_trip_through_arrays(rng, tmp_path):
+    stats = features.FeatureStats().update(rng.standard_normal((50, 6)) * 3 + 1)
+    np.savez(tmp_path / "stats.npz", **stats.to_arrays())
+    with np.load(tmp_path / "stats.npz") as saved:
+        restored = features.FeatureStats.from_arrays(saved)
+    assert restored.count == 50
+    np.testing.assert_array_equal(restored.mean, stats.mean)
+    np.testing.assert_array_equal(restored.std, stats.std)
+    with pytest.raises(ConfigError, match="model.npz: expected count, mean and m2"):
+        features.FeatureStats.from_arrays({"mean": stats.mean}, where="model.npz")
+    bad = dict(stats.to_arrays(), m2=-np.ones(6))
+    with pytest.raises(ConfigError, match="negative"):
+        features.FeatureStats.from_arrays(bad)
+
+
 def test_feature_stats_survive_a_large_offset(rng):
     # A naive sum of squares loses the variance of values around 1e4 in float32.
     values = 1e4 + rng.standard_normal((5000, 4))
@@ -502,6 +519,24 @@ def test_stream_equals_whole(rng, kind, n_context, max_chunk):
     assert streamed.shape == expected.shape
     assert all(p.shape[1] == features.n_features(config) for p in parts)
     assert_features_close(streamed, expected)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 900), min_size=1, max_size=25),
+    n_context=st.integers(0, 4),
+)
+def test_stream_any_chunking_equals_whole(sizes, n_context):
+    config = dataclasses.replace(DS, n_context=n_context)
+    signal = np.sin(np.arange(sum(sizes)) * 0.05).astype(np.float32) * 0.3
+    stream = features.FeatureStream(config)
+    cuts = np.cumsum(sizes)[:-1]
+    parts = [stream.feed(chunk) for chunk in np.split(signal, cuts)]
+    streamed = np.concatenate(parts + [stream.finish()])
+    if signal.shape[0] < 512:
+        assert streamed.shape == (0, features.n_features(config))
+    else:
+        assert_features_close(streamed, features.compute(signal, config))
 
 
 def test_stream_holds_back_right_context_until_finish(rng):

@@ -19,7 +19,7 @@ from .. import __version__
 from ..errors import NpspeechError
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("lm",)
+COMMAND_MODULES: tuple[str, ...] = ("lm", "train", "eval", "decode")
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # the input or the environment was at fault; the message says how

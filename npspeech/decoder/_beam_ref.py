@@ -17,8 +17,9 @@ The search (per frame, Graves 2012 / Hannun et al. 2014 prefix search, DeepSpeec
    blank: ``new_p_b(y) += P(y)``; repeat of ``y``'s last label: ``new_p_nb(y) +=
    p_nb(y) p(c)`` and the extension ``y + c`` gets ``p_b(y) p(c)``; any other label: the
    extension gets ``P(y) p(c)``, times ``exp(bonus(y + c))``. With a language model a
-   space only ends a word: a prefix that is empty or ends in a space is not extended by
-   another space (no leading or double spaces).
+   space only ends a word: on a prefix that is empty or ends in a space, that extension
+   is added to the prefix's own ``new_p_b`` instead, as a blank would be (no leading or
+   double spaces in the text).
 4. Candidates (the old beam in order, then new extensions in order of first touch) are
    ranked by ``log_add(new_p_b, new_p_nb)``, ties by candidate order; the best
    ``beam_width`` with a finite score form the next beam.
@@ -66,7 +67,6 @@ class Node:
         self.vocab_node = 0
         self.hot_node = 0
         self.hot_partial = 0.0
-        self.oov_penalized = False
         self.in_beam = False
         self.is_candidate = False
 
@@ -138,7 +138,6 @@ class ReferenceBeamSearch:
         vocab = parent.vocab_node
         hot = parent.hot_node
         partial = parent.hot_partial
-        penalized = parent.oov_penalized
         at_word_start = parent.parent is None or parent.label == self.space
         hot_trie = self.hotwords
         if c == self.space:
@@ -146,7 +145,6 @@ class ReferenceBeamSearch:
                 word_log_prob, lm_state = self.lm.score_word(lm_state, self.word_of(parent))
                 bonus += self.alpha * word_log_prob + self.beta
             vocab = 0
-            penalized = False
             if self.use_hotwords:
                 nxt = -1
                 if hot > 0:
@@ -180,16 +178,14 @@ class ReferenceBeamSearch:
                     hot = nxt
                 else:
                     hot = -1
-            if self.use_vocabulary and vocab < 0 and not penalized and hot <= 0:
+            if self.use_vocabulary and vocab < 0 and hot <= 0:
                 bonus += self.oov_penalty
-                penalized = True
         child = Node(parent, c)
         child.bonus = bonus
         child.lm_state = lm_state
         child.vocab_node = vocab
         child.hot_node = hot
         child.hot_partial = partial
-        child.oov_penalized = penalized
         parent.children[c] = child
         return child
 
@@ -237,7 +233,9 @@ class ReferenceBeamSearch:
                     and self.use_lm
                     and (prefix.parent is None or prefix.label == self.space)
                 ):
-                    continue  # with an LM a space only ends a word
+                    # a space that would end no word leaves the text as it is
+                    prefix.new_p_b = log_add(prefix.new_p_b, base + lp)
+                    continue
                 child = prefix.children.get(c)
                 if child is None:
                     child = self.make_child(prefix, c)

@@ -10,8 +10,10 @@ A prefix's score is ``ln P_ctc`` (summed over its alignments) plus, when a
 :class:`~npspeech.decoder.scorer.Scorer` is given, ``alpha * ln P_lm(word | history) +
 beta`` for every completed word, where a word completes at a space and the last word at
 the end of the utterance, followed by ``alpha * ln P_lm(</s> | history)``. Hot-words add
-their boost per matched character (rules in :mod:`npspeech.decoder.hotwords`); a word that
-leaves the vocabulary trie pays the scorer's ``oov_penalty`` once.
+their boost per matched character (rules in :mod:`npspeech.decoder.hotwords`); each letter
+spelled outside the scorer's vocabulary trie (and outside a hot-word) adds the scorer's
+``oov_penalty``. With a scorer, a space only ends a word: a space that would start the
+text or double another is folded into the prefix like a blank.
 
 Results
 -------
@@ -376,6 +378,8 @@ class BeamSearchDecoder:
         self, ranked: list[tuple[np.ndarray, float]], log_probs: np.ndarray
     ) -> list[CandidateTranscript]:
         """Turn ``(class ids, final score)`` pairs into transcripts with timings."""
+        if not ranked:  # every frame keeps a finite path, so the beam is never empty
+            raise DecoderError("internal error: the beam search kept no prefix")
         scores = np.asarray([score for _, score in ranked], dtype=np.float64)
         confidences = np.exp(scores - scores.max())
         confidences /= confidences.sum()

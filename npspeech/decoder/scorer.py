@@ -46,11 +46,12 @@ class Scorer:
     beta
         Bonus (natural log) per completed word, balancing the LM's bias to short texts.
     vocabulary
-        The words the LM knows. It builds the decoder's vocabulary trie: a prefix whose
-        current word no vocabulary word starts with gets ``oov_penalty`` once per word.
-        None (unknown vocabulary) switches that check off.
+        The words the LM knows. It builds the decoder's vocabulary trie: every letter of
+        a word that no vocabulary word starts with costs ``oov_penalty``. None (unknown
+        vocabulary) switches that check off.
     oov_penalty
-        Natural-log penalty for leaving the vocabulary trie; None switches it off.
+        Natural-log penalty per letter spelled outside the vocabulary trie, <= 0;
+        ``-inf`` allows vocabulary words only (as DeepSpeech); None switches it off.
     unk_score
         Natural-log score given to a word the LM does not know instead of KenLM's
         ``<unk>`` probability; None keeps KenLM's.
@@ -75,8 +76,8 @@ class Scorer:
         for name, value in (("alpha", alpha), ("beta", beta)):
             if not math.isfinite(value):
                 raise ScorerError(f"{name} must be finite, got {value}")
-        if oov_penalty is not None and not math.isfinite(oov_penalty):
-            raise ScorerError(f"oov_penalty must be finite or None, got {oov_penalty}")
+        if oov_penalty is not None and (math.isnan(oov_penalty) or oov_penalty > 0):
+            raise ScorerError(f"oov_penalty must be <= 0 (or None), got {oov_penalty}")
         if unk_score is not None and not math.isfinite(unk_score):
             raise ScorerError(f"unk_score must be finite or None, got {unk_score}")
         self.language_model = language_model

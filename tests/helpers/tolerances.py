@@ -60,3 +60,7 @@ CTC_FLOAT32_ATOL = 1e-6
 # ~1e-7 of a frame's largest magnitude in every bin, so bins 60-70 dB below the peak
 # differ by up to ~1e-3 in log power from a float64 FFT (measured 5e-4).
 LOG_POWER_ATOL_FLOAT32 = 2e-3
+
+# Recurrent layers: a batch against each sequence alone, or one chunk against the whole,
+# differ only by BLAS summation order over differently shaped GEMMs (float64).
+RNN_INVARIANCE_ATOL = 1e-10

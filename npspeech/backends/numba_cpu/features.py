@@ -28,9 +28,9 @@ settings is 3000 frames of 512 samples; see ``benchmarks/bench_features.py``):
   the bins that carry weight (about 1.1 ms), so the product is used; the DCT is a BLAS
   product too. ``log`` runs on whole arrays with NumPy's SIMD float32 ``log``.
 
-The spectrum kernel may use ``fastmath``: it squares, adds and takes square roots of
-finite numbers, with no log-space quantity in it. Everything is single-threaded (BLAS
-follows its own thread setting).
+The spectrum kernel uses fast-math (minus the no-NaN/no-inf assumptions): it squares,
+adds and takes square roots, with no log-space quantity in it. Everything is
+single-threaded (BLAS follows its own thread setting).
 
 The kernels have numpy_ref's names and signatures and trust their inputs; they compute
 in float32 whatever float dtype the signal has, and return float32.
@@ -126,7 +126,12 @@ def _packed_fft(
     return np.ascontiguousarray(packed).view(np.float32)
 
 
-@numba.njit(cache=True, fastmath=True)
+# Fast-math without "nnan"/"ninf": NaN or infinite input must stay NaN/inf, so that
+# features.compute can notice it and name the bad sample.
+_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
 def _spectrum_from_packed(z, cosines, sines, magnitude, out):  # pragma: no cover
     """Fill ``out`` (T, K) with ``|X[k]|^2`` (or ``|X[k]|`` when ``magnitude``)."""
     T, K = out.shape

@@ -7,10 +7,11 @@ here as fused Numba loops, so each array is read once instead of once per NumPy
 temporary.
 
 The ``_kernel`` functions take flat or fixed-rank C-contiguous arrays; the public
-wrappers reshape to and from the caller's shape. Each kernel is compiled twice, serial
-and with ``prange`` threads, and the wrapper picks by the amount of work: waking the
-thread pool costs microseconds on an idle machine but milliseconds on a loaded one,
-more than small arrays (a streaming chunk, a test) take to process serially.
+wrappers reshape to and from the caller's shape. Kernels with independent work items
+are compiled twice, serial and with ``prange`` threads, and the wrapper picks by the
+amount of work: waking the thread pool costs microseconds on an idle machine but
+milliseconds on a loaded one, more than small arrays (a streaming chunk, a test) take
+to process serially.
 """
 
 from __future__ import annotations
@@ -90,9 +91,11 @@ def _mask_kernel(x3, lengths, out3):
     T, B, R = x3.shape
     for b in prange(B):
         for t in range(T):
-            valid = t < lengths[b]
-            for r in range(R):
-                out3[t, b, r] = x3[t, b, r] if valid else 0.0
+            # whole rows at a time: a branch-free copy or fill the compiler vectorises
+            if t < lengths[b]:
+                out3[t, b, :] = x3[t, b, :]
+            else:
+                out3[t, b, :] = 0.0
 
 
 def mask_padded(x, lengths, out=None):
@@ -233,29 +236,37 @@ def conv2d_backward(dy, xp, W, st, sf):
 # --- batch norm ----------------------------------------------------------------------
 
 
-@_SerialOrParallel
+@njit(cache=True)
 def _moments_kernel(x, lengths, mean, var):
+    # Partial sums per (channel, position) in float64, visited in memory order: the
+    # innermost loop has no loop-carried dependency, so it vectorises, and the final
+    # per-channel sums add K partial sums instead of N * K values in a row.
     T, B, C, K = x.shape
     count = 0
     for b in range(B):
-        count += min(lengths[b], T)
+        count += lengths[b]
     count *= K
-    # Channels are independent: one thread per channel, two passes for precision.
-    for c in prange(C):
-        total = 0.0
+    partial = np.zeros((C, K))
+    for t in range(T):
         for b in range(B):
-            for t in range(lengths[b]):
-                for k in range(K):
-                    total += x[t, b, c, k]
-        centre = total / count
-        squares = 0.0
+            if t < lengths[b]:
+                for c in range(C):
+                    for k in range(K):
+                        partial[c, k] += x[t, b, c, k]
+    centre = np.empty(C)
+    for c in range(C):
+        centre[c] = partial[c].sum() / count
+    partial[:] = 0.0
+    for t in range(T):
         for b in range(B):
-            for t in range(lengths[b]):
-                for k in range(K):
-                    deviation = x[t, b, c, k] - centre
-                    squares += deviation * deviation
-        mean[c] = centre
-        var[c] = squares / count
+            if t < lengths[b]:
+                for c in range(C):
+                    for k in range(K):
+                        deviation = x[t, b, c, k] - centre[c]
+                        partial[c, k] += deviation * deviation
+    for c in range(C):
+        mean[c] = centre[c]
+        var[c] = partial[c].sum() / count
 
 
 def masked_moments(x, lengths):
@@ -263,7 +274,7 @@ def masked_moments(x, lengths):
     C = x.shape[2]
     mean = np.empty(C, dtype=x.dtype)
     var = np.empty(C, dtype=x.dtype)
-    _moments_kernel(x.size, x, lengths, mean, var)
+    _moments_kernel(x, lengths, mean, var)
     return mean, var
 
 
@@ -287,37 +298,53 @@ def batch_norm_apply(x, lengths, scale, shift):
     return y
 
 
-@_SerialOrParallel
+@njit(cache=True)
 def _bn_backward_kernel(
     dy, x, lengths, mean, invstd, gamma, training, dx, dgamma, dbeta
 ):
+    # Two passes in memory order: per-channel sums (partial sums per position, as in
+    # _moments_kernel), then the element-wise gradient.
     T, B, C, K = x.shape
     count = 0
     for b in range(B):
         count += lengths[b]
     count *= K
-    for c in prange(C):
-        sum_dy = 0.0
-        sum_dy_xhat = 0.0
+    sum_dy = np.zeros((C, K))
+    sum_dy_xhat = np.zeros((C, K))
+    for t in range(T):
         for b in range(B):
-            for t in range(lengths[b]):
-                for k in range(K):
-                    xhat = (x[t, b, c, k] - mean[c]) * invstd[c]
-                    sum_dy += dy[t, b, c, k]
-                    sum_dy_xhat += dy[t, b, c, k] * xhat
-        dbeta[c] = sum_dy
-        dgamma[c] = sum_dy_xhat
-        factor = gamma[c] * invstd[c]
+            if t < lengths[b]:
+                for c in range(C):
+                    for k in range(K):
+                        g = dy[t, b, c, k]
+                        sum_dy[c, k] += g
+                        sum_dy_xhat[c, k] += g * ((x[t, b, c, k] - mean[c]) * invstd[c])
+    total_dy = np.empty(C)
+    total_dy_xhat = np.empty(C)
+    for c in range(C):
+        total_dy[c] = sum_dy[c].sum()
+        total_dy_xhat[c] = sum_dy_xhat[c].sum()
+        dbeta[c] = total_dy[c]
+        dgamma[c] = total_dy_xhat[c]
+    for t in range(T):
         for b in range(B):
-            for t in range(T):
-                for k in range(K):
-                    if t >= lengths[b]:
-                        dx[t, b, c, k] = 0.0
-                    elif training:
+            if t >= lengths[b]:
+                dx[t, b] = 0.0
+                continue
+            for c in range(C):
+                factor = gamma[c] * invstd[c]
+                if training:
+                    # d/dx of gamma (x - mean) / std with batch statistics: dy minus its
+                    # projections onto 1 and onto xhat, over the valid values
+                    shift = total_dy[c] / count
+                    slope = total_dy_xhat[c] / count
+                    for k in range(K):
                         xhat = (x[t, b, c, k] - mean[c]) * invstd[c]
-                        dxhat = dy[t, b, c, k] - (sum_dy + xhat * sum_dy_xhat) / count
-                        dx[t, b, c, k] = dxhat * factor
-                    else:
+                        dx[t, b, c, k] = (
+                            dy[t, b, c, k] - shift - xhat * slope
+                        ) * factor
+                else:
+                    for k in range(K):
                         dx[t, b, c, k] = dy[t, b, c, k] * factor
 
 
@@ -328,7 +355,7 @@ def batch_norm_backward(dy, x, lengths, mean, invstd, gamma, training):
     dgamma = np.empty(C, dtype=x.dtype)
     dbeta = np.empty(C, dtype=x.dtype)
     _bn_backward_kernel(
-        x.size, dy, x, lengths, mean, invstd, gamma, bool(training), dx, dgamma, dbeta
+        dy, x, lengths, mean, invstd, gamma, bool(training), dx, dgamma, dbeta
     )
     return dx, dgamma, dbeta
 
@@ -466,7 +493,7 @@ def _adam_kernel(
         g = grad[i]
         if decoupled:
             p = p * (1.0 - lr * weight_decay)
-        else:
+        elif weight_decay != 0.0:
             g = g + weight_decay * p
         m = beta1 * exp_avg[i] + (1.0 - beta1) * g
         v = beta2 * exp_avg_sq[i] + (1.0 - beta2) * g * g

@@ -6,12 +6,16 @@ How the work is split, so that nearly all of it runs in BLAS:
 - forward: the input projection of every step at once, ``x W_ih + b`` as one GEMM of
   ``(T*B, F) x (F, G*H)``; then one ``@njit`` function runs the whole time loop, calling
   ``np.dot(h, W_hh)`` per step (Numba routes it to BLAS) and fusing the gate math of each
-  step into one loop over ``(B, H)``, parallel over the batch;
+  step into one loop over ``(B, H)``;
 - backward: one ``@njit`` function runs the time loop backwards, fusing the per-step gate
   gradients and calling ``np.dot(d_pre, W_hh^T)`` per step; it keeps every step's
   pre-activation gradients ``(T, B, G*H)``, so the weight gradients and ``dx`` are three
   large GEMMs after the loop: ``dW_hh = H_prev^T d_pre``, ``dW_ih = X^T d_pre``,
   ``dx = d_pre W_ih^T``.
+
+The gate loops are serial on purpose: per step they cost a few percent of the GEMM
+``h W_hh``, which BLAS already spreads over the threads; a parallel region per step would
+add a barrier per step and contend with BLAS's own threads.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 __all__ = [
     "rnn_forward",
@@ -64,13 +68,13 @@ def _shifted_states(y: np.ndarray, h0: np.ndarray) -> np.ndarray:
 # --- vanilla RNN with clipped ReLU ---------------------------------------------------------
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _rnn_forward_loop(xw, W_hh, lengths, h0, ceiling, y):  # pragma: no cover - jit
     T, B, H = y.shape
     h = h0.copy()
     for t in range(T):
         hw = np.dot(h, W_hh)  # (B, H)
-        for b in prange(B):
+        for b in range(B):
             if t >= lengths[b]:
                 continue
             for k in range(H):
@@ -80,12 +84,12 @@ def _rnn_forward_loop(xw, W_hh, lengths, h0, ceiling, y):  # pragma: no cover - 
     return h
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _rnn_backward_loop(dy, dh_n, lengths, W_hh_T, y, ceiling, d_pre):  # pragma: no cover
     T, B, H = dy.shape
     dh = dh_n.copy()
     for t in range(T - 1, -1, -1):
-        for b in prange(B):
+        for b in range(B):
             if t >= lengths[b]:
                 continue
             for k in range(H):
@@ -93,7 +97,7 @@ def _rnn_backward_loop(dy, dh_n, lengths, W_hh_T, y, ceiling, d_pre):  # pragma:
                 if v > 0.0 and v < ceiling:
                     d_pre[t, b, k] = dh[b, k] + dy[t, b, k]
         dh_prev = np.dot(d_pre[t], W_hh_T)  # (B, H)
-        for b in prange(B):
+        for b in range(B):
             if t < lengths[b]:
                 dh[b, :] = dh_prev[b, :]
     return dh
@@ -120,14 +124,14 @@ def rnn_backward(dy, dh_n, x, lengths, W_ih, W_hh, h0, y, ceiling):
 # --- LSTM ----------------------------------------------------------------------------------
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _lstm_forward_loop(xw, W_hh, lengths, h0, c0, y, gates, cells):  # pragma: no cover
     T, B, H = y.shape
     h = h0.copy()
     c = c0.copy()
     for t in range(T):
         hw = np.dot(h, W_hh)  # (B, 4H)
-        for b in prange(B):
+        for b in range(B):
             if t >= lengths[b]:
                 continue
             for k in range(H):
@@ -148,7 +152,7 @@ def _lstm_forward_loop(xw, W_hh, lengths, h0, c0, y, gates, cells):  # pragma: n
     return h, c
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _lstm_backward_loop(
     dy, dh_n, dc_n, lengths, W_hh_T, c0, gates, cells, d_pre
 ):  # pragma: no cover - jit
@@ -156,7 +160,7 @@ def _lstm_backward_loop(
     dh = dh_n.copy()
     dc = dc_n.copy()
     for t in range(T - 1, -1, -1):
-        for b in prange(B):
+        for b in range(B):
             if t >= lengths[b]:
                 continue
             for k in range(H):
@@ -174,7 +178,7 @@ def _lstm_backward_loop(
                 d_pre[t, b, 3 * H + k] = dh_t * tanh_c * o * (1.0 - o)
                 dc[b, k] = dc_t * f
         dh_prev = np.dot(d_pre[t], W_hh_T)  # (B, H)
-        for b in prange(B):
+        for b in range(B):
             if t < lengths[b]:
                 dh[b, :] = dh_prev[b, :]
     return dh, dc
@@ -206,13 +210,13 @@ def lstm_backward(dy, dh_n, dc_n, x, lengths, W_ih, W_hh, h0, c0, y, gates, cell
 # --- GRU -----------------------------------------------------------------------------------
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _gru_forward_loop(xw, W_hh, b_hh, lengths, h0, y, gates, hn_all):  # pragma: no cover
     T, B, H = y.shape
     h = h0.copy()
     for t in range(T):
         hw = np.dot(h, W_hh)  # (B, 3H)
-        for b in prange(B):
+        for b in range(B):
             if t >= lengths[b]:
                 continue
             for k in range(H):
@@ -231,7 +235,7 @@ def _gru_forward_loop(xw, W_hh, b_hh, lengths, h0, y, gates, hn_all):  # pragma:
     return h
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _gru_backward_loop(
     dy, dh_n, lengths, W_hh_T, h0, y, gates, hn_all, d_in, d_rec
 ):  # pragma: no cover - jit
@@ -239,7 +243,7 @@ def _gru_backward_loop(
     dh = dh_n.copy()
     dh_direct = np.zeros_like(dh)  # the part of dh_prev through h' = ... + z h
     for t in range(T - 1, -1, -1):
-        for b in prange(B):
+        for b in range(B):
             if t >= lengths[b]:
                 continue
             for k in range(H):
@@ -259,7 +263,7 @@ def _gru_backward_loop(
                 d_rec[t, b, 2 * H + k] = d_n_pre * r
                 dh_direct[b, k] = dh_t * z
         dh_prev = np.dot(d_rec[t], W_hh_T)  # (B, H)
-        for b in prange(B):
+        for b in range(B):
             if t < lengths[b]:
                 for k in range(H):
                     dh[b, k] = dh_prev[b, k] + dh_direct[b, k]
