@@ -98,6 +98,11 @@ def main(argv=None) -> int:
     parser.add_argument("--utterances", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5, help="npspeech runs per input")
     parser.add_argument("--peer-repeats", type=int, default=1, help="pyctcdecode runs")
+    parser.add_argument(
+        "--peer-utterances", type=int, default=1, help="utterances pyctcdecode decodes"
+    )
+    parser.add_argument("--skip-hotwords", action="store_true")
+    parser.add_argument("--skip-threads", action="store_true")
     parser.add_argument("--skip-peer", action="store_true")
     args = parser.parse_args(argv)
 
@@ -132,14 +137,22 @@ def main(argv=None) -> int:
         )
 
     failures = []
-    header = f"{'beam':>5} {'LM':>3} {'npspeech s':>11} {'pyctcdecode s':>14} {'ratio':>7}"
-    print(header + f" {'CER np':>7} {'CER peer':>8}")
+    n_peer = min(args.peer_utterances, len(inputs))
+    print(
+        f"CER over all {len(inputs)} utterances for npspeech; times and 'CER on shared' "
+        f"over the first {n_peer}, which pyctcdecode also decodes"
+    )
+    print(
+        f"{'beam':>5} {'LM':>3} {'npspeech s':>11} {'pyctcdecode s':>14} {'ratio':>7}"
+        f" {'CER np':>7} {'CER np shared':>14} {'CER peer shared':>16}"
+    )
+    references = [reference for _, reference in inputs]
     for beam_width in args.beams:
         for use_lm in (False, True):
             decoder = BeamSearchDecoder(
                 alphabet, beam_width=beam_width, scorer=scorer if use_lm else None
             )
-            decoder.decode(inputs[0][0])  # warm the LM cache as pyctcdecode's warms
+            decoder.decode(inputs[0][0])  # warm up (the LM cache as pyctcdecode's)
             ours, theirs, texts_ours, texts_theirs = [], [], [], []
             for log_probs, _ in inputs:
                 seconds, result = median_seconds(
@@ -147,32 +160,44 @@ def main(argv=None) -> int:
                 )
                 ours.append(seconds)
                 texts_ours.append(result[0].text)
-                if peers:
-                    peer = peers[use_lm]
+            cer_ours = cer(references, texts_ours)
+            line = f"{beam_width:>5} {'yes' if use_lm else 'no':>3}"
+            if peers:
+                peer = peers[use_lm]
+                for log_probs, _ in inputs[:n_peer]:
                     seconds, text = median_seconds(
                         lambda lp=log_probs: peer.decode(lp, beam_width=beam_width),
                         args.peer_repeats,
                     )
                     theirs.append(seconds)
                     texts_theirs.append(" ".join(text.split()))
-            references = [reference for _, reference in inputs]
-            cer_ours = cer(references, texts_ours)
-            ours_median = statistics.median(ours)
-            line = f"{beam_width:>5} {'yes' if use_lm else 'no':>3} {ours_median:>11.4f}"
-            if peers:
-                cer_theirs = cer(references, texts_theirs)
+                ours_median = statistics.median(ours[:n_peer])
                 theirs_median = statistics.median(theirs)
-                line += f" {theirs_median:>14.3f} {theirs_median / ours_median:>7.1f}"
-                line += f" {cer_ours:>7.4f} {cer_theirs:>8.4f}"
-                if cer_ours > cer_theirs + 0.005:
-                    failures.append(f"beam {beam_width} LM {use_lm}: CER {cer_ours} > peer")
+                cer_shared = cer(references[:n_peer], texts_ours[:n_peer])
+                cer_theirs = cer(references[:n_peer], texts_theirs)
+                line += f" {ours_median:>11.4f} {theirs_median:>14.3f}"
+                line += f" {theirs_median / ours_median:>7.1f} {cer_ours:>7.4f}"
+                line += f" {cer_shared:>14.4f} {cer_theirs:>16.4f}"
+                if cer_shared > cer_theirs + 0.005:
+                    failures.append(f"beam {beam_width} LM {use_lm}: CER above peer's")
             else:
-                line += f" {'-':>14} {'-':>7} {cer_ours:>7.4f} {'-':>8}"
+                line += f" {statistics.median(ours):>11.4f} {'-':>14} {'-':>7}"
+                line += f" {cer_ours:>7.4f}"
             print(line, flush=True)
             if use_lm and cer_ours > 0.05:
                 failures.append(f"beam {beam_width} with LM: CER {cer_ours:.3f} > 0.05")
 
-    # Hot-words: the cost of 0, 200 and 1000 phrases at the widest beam, with the LM.
+    if not args.skip_hotwords:
+        hotword_costs(args, alphabet, scorer, vocabulary, inputs, failures)
+    if not args.skip_threads:
+        thread_scaling(args, alphabet, scorer, inputs)
+    for failure in failures:
+        print("FAILED:", failure)
+    return 1 if failures else 0
+
+
+def hotword_costs(args, alphabet, scorer, vocabulary, inputs, failures) -> None:
+    """The cost of 0, 200 and 1000 hot-words at the widest beam, with the LM."""
     beam_width = max(args.beams)
     words = sorted(set(vocabulary))
     pick = np.random.default_rng(5).permutation(len(words))
@@ -184,15 +209,20 @@ def main(argv=None) -> int:
             alphabet, beam_width=beam_width, scorer=scorer, hotwords=hotwords or None
         )
         decoder.decode(inputs[0][0])
-        times = [median_seconds(lambda lp=lp: decoder.decode(lp), args.repeats)[0]
-                 for lp, _ in inputs]
+        times = [
+            median_seconds(lambda lp=lp: decoder.decode(lp), args.repeats)[0]
+            for lp, _ in inputs
+        ]
         seconds = statistics.median(times)
         base = seconds if base is None else base
         print(f"{count:>6} hot-words {seconds:>9.4f} s  x{seconds / base:.3f}", flush=True)
         if seconds > 1.2 * base and count == 1000:
             failures.append(f"1000 hot-words cost x{seconds / base:.2f} (> 1.2)")
 
-    # Threads: the compiled search releases the GIL.
+
+def thread_scaling(args, alphabet, scorer, inputs) -> None:
+    """decode_batch on 1 and 2 threads (the compiled search releases the GIL)."""
+    beam_width = min(args.beams)
     decoder = BeamSearchDecoder(alphabet, beam_width=beam_width, scorer=scorer)
     batch = [lp for lp, _ in inputs] * 2
     expected = [decoder.decode(lp) for lp in batch]
@@ -202,10 +232,6 @@ def main(argv=None) -> int:
         )
         assert result == expected
         print(f"decode_batch of {len(batch)}, {threads} thread(s): {seconds:.4f} s")
-
-    for failure in failures:
-        print("FAILED:", failure)
-    return 1 if failures else 0
 
 
 if __name__ == "__main__":

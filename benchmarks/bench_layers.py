@@ -324,7 +324,7 @@ class TorchSide:
         logits = self.stack.torch_forward(self.model, self.x)
         loss = torch_ctc(logits, self.targets, self.lengths, self.target_lengths)
         loss.backward()
-        return float(loss)
+        return float(loss.detach())
 
     def step(self):
         loss = self.loss_and_backward()

@@ -552,7 +552,9 @@ cdef class PrefixBeamSearch:
         return <long>(self.nodes.size() - self.free_nodes.size())
 
 
-def viterbi_align(const float[:, ::1] log_probs, const int[::1] labels, int blank):
+def viterbi_align(
+    const float[:, ::1] log_probs, const int[::1] labels, int blank, int fold_space=-1
+):
     """The best CTC alignment of ``labels`` to the frames (forced alignment).
 
     Parameters
@@ -563,6 +565,10 @@ def viterbi_align(const float[:, ::1] log_probs, const int[::1] labels, int blan
         The transcript's class ids (no blanks); it must fit in T frames.
     blank : int
         Class id of the blank.
+    fold_space : int
+        Class id of the space when the search folded spaces that end no word into the
+        prefix (with a language model), else -1: the blank states before the first label
+        and after a space label then also accept a space frame.
 
     Returns
     -------
@@ -591,8 +597,17 @@ def viterbi_align(const float[:, ::1] log_probs, const int[::1] labels, int blan
     cdef double[::1] token_log_probs = token_array
     cdef double best, candidate, emit
     cdef int label, step
+    # blank states that also absorb a folded space: before the text and after a space
+    cdef unsigned char[::1] folds = np.zeros(S, dtype=np.uint8)
+    if fold_space >= 0:
+        folds[0] = 1
+        for k in range(L):
+            if labels[k] == fold_space:
+                folds[2 * k + 2] = 1
     with nogil:
         previous[0] = log_probs[0, blank]
+        if folds[0] and log_probs[0, fold_space] > previous[0]:
+            previous[0] = log_probs[0, fold_space]
         previous[1] = log_probs[0, labels[0]]
         for t in range(1, T):
             for s in range(S):
@@ -610,7 +625,10 @@ def viterbi_align(const float[:, ::1] log_probs, const int[::1] labels, int blan
                     best = previous[s - 2]
                     step = 2
                 back[t, s] = step
-                current[s] = best + log_probs[t, label] if best > NEG_INF else NEG_INF
+                emit = log_probs[t, label]
+                if folds[s] and log_probs[t, fold_space] > emit:
+                    emit = log_probs[t, fold_space]
+                current[s] = best + emit if best > NEG_INF else NEG_INF
             for s in range(S):
                 previous[s] = current[s]
     s = S - 1

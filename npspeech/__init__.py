@@ -12,4 +12,15 @@ try:
 except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "Model", "transcribe"]
+
+# Loaded on first use, so that `import npspeech` (and `npspeech --help`) stays instant.
+_LAZY = {"Model": "inference", "transcribe": "inference"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -451,6 +451,7 @@ class Trainer:
 
 
 def _validate(config: TrainConfig) -> None:
+    models.validate_config(config.model)
     if not config.train_csv:
         raise ConfigError("train.train_csv is required")
     if config.epochs < 0:
@@ -465,7 +466,6 @@ def _validate(config: TrainConfig) -> None:
         )
     if not 0 < config.plateau_factor < 1:
         raise ConfigError(f"train.plateau_factor must be in (0, 1), got {config.plateau_factor}")
-    models.validate_config(config.model)
 
 
 def _fresh_state(network: models.Network, config: TrainConfig,

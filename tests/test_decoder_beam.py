@@ -300,20 +300,28 @@ def test_deepspeech_json_structure(rng):
 def test_viterbi_alignment_matches_reference(rng):
     if beam_module._compiled is None:
         pytest.skip("ctc_beam extension not built")
-    for T, L in [(1, 1), (6, 2), (30, 8), (30, 14)]:
+    for (T, L), fold in itertools.product([(1, 1), (6, 2), (30, 8), (30, 14)], [-1, 0]):
         log_probs = random_log_probs(rng, T, 5)
         labels = rng.integers(0, 4, size=L).astype(np.int32)
         try:
-            want = viterbi_align_reference(log_probs, labels, 4)
+            want = viterbi_align_reference(log_probs, labels, 4, fold)
         except ValueError:
             with pytest.raises(ValueError):
-                beam_module._compiled.viterbi_align(log_probs, labels, 4)
+                beam_module._compiled.viterbi_align(log_probs, labels, 4, fold)
             continue
-        got = beam_module._compiled.viterbi_align(log_probs, labels, 4)
+        got = beam_module._compiled.viterbi_align(log_probs, labels, 4, fold)
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_allclose(got[1], want[1])
     with pytest.raises(ValueError):
         beam_module.align(random_log_probs(rng, 2, 5), np.array([1, 1], np.int32), 4)
+    # a folded space frame (class 0) before the text aligns like a blank
+    frames = np.full((3, 5), -np.inf, np.float32)
+    frames[0, 0] = frames[1, 1] = frames[2, 4] = 0.0
+    with pytest.raises(ValueError):
+        beam_module.align(frames, np.array([1], np.int32), 4)
+    assert beam_module.align(frames, np.array([1], np.int32), 4, 0)[0].tolist() == [1]
+    ref = viterbi_align_reference(frames, np.array([1], np.int32), 4, 0)
+    assert ref[0].tolist() == [1]
 
 
 # -- streaming and batches ------------------------------------------------------------------

@@ -14,6 +14,8 @@ from helpers.tolerances import (
     PARITY_ATOL_FLOAT64,
     PARITY_RTOL_FLOAT32,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from npspeech.backends.numpy_ref import layers as ref_layers
 from npspeech.errors import ConfigError
@@ -207,3 +209,29 @@ def test_padded_sequence_matches_torch_on_its_own_frames(rng, backend):
     assert expected.shape[0] == n
     np.testing.assert_allclose(y[:n, 1], expected, rtol=0, atol=PARITY_ATOL_FLOAT64)
     assert np.all(y[n:, 1] == 0.0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    kernel=st.tuples(st.integers(1, 4), st.integers(1, 3)),
+    stride=st.tuples(st.integers(1, 3), st.integers(1, 2)),
+    padding=st.tuples(st.integers(0, 2), st.integers(0, 1)),
+    lengths=st.lists(st.integers(0, 9), min_size=1, max_size=3),
+    seed=st.integers(0, 2**16),
+)
+def test_padding_invariance_property(kernel, stride, padding, lengths, seed):
+    rng = np.random.default_rng(seed)
+    T, F = max(max(lengths), kernel[0]), 5
+    params = conv.init(rng, 1, 2, kernel, dtype=np.float64)
+    x = rng.standard_normal((T, len(lengths), 1, F))  # garbage past each end as well
+    y, _ = conv.forward(params, x, lengths, stride, padding, backend="numpy")
+    out_lengths = conv.output_lengths(lengths, kernel, stride, padding)
+    for b, L in enumerate(lengths):
+        assert np.all(y[out_lengths[b] :, b] == 0.0)
+        if out_lengths[b] == 0:
+            continue
+        alone, _ = conv.forward(params, x[:L, b : b + 1], [L], stride, padding)
+        assert alone.shape[0] == out_lengths[b]
+        np.testing.assert_allclose(
+            y[: out_lengths[b], b], alone[:, 0], rtol=1e-12, atol=1e-12
+        )

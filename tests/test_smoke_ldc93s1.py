@@ -64,3 +64,13 @@ def test_train_then_eval_reaches_the_exact_transcript(data_dir, tmp_path, capsys
     assert " ".join(word["word"] for word in words) == TRANSCRIPT
     starts = [word["start_time"] for word in words]
     assert starts == sorted(starts) and starts[-1] < 3.0  # the file lasts 2.9 s
+
+    # The same model through the Python API: a path, and a signal already in memory.
+    import npspeech
+    from npspeech import audio
+
+    model = npspeech.Model.load(run_dir / "model.npz")
+    assert model.transcribe(wav) == TRANSCRIPT
+    assert model.transcribe(audio.load(wav, sample_rate=model.sample_rate)) == TRANSCRIPT
+    assert npspeech.transcribe(wav, run_dir / "model.npz") == TRANSCRIPT
+    assert model.training["dev_wer"] == 0.0

@@ -39,5 +39,8 @@ class PrefixBeamSearch:
     def n_live_nodes(self) -> int: ...
 
 def viterbi_align(
-    log_probs: npt.NDArray[np.float32], labels: npt.NDArray[np.int32], blank: int
+    log_probs: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.int32],
+    blank: int,
+    fold_space: int = -1,
 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float64]]: ...

@@ -108,9 +108,11 @@ def register(subparsers: Any) -> None:
     run_group.add_argument("--no-progress", action="store_true",
                            help="no progress bar (default: show it)")
     run_group.add_argument("--plot-only", metavar="RUN_DIR",
-                           help="only redraw RUN_DIR/curves.png from its log and exit")
+                           help="only redraw RUN_DIR/curves.png from its log and exit "
+                                "(default: train)")
     run_group.add_argument("--print-config", action="store_true",
-                           help="print the resolved settings as TOML-like JSON and exit")
+                           help="print the resolved settings as JSON and exit "
+                                "(default: train)")
     parser.set_defaults(run=run)
 
 

@@ -300,7 +300,7 @@ class ReferenceBeamSearch:
 
 
 def viterbi_align_reference(
-    log_probs: np.ndarray, labels: np.ndarray, blank: int
+    log_probs: np.ndarray, labels: np.ndarray, blank: int, fold_space: int = -1
 ) -> tuple[np.ndarray, np.ndarray]:
     """NumPy spec of the compiled ``viterbi_align`` (same arguments and results)."""
     T = log_probs.shape[0]
@@ -317,9 +317,18 @@ def viterbi_align_reference(
     # s - 2 is a predecessor of a label that differs from the label before it
     skip = np.zeros(S, dtype=bool)
     skip[3::2] = np.asarray(labels[1:]) != np.asarray(labels[:-1])
+    # blank states that also absorb a folded space: before the text and after a space
+    folds = np.zeros(S, dtype=bool)
+    if fold_space >= 0:
+        folds[0] = True
+        folds[2::2] = np.asarray(labels) == fold_space  # states 2, 4, ..., 2L
+    emissions = log_probs[:, extended].astype(np.float64)  # (T, S)
+    if fold_space >= 0:
+        spaces = log_probs[:, [fold_space]].astype(np.float64)  # (T, 1)
+        emissions = np.where(folds & (spaces > emissions), spaces, emissions)
     previous = np.full(S, NEG_INF)
-    previous[0] = log_probs[0, blank]
-    previous[1] = log_probs[0, labels[0]]
+    previous[0] = emissions[0, 0]
+    previous[1] = emissions[0, 1]
     back = np.zeros((T, S), dtype=np.int8)
     for t in range(1, T):
         stay = previous
@@ -331,8 +340,7 @@ def viterbi_align_reference(
         step = np.where(two > best, 2, step)
         best = np.maximum(best, two)
         back[t] = step
-        emit = log_probs[t, extended].astype(np.float64)
-        previous = np.where(best > NEG_INF, best + emit, NEG_INF)
+        previous = np.where(best > NEG_INF, best + emissions[t], NEG_INF)
     s = S - 1
     if S >= 2 and previous[S - 2] > previous[S - 1]:
         s = S - 2

@@ -392,7 +392,8 @@ class BeamSearchDecoder:
         self, labels: np.ndarray, score: float, confidence: float, log_probs: np.ndarray
     ) -> CandidateTranscript:
         labels = np.ascontiguousarray(labels, dtype=np.int32)
-        frames, token_log_probs = align(log_probs, labels, self.blank)
+        fold_space = self.space if self.scorer is not None else -1
+        frames, token_log_probs = align(log_probs, labels, self.blank, fold_space)
         step = self.frame_step_seconds
         tokens = [
             Token(self._class_text[label], int(frame), float(frame) * step)
@@ -480,7 +481,7 @@ class BeamDecoderStream:
 
 
 def align(
-    log_probs: np.ndarray, labels: np.ndarray, blank: int
+    log_probs: np.ndarray, labels: np.ndarray, blank: int, fold_space: int = -1
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best CTC alignment of ``labels``: first frame and peak log-prob of each label.
 
@@ -489,6 +490,9 @@ def align(
     log_probs : float32 array, shape (T, V)
     labels : int32 array, shape (L,)
     blank : int
+    fold_space : int
+        The space class when the search ran with a scorer (spaces that end no word
+        count as blanks there), else -1.
 
     Returns
     -------
@@ -496,8 +500,8 @@ def align(
     token_log_probs : float64 array, shape (L,)
     """
     if _compiled is None:
-        return viterbi_align_reference(log_probs, labels, blank)
-    return _compiled.viterbi_align(log_probs, labels, blank)
+        return viterbi_align_reference(log_probs, labels, blank, fold_space)
+    return _compiled.viterbi_align(log_probs, labels, blank, fold_space)
 
 
 def _oov_penalty(scorer: Scorer | None) -> float:

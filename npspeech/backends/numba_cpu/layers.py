@@ -103,7 +103,8 @@ def mask_padded(x, lengths, out=None):
     if out is None:
         out = np.empty_like(x)
     T, B = x.shape[:2]
-    _mask_kernel(x.size, x.reshape(T, B, -1), lengths, out.reshape(T, B, -1))
+    R = math.prod(x.shape[2:])  # explicit: reshape cannot infer -1 for an empty array
+    _mask_kernel(x.size, x.reshape(T, B, R), lengths, out.reshape(T, B, R))
     return out
 
 
