@@ -1,24 +1,28 @@
-"""One training step (forward, CTC loss, backward, Adam) of two model-shaped layer stacks,
-npspeech against PyTorch CPU on identical weights, in one process.
+"""One training step (forward, CTC loss, backward, Adam) of two model-shaped layer
+stacks, npspeech against PyTorch CPU on identical weights, in one process.
 
 Stacks (float32, time-major, every sequence full length):
 
 - ``ds``: DeepSpeech 0.9's shape: 494 MFCC-context inputs, three dense layers of H units
-  with ReLU clipped at 20, one unidirectional LSTM of H units, a dense layer of H with the
-  same clip, a dense output of 29 classes; B=16, T=300, H=512 or 2048.
-- ``ds2``: a small DeepSpeech 2: 161-bin spectrogram-shaped input, two convolutions of 32
-  channels over (time, frequency), kernels (11, 41) and (11, 21), strides (2, 2) and (1, 2),
-  each with batch norm and hardtanh(0, 20); three bidirectional GRUs of 512 with summed
-  directions, batch norm between them and before the dense output of 29 classes; B=16,
-  T=400 input frames (200 after the strided convolution).
+  with ReLU clipped at 20, one unidirectional LSTM of H units, a dense layer of H with
+  the same clip, a dense output of 29 classes; B=16, T=300, H=512 or 2048.
+- ``ds2``: a small DeepSpeech 2: 161-bin spectrogram-shaped input, two convolutions of
+  32 channels over (time, frequency), kernels (11, 41) and (11, 21), strides (2, 2) and
+  (1, 2), each with batch norm and hardtanh(0, 20); three bidirectional GRUs of 512 with
+  summed directions, batch norm between them and before the dense output of 29 classes;
+  B=16, T=400 input frames (200 after the strided convolution).
 
 Before timing, both sides run one step from the same weights and the script asserts that
-the losses agree and that the recurrent layer's ``W_hh`` gradients agree. Each side is then
-warmed up and timed ``--repeats`` times per thread count; medians and the ratio
-npspeech / PyTorch are printed (<= 1.0 means npspeech is as fast or faster).
+the losses agree and that the recurrent layer's ``W_hh`` gradients agree (this also
+compiles every Numba kernel). Each side then runs ``--warmup`` untimed and ``--repeats``
+timed steps per thread count, alternating sides per thread count; medians and the ratio
+npspeech / PyTorch are printed (<= 1.0 means npspeech is as fast or faster). Threads are
+limited with threadpoolctl (NumPy's and SciPy's OpenBLAS, PyTorch's OpenMP/MKL),
+``numba.set_num_threads`` and ``torch.set_num_threads``.
 
-    python benchmarks/bench_layers.py                       # every case, 1 and 2 threads
+    python benchmarks/bench_layers.py              # every case, 1 and 2 threads
     python benchmarks/bench_layers.py --cases ds-512 --threads 2 --repeats 3
+    python benchmarks/bench_layers.py --cases ds-2048 ds2 --repeats 1 --warmup 0
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import time
 
 import numba
 import numpy as np
-import scipy.linalg  # noqa: F401  # loads SciPy's BLAS (used by Numba) before the limits
+import scipy.linalg  # noqa: F401  # load SciPy's BLAS (Numba's) so the limits reach it
 import torch
 from threadpoolctl import threadpool_limits
 
@@ -45,8 +49,9 @@ GRAD_RTOL = 1e-2  # of the largest |gradient| entry: float32 BPTT over hundreds 
 CASES = ("ds-512", "ds-2048", "ds2")
 
 
-def median_seconds(function, repeats: int) -> float:
-    function()  # warm-up: JIT compilation, allocator, BLAS buffers
+def median_seconds(function, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):  # JIT compilation, allocator, BLAS buffers, Adam's state
+        function()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -56,7 +61,7 @@ def median_seconds(function, repeats: int) -> float:
 
 
 def random_targets(rng, B, T):
-    """Labels (sum L,) and lengths (B,): about one label per four frames, never the blank."""
+    """Labels (sum L,) and lengths (B,): about one per four frames, never the blank."""
     target_lengths = rng.integers(T // 8, T // 4, size=B).astype(np.int32)
     targets = rng.integers(0, V - 1, size=int(target_lengths.sum())).astype(np.int32)
     return targets, target_lengths
@@ -75,15 +80,21 @@ def set_weight(module_weight, array, transpose=False):
 
 
 def copy_rnn(module, params, bidirectional):
-    names = {"W_ih": "weight_ih_l0", "W_hh": "weight_hh_l0",
-             "b_ih": "bias_ih_l0", "b_hh": "bias_hh_l0"}  # fmt: skip
+    names = {
+        "W_ih": "weight_ih_l0",
+        "W_hh": "weight_hh_l0",
+        "b_ih": "bias_ih_l0",
+        "b_hh": "bias_hh_l0",
+    }
     for suffix in ("", "_reverse") if bidirectional else ("",):
         for ours, theirs in names.items():
             value = params[ours + suffix]
-            set_weight(getattr(module, theirs + suffix), value, transpose=value.ndim == 2)
+            set_weight(
+                getattr(module, theirs + suffix), value, transpose=value.ndim == 2
+            )
 
 
-# --- the DeepSpeech stack ------------------------------------------------------------------
+# --- the DeepSpeech stack -------------------------------------------------------------
 
 
 class DeepSpeechStack:
@@ -98,8 +109,11 @@ class DeepSpeechStack:
             "fc5": dense.init(rng, H, H),
             "out": dense.init(rng, H, V),
         }
-        self.params = {f"{layer}/{name}": value for layer, p in self.layers.items()
-                       for name, value in p.items()}  # fmt: skip
+        self.params = {
+            f"{layer}/{name}": value
+            for layer, p in self.layers.items()
+            for name, value in p.items()
+        }
         self.adam = optim.adam_init(self.params)
         self.x = rng.standard_normal((T, B, 494)).astype(np.float32)
         self.lengths = np.full(B, T, dtype=np.int32)
@@ -107,7 +121,9 @@ class DeepSpeechStack:
 
     def _layer(self, name):
         prefix = name + "/"
-        return {k[len(prefix) :]: v for k, v in self.params.items() if k.startswith(prefix)}
+        return {
+            k[len(prefix) :]: v for k, v in self.params.items() if k.startswith(prefix)
+        }
 
     def loss_and_grads(self):
         caches = []
@@ -143,16 +159,23 @@ class DeepSpeechStack:
 
     def step(self):
         loss, grads = self.loss_and_grads()
-        self.params, self.adam = optim.adam_step(self.params, grads, self.adam, LEARNING_RATE)
+        self.params, self.adam = optim.adam_step(
+            self.params, grads, self.adam, LEARNING_RATE
+        )
         return loss
 
     def torch_model(self):
         H = self.layers["fc2"]["W"].shape[0]
-        model = torch.nn.ModuleDict({
-            "fc1": torch.nn.Linear(494, H), "fc2": torch.nn.Linear(H, H),
-            "fc3": torch.nn.Linear(H, H), "lstm": torch.nn.LSTM(H, H),
-            "fc5": torch.nn.Linear(H, H), "out": torch.nn.Linear(H, V),
-        })  # fmt: skip
+        model = torch.nn.ModuleDict(
+            {
+                "fc1": torch.nn.Linear(494, H),
+                "fc2": torch.nn.Linear(H, H),
+                "fc3": torch.nn.Linear(H, H),
+                "lstm": torch.nn.LSTM(H, H),
+                "fc5": torch.nn.Linear(H, H),
+                "out": torch.nn.Linear(H, V),
+            }
+        )
         for name in ("fc1", "fc2", "fc3", "fc5", "out"):
             set_weight(model[name].weight, self.layers[name]["W"], transpose=True)
             set_weight(model[name].bias, self.layers[name]["b"])
@@ -171,7 +194,7 @@ class DeepSpeechStack:
         return model["lstm"].weight_hh_l0.grad.numpy().T, "lstm/W_hh"
 
 
-# --- the DeepSpeech 2 stack ----------------------------------------------------------------
+# --- the DeepSpeech 2 stack -----------------------------------------------------------
 
 CONVS = (  # (C_in, C_out, kernel (kt, kf), stride (st, sf), padding (pt, pf))
     (1, 32, (11, 41), (2, 2), (5, 20)),
@@ -185,23 +208,31 @@ class DeepSpeech2Stack:
 
     def __init__(self, rng, H, T, B, n_bins=161):
         self.H = H
-        self.convs = [conv.init(rng, c_in, c_out, kernel) for c_in, c_out, kernel, _, _ in CONVS]
+        self.convs = [
+            conv.init(rng, c_in, c_out, kernel) for c_in, c_out, kernel, _, _ in CONVS
+        ]
         self.conv_bn = [norm.batch_norm_init(c_out) for _, c_out, _, _, _ in CONVS]
         F = n_bins
         for _, _, kernel, stride, padding in CONVS:
             F = conv.output_size(F, kernel[1], stride[1], padding[1])
         width = CONVS[-1][1] * F  # C x F' after the last convolution
-        self.grus = [rnn.init(rng, "gru", width if i == 0 else H, H, bidirectional=True)
-                     for i in range(GRU_LAYERS)]  # fmt: skip
+        self.grus = [
+            rnn.init(rng, "gru", width if i == 0 else H, H, bidirectional=True)
+            for i in range(GRU_LAYERS)
+        ]
         self.rnn_bn = [norm.batch_norm_init(H) for _ in range(GRU_LAYERS)]
         self.out = dense.init(rng, H, V)
         self.params = {}
         for i, p in enumerate(self.convs):
             self.params.update({f"conv{i}/{k}": v for k, v in p.items()})
-            self.params.update({f"conv{i}_bn/{k}": v for k, v in self.conv_bn[i][0].items()})
+            self.params.update(
+                {f"conv{i}_bn/{k}": v for k, v in self.conv_bn[i][0].items()}
+            )
         for i, p in enumerate(self.grus):
             self.params.update({f"gru{i}/{k}": v for k, v in p.items()})
-            self.params.update({f"gru{i}_bn/{k}": v for k, v in self.rnn_bn[i][0].items()})
+            self.params.update(
+                {f"gru{i}_bn/{k}": v for k, v in self.rnn_bn[i][0].items()}
+            )
         self.params.update({f"out/{k}": v for k, v in self.out.items()})
         self.bn_state = {f"conv{i}_bn": s for i, (_, s) in enumerate(self.conv_bn)}
         self.bn_state.update({f"gru{i}_bn": s for i, (_, s) in enumerate(self.rnn_bn)})
@@ -210,18 +241,26 @@ class DeepSpeech2Stack:
         self.lengths = np.full(B, T, dtype=np.int32)
         self.out_lengths = self.lengths
         for _, _, kernel, stride, padding in CONVS:
-            self.out_lengths = conv.output_lengths(self.out_lengths, kernel, stride, padding)
-        self.targets, self.target_lengths = random_targets(rng, B, int(self.out_lengths[0]))
+            self.out_lengths = conv.output_lengths(
+                self.out_lengths, kernel, stride, padding
+            )
+        self.targets, self.target_lengths = random_targets(
+            rng, B, int(self.out_lengths[0])
+        )
 
     def _layer(self, name):
         prefix = name + "/"
-        return {k[len(prefix) :]: v for k, v in self.params.items() if k.startswith(prefix)}
+        return {
+            k[len(prefix) :]: v for k, v in self.params.items() if k.startswith(prefix)
+        }
 
     def loss_and_grads(self):
         tape = []
         h, lengths = self.x, self.lengths
         for i, (_, _, _, stride, padding) in enumerate(CONVS):
-            h, conv_cache = conv.forward(self._layer(f"conv{i}"), h, lengths, stride, padding)
+            h, conv_cache = conv.forward(
+                self._layer(f"conv{i}"), h, lengths, stride, padding
+            )
             lengths = conv.output_lengths(lengths, CONVS[i][2], stride, padding)
             h, bn_cache, self.bn_state[f"conv{i}_bn"] = norm.batch_norm_conv_forward(
                 self._layer(f"conv{i}_bn"), self.bn_state[f"conv{i}_bn"], h, lengths
@@ -232,7 +271,9 @@ class DeepSpeech2Stack:
         h = h.reshape(h.shape[0], h.shape[1], -1)  # (T', B, C*F')
         gru_tape = []
         for i in range(GRU_LAYERS):
-            h, gru_cache = rnn.forward(self._layer(f"gru{i}"), h, lengths, "gru", True, "sum")
+            h, gru_cache = rnn.forward(
+                self._layer(f"gru{i}"), h, lengths, "gru", True, "sum"
+            )
             h, bn_cache, self.bn_state[f"gru{i}_bn"] = norm.batch_norm_forward(
                 self._layer(f"gru{i}_bn"), self.bn_state[f"gru{i}_bn"], h, lengths
             )
@@ -257,7 +298,9 @@ class DeepSpeech2Stack:
         dh = dh.reshape(conv_shape)
         for i, conv_cache, bn_cache, clip_cache in reversed(tape):
             dh = activations.hardtanh_backward(dh, clip_cache)
-            dh, g = norm.batch_norm_conv_backward(self._layer(f"conv{i}_bn"), dh, bn_cache)
+            dh, g = norm.batch_norm_conv_backward(
+                self._layer(f"conv{i}_bn"), dh, bn_cache
+            )
             keep(f"conv{i}_bn", g)
             dh, g = conv.backward(self._layer(f"conv{i}"), dh, conv_cache)
             keep(f"conv{i}", g)
@@ -265,7 +308,9 @@ class DeepSpeech2Stack:
 
     def step(self):
         loss, grads = self.loss_and_grads()
-        self.params, self.adam = optim.adam_step(self.params, grads, self.adam, LEARNING_RATE)
+        self.params, self.adam = optim.adam_step(
+            self.params, grads, self.adam, LEARNING_RATE
+        )
         return loss
 
     def torch_model(self):
@@ -305,7 +350,7 @@ class DeepSpeech2Stack:
         return model["gru0"].weight_hh_l0.grad.numpy().T, "gru0/W_hh"
 
 
-# --- driver --------------------------------------------------------------------------------
+# --- driver ---------------------------------------------------------------------------
 
 
 class TorchSide:
@@ -345,14 +390,18 @@ def check_agreement(stack, torch_side, case):
     loss, grads = stack.loss_and_grads()
     torch_loss = torch_side.loss_and_backward()
     theirs, key = stack.torch_grad_of_recurrent_weight(torch_side.model)
-    assert np.isfinite(loss) and abs(loss - torch_loss) <= LOSS_RTOL * abs(torch_loss), (
-        f"{case}: loss {loss} != torch {torch_loss}"
-    )
+    assert np.isfinite(loss) and abs(loss - torch_loss) <= LOSS_RTOL * abs(
+        torch_loss
+    ), f"{case}: loss {loss} != torch {torch_loss}"
     scale = np.abs(theirs).max()
     error = np.abs(grads[key] - theirs).max()
-    assert error <= GRAD_RTOL * scale, f"{case}: {key} differs by {error} (scale {scale})"
-    print(f"{case}: loss {loss:.6g} vs torch {torch_loss:.6g}; {key} max |diff| "
-          f"{error:.2e} of {scale:.2e}")  # fmt: skip
+    assert error <= GRAD_RTOL * scale, (
+        f"{case}: {key} differs by {error} (scale {scale})"
+    )
+    print(
+        f"{case}: loss {loss:.6g} vs torch {torch_loss:.6g}; {key} max |diff| "
+        f"{error:.2e} of {scale:.2e}"
+    )
 
 
 def main(argv=None):
@@ -361,6 +410,13 @@ def main(argv=None):
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=1,
+        help="untimed steps per side and thread count (the agreement check before them "
+        "already compiles every kernel, so 0 is fair for the long cases)",
+    )
     args = parser.parse_args(argv)
 
     rows = []
@@ -375,16 +431,21 @@ def main(argv=None):
             with threadpool_limits(threads):
                 numba.set_num_threads(threads)
                 torch.set_num_threads(threads)
-                ours = median_seconds(stack.step, args.repeats)
-                theirs = median_seconds(torch_side.step, args.repeats)
+                ours = median_seconds(stack.step, args.repeats, args.warmup)
+                theirs = median_seconds(torch_side.step, args.repeats, args.warmup)
             rows.append((case, threads, ours, theirs))
-            print(f"{case:<8} threads {threads}: npspeech {ours:7.3f} s  "
-                  f"torch {theirs:7.3f} s  ratio {ours / theirs:5.2f}", flush=True)  # fmt: skip
+            print(
+                f"{case:<8} threads {threads}: npspeech {ours:7.3f} s  "
+                f"torch {theirs:7.3f} s  ratio {ours / theirs:5.2f}",
+                flush=True,
+            )
 
     print("\n| case | threads | npspeech s | torch s | npspeech / torch |")
     print("| --- | --- | --- | --- | --- |")
     for case, threads, ours, theirs in rows:
-        print(f"| {case} | {threads} | {ours:.3f} | {theirs:.3f} | {ours / theirs:.2f} |")
+        print(
+            f"| {case} | {threads} | {ours:.3f} | {theirs:.3f} | {ours / theirs:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """npspeech against PyTorch: the same recipe trained side by side, WER and wall time.
 
-Both sides start from the same initial weights (npspeech's, copied into the PyTorch twin
-of ``benchmarks/peers/train_torch.py``), train on the very same batches (one
-``BatchLoader``, same seed, same per-epoch plans) with the same loss, optimiser, gradient
-clipping, learning-rate schedule, early stopping and best-epoch selection, and are scored
-by the same greedy decoder on each test CSV. npspeech runs through its own
+Both sides start from the same initial weights (npspeech's, copied into the PyTorch
+twin of ``benchmarks/peers/train_torch.py``), train on the very same batches (one
+``BatchLoader``, same seed, same per-epoch plans) with the same loss, optimiser,
+gradient clipping, learning-rate schedule, early stopping and best-epoch selection, and
+are scored by the same greedy decoder on each test CSV. npspeech runs through its own
 ``npspeech.train.Trainer`` (checkpoints and log included, as a user would run it).
 Dropout masks differ (each framework draws its own), so the runs diverge after the
 first step when dropout is on: WERs should agree within noise, not exactly.
@@ -17,6 +17,7 @@ Usage::
 
     python benchmarks/train_compare.py --recipe recipes/kathleen_fsdd_small.toml
     python benchmarks/train_compare.py --quick   # a subset and 2 epochs: a smoke run
+    python benchmarks/train_compare.py --sizing 6   # time 6 real batches, project an epoch
 
 Data come from the recipe's ``${NPSPEECH_DATA}`` paths (default ``../shared/data``
 beside the repository).
@@ -25,8 +26,10 @@ beside the repository).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
+import functools
 import os
 import statistics
 import sys
@@ -65,6 +68,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-csv", nargs="+",
                         help="test CSVs (default: $NPSPEECH_DATA/" +
                              " and $NPSPEECH_DATA/".join(TEST_CSVS) + ")")
+    parser.add_argument("--torch-first", action="store_true",
+                        help="train the PyTorch twin first (default: npspeech first), "
+                             "to see whether the order shifts the timing on a busy "
+                             "machine")
+    parser.add_argument("--sizing", type=int, metavar="BATCHES",
+                        help="only time this many real batches of epoch 1 on each side "
+                             "and project the time of a full epoch's steps (default: "
+                             "train and compare)")
     parser.add_argument("--output-dir",
                         help="npspeech's run folder (default: a temporary folder)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
@@ -88,7 +99,7 @@ def set_threads(count: int) -> object:
 
 
 def subset_csv(source: str, rows: int, folder: Path) -> str:
-    """A CSV of ``rows`` rows spread evenly over ``source``, with absolute audio paths."""
+    """``rows`` rows spread evenly over ``source``, as a CSV with absolute paths."""
     source_path = Path(source)
     with source_path.open(newline="", encoding="utf-8") as handle:
         reader = list(csv.reader(handle))
@@ -162,7 +173,8 @@ def check_first_batch(trainer, twin, loader) -> dict[str, float]:
         torch.from_numpy(lengths.astype(np.int64)),
         torch.from_numpy(batch.target_lengths.astype(np.int64)),
         blank=theirs.shape[-1] - 1, reduction="sum") / len(batch.utterances))
-    assert abs(loss_ours - loss_theirs) <= LOSS_RTOL * loss_ours, (loss_ours, loss_theirs)
+    assert abs(loss_ours - loss_theirs) <= LOSS_RTOL * loss_ours, (
+        loss_ours, loss_theirs)
     return {"logits_max_abs_diff": difference, "loss_npspeech": loss_ours,
             "loss_torch": loss_theirs}
 
@@ -187,6 +199,51 @@ def warm_up(trainer, twin, loader) -> None:
     scratch.train_step(batch)
 
 
+@contextlib.contextmanager
+def timed_bookkeeping(trainer, seconds: dict[str, float]):
+    """Add up the time npspeech's run spends writing files rather than training.
+
+    ``Trainer.run`` writes checkpoints and the model file each epoch and draws the
+    curves at the end; the twin does none of that, so the comparable figure is the
+    run's wall time less these. The functions still run; they are only timed.
+    """
+    from npspeech import checkpoint, train
+
+    def timer(function, key):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - started
+        return wrapper
+
+    saved = (checkpoint.save, train.plot_run)
+    checkpoint.save = timer(checkpoint.save, "checkpoints")
+    train.plot_run = timer(train.plot_run, "plot")
+    trainer._export_model = timer(trainer._export_model, "model file")
+    try:
+        yield seconds
+    finally:
+        checkpoint.save, train.plot_run = saved
+        del trainer._export_model  # back to the class's method
+
+
+def npspeech_step_seconds(steps, loader, step_ms: float) -> list[float]:
+    """Seconds of each npspeech training step, from its log's throughput figures.
+
+    The log gives audio seconds per wall second for each step; the audio of a step is
+    its batch's frames (the loader's plan) times the frame step.
+    """
+    seconds = []
+    for entry in steps:
+        members = loader.epoch_batches(entry["epoch"])[entry["batch"]]
+        audio = float(loader.frames[members].sum()) * step_ms / 1000.0
+        seconds.append(audio / entry["audio_seconds_per_second"])
+    return seconds
+
+
 def evaluate_tests(network, model, tests, trainer, twin) -> list[dict[str, object]]:
     """Greedy WER/CER of both best models on each test CSV."""
     from npspeech import data
@@ -208,13 +265,101 @@ def evaluate_tests(network, model, tests, trainer, twin) -> list[dict[str, objec
     return rows
 
 
+def project_epoch(trainer, twin, count: int) -> None:
+    """Time ``count`` batches spread over epoch 1 on each side; project an epoch.
+
+    The npspeech trainer's weights are updated by these steps: call it instead of a run.
+    """
+    loader = trainer.loader
+    plan = loader.epoch_batches(1)
+    padded = [int(loader.frames[members].max()) * len(members) for members in plan]
+    picks = np.linspace(0, len(plan) - 1, min(count, len(plan))).round().astype(int)
+    torch_trainer = twin.TorchTrainer(trainer.state.network, trainer.config, seed=0)
+    ours = theirs = frames = 0.0
+    for index in picks.tolist():
+        batch = loader.batch(1, index)
+        started = time.perf_counter()
+        trainer.train_step(batch, 1, index)
+        middle = time.perf_counter()
+        torch_trainer.train_step(batch)
+        ended = time.perf_counter()
+        T, B, _ = batch.features.shape
+        print(f"batch {index:4d}: {T:4d} frames x {B:2d}  npspeech "
+              f"{middle - started:6.3f} s  torch {ended - middle:6.3f} s")
+        ours, theirs = ours + middle - started, theirs + ended - middle
+        frames += T * B
+    total = sum(padded)
+    print(f"per padded frame: npspeech {ours / frames * 1e3:.3f} ms, torch "
+          f"{theirs / frames * 1e3:.3f} ms; an epoch ({len(plan)} batches, {total:,} "
+          f"padded frames) of steps: npspeech {ours / frames * total:.0f} s, torch "
+          f"{theirs / frames * total:.0f} s (ratio {ours / theirs:.2f})")
+
+
+@dataclasses.dataclass
+class Side:
+    """One side's run: per-epoch records and timings."""
+
+    name: str
+    epochs: list[dict]  # epoch, train_loss, lr and, with a dev set, dev_loss/wer/cer
+    seconds: float  # training and dev evaluation, files excluded
+    step_seconds: list[float]  # each training step alone
+    stopped: str
+    detail: str  # how the run ended, what else it did
+
+
+def run_npspeech(trainer) -> Side:
+    """npspeech's ``Trainer.run`` as a user runs it (checkpoints, log, plot)."""
+    from npspeech import train
+
+    files: dict[str, float] = {}
+    started = time.perf_counter()
+    with warnings.catch_warnings(), timed_bookkeeping(trainer, files):
+        warnings.simplefilter("ignore", UserWarning)  # matplotlib font notices
+        result = trainer.run()
+    run_seconds = time.perf_counter() - started
+    log = train.read_log(trainer.output_dir)
+    epochs = [entry for entry in log if entry["event"] == "epoch"]
+    steps = [entry for entry in log if entry["event"] == "step"]
+    detail = (f"{result.epochs} epochs, {result.steps} steps, "
+              f"{result.skipped_batches} skipped; whole run {run_seconds:.1f} s, of "
+              "which writing files " +
+              ", ".join(f"{key} {value:.1f} s" for key, value in files.items()))
+    return Side("npspeech", epochs, run_seconds - sum(files.values()),
+                npspeech_step_seconds(steps, trainer.loader, trainer.features.step_ms),
+                result.stopped, detail)
+
+
+def run_torch(twin, initial, trainer) -> tuple[Side, object]:
+    """The PyTorch twin on the same loader; returns the side and its best model."""
+    torch_trainer = twin.TorchTrainer(initial, trainer.config, seed=trainer.config.seed)
+    started = time.perf_counter()
+    history = torch_trainer.fit(trainer.loader, trainer.dev_set, trainer.alphabet,
+                                trainer.features, cache=trainer.cache,
+                                dev_durations=trainer.dev_durations)
+    seconds = time.perf_counter() - started
+    detail = (f"{len(history)} epochs, {torch_trainer.steps} steps, "
+              f"{torch_trainer.skipped} skipped; best epoch {torch_trainer.best_epoch}")
+    side = Side("torch", history, seconds, torch_trainer.step_seconds, "", detail)
+    return side, torch_trainer.best_model()
+
+
+def print_side(side: Side) -> None:
+    print(f"\n== {side.name} ==")
+    for entry in side.epochs:
+        print(f"epoch {entry['epoch']}: train loss {entry['train_loss']:.3f}  "
+              f"dev loss {entry.get('dev_loss', float('nan')):.3f}  "
+              f"dev WER {entry.get('dev_wer', float('nan')):.3f}  "
+              f"CER {entry.get('dev_cer', float('nan')):.3f}  lr {entry['lr']:.2e}")
+    print(f"{side.detail}; training + dev evaluation {side.seconds:.1f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("NPSPEECH_DATA", str(DEFAULT_DATA))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from peers import train_torch as twin
 
-    limiter = set_threads(args.threads)  # held until the process ends
+    limiter = set_threads(args.threads)  # noqa: F841 - the limits hold while it lives
     from npspeech import modelfile, train
 
     with tempfile.TemporaryDirectory(prefix="npspeech-compare-") as scratch_name:
@@ -226,86 +371,65 @@ def main(argv: list[str] | None = None) -> int:
         if augmentation is not None:
             print("note: augmentation is on; both sides get the same augmented batches")
         trainer = train.Trainer(config, augmentation=augmentation)
-        loader = trainer.loader
         print(f"recipe {args.recipe}{' (--quick)' if args.quick else ''}: "
-              f"{len(trainer.train_set)} train / {len(trainer.dev_set)} dev utterances, "
+              f"{len(trainer.train_set)} train / {len(trainer.dev_set)} dev rows, "
               f"{trainer.train_seconds / 60:.1f} min of training audio, "
-              f"{len(loader)} batches per epoch, up to {config.epochs} epochs, "
+              f"{len(trainer.loader)} batches per epoch, up to {config.epochs} epochs, "
               f"n_hidden {config.model.n_hidden}, "
               f"{trainer.state.network.n_parameters():,} parameters, "
               f"{args.threads} thread(s) per side")
+        if args.sizing:
+            warm_up(trainer, twin, trainer.loader)
+            project_epoch(trainer, twin, args.sizing)
+            return 0
         started = time.perf_counter()
         for utterance in [*trainer.train_set, *trainer.dev_set]:
-            trainer.cache.get(utterance)  # both sides then read the same cached features
+            trainer.cache.get(utterance)  # both sides read these cached features
         print(f"features cached in {time.perf_counter() - started:.1f} s (not timed)")
         initial = trainer.state.network.copy()
-        warm_up(trainer, twin, loader)
-        check = check_first_batch(trainer, twin, loader)
+        warm_up(trainer, twin, trainer.loader)
+        check = check_first_batch(trainer, twin, trainer.loader)
         print(f"first batch, no dropout: logits differ by at most "
               f"{check['logits_max_abs_diff']:.2e}; CTC loss npspeech "
               f"{check['loss_npspeech']:.4f}, torch {check['loss_torch']:.4f}")
 
-        print("\n== npspeech ==")
-        started = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # matplotlib font notices
-            result = trainer.run()
-        npspeech_seconds = time.perf_counter() - started
-        epochs = [e for e in train.read_log(trainer.output_dir) if e["event"] == "epoch"]
-        steps = [e for e in train.read_log(trainer.output_dir) if e["event"] == "step"]
-        for entry in epochs:
-            print(f"epoch {entry['epoch']}: train loss {entry['train_loss']:.3f}  "
-                  f"dev loss {entry.get('dev_loss', float('nan')):.3f}  "
-                  f"dev WER {entry.get('dev_wer', float('nan')):.3f}  "
-                  f"CER {entry.get('dev_cer', float('nan')):.3f}  lr {entry['lr']:.2e}")
-        print(f"stopped: {result.stopped} after {result.epochs} epochs, {result.steps} "
-              f"steps, {result.skipped_batches} skipped; {npspeech_seconds:.1f} s")
+        if args.torch_first:
+            theirs, torch_model = run_torch(twin, initial, trainer)
+            ours = run_npspeech(trainer)
+        else:
+            ours = run_npspeech(trainer)
+            theirs, torch_model = run_torch(twin, initial, trainer)
+        print_side(ours)
+        print_side(theirs)
+        best = modelfile.load(trainer.output_dir / train.MODEL_FILE).network
+        rows = evaluate_tests(best, torch_model, tests, trainer, twin)
 
-        print("\n== torch ==")
-        torch_trainer = twin.TorchTrainer(initial, config, seed=config.seed)
-
-        def report(entry):
-            print(f"epoch {entry['epoch']}: train loss {entry['train_loss']:.3f}  "
-                  f"dev loss {entry.get('dev_loss', float('nan')):.3f}  "
-                  f"dev WER {entry.get('dev_wer', float('nan')):.3f}  "
-                  f"CER {entry.get('dev_cer', float('nan')):.3f}  lr {entry['lr']:.2e}  "
-                  f"({entry['seconds']:.1f} s)", flush=True)
-
-        started = time.perf_counter()
-        history = torch_trainer.fit(loader, trainer.dev_set, trainer.alphabet,
-                                    trainer.features, cache=trainer.cache,
-                                    dev_durations=trainer.dev_durations, report=report)
-        torch_seconds = time.perf_counter() - started
-        print(f"stopped after {len(history)} epochs, {torch_trainer.steps} steps, "
-              f"{torch_trainer.skipped} skipped; {torch_seconds:.1f} s")
-
-        best = modelfile.load(result.model_path).network
-        rows = evaluate_tests(best, torch_trainer.best_model(), tests, trainer, twin)
-
-    print("\n== best epoch, greedy decoding ==")
-    print(f"{'test CSV':40s} {'n':>4s} {'npspeech WER':>13s} {'CER':>6s} "
+    print("\n== best epoch on dev, greedy decoding ==")
+    print(f"{'test CSV':32s} {'n':>4s} {'npspeech WER':>13s} {'CER':>6s} "
           f"{'torch WER':>10s} {'CER':>6s}")
     for row in rows:
-        ours, theirs = row["npspeech"], row["torch"]
         name = "/".join(Path(row["csv"]).parts[-2:])
-        print(f"{name:40s} {row['n']:4d} {ours.wer:13.3f} {ours.cer:6.3f} "
-              f"{theirs.wer:10.3f} {theirs.cer:6.3f}")
-    step_seconds = statistics.median(
-        b["time"] - a["time"] for a, b in zip(steps, steps[1:])
-        if a["epoch"] == b["epoch"]
-    ) if len(steps) > 1 else float("nan")
-    print(f"\nwall time (training + dev evaluation, features cached, JIT warm): "
-          f"npspeech {npspeech_seconds:.1f} s for {result.epochs} epochs, "
-          f"torch {torch_seconds:.1f} s for {len(history)} epochs; "
-          f"ratio npspeech / torch = {npspeech_seconds / torch_seconds:.2f}")
-    per_epoch_ours = npspeech_seconds / max(result.epochs, 1)
-    per_epoch_theirs = torch_seconds / max(len(history), 1)
-    print(f"per epoch: npspeech {per_epoch_ours:.1f} s, torch {per_epoch_theirs:.1f} s "
-          f"(ratio {per_epoch_ours / per_epoch_theirs:.2f}); npspeech median step "
-          f"interval {step_seconds * 1000:.0f} ms")
-    finite = all(np.isfinite(e["train_loss"]) for e in epochs) and all(
-        np.isfinite(h["train_loss"]) for h in history)
-    assert finite, "a side produced a non-finite epoch loss"
+        print(f"{name:32s} {row['n']:4d} {row['npspeech'].wer:13.3f} "
+              f"{row['npspeech'].cer:6.3f} {row['torch'].wer:10.3f} "
+              f"{row['torch'].cer:6.3f}")
+    print(f"\nwall time of training + dev evaluation (features cached, JIT warm, "
+          f"{args.threads} thread(s), {'torch' if args.torch_first else 'npspeech'} "
+          f"first): npspeech {ours.seconds:.1f} s for {len(ours.epochs)} epochs, "
+          f"torch {theirs.seconds:.1f} s for {len(theirs.epochs)} epochs; "
+          f"ratio npspeech / torch {ours.seconds / theirs.seconds:.2f}")
+    ours_median = statistics.median(ours.step_seconds)
+    theirs_median = statistics.median(theirs.step_seconds)
+    print(f"training steps alone: npspeech {sum(ours.step_seconds):.1f} s over "
+          f"{len(ours.step_seconds)} steps (median {ours_median:.3f} s), torch "
+          f"{sum(theirs.step_seconds):.1f} s over {len(theirs.step_seconds)} steps "
+          f"(median {theirs_median:.3f} s); ratio of sums "
+          f"{sum(ours.step_seconds) / sum(theirs.step_seconds):.2f}, of medians "
+          f"{ours_median / theirs_median:.2f}")
+    for side in (ours, theirs):
+        losses = [entry["train_loss"] for entry in side.epochs]
+        assert all(np.isfinite(losses)), f"{side.name}: non-finite epoch loss {losses}"
+        if len(losses) > 1:
+            assert losses[-1] < losses[0], f"{side.name}: no fall in loss {losses}"
     return 0
 
 

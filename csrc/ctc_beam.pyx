@@ -13,7 +13,8 @@ completed word, its positions in the vocabulary and hot-word tries, and ``bonus`
 log-score added to every path entering it (LM, word bonus, hot-word boost, OOV penalty).
 
 The frame loop runs without the GIL. The language model is a Python object (KenLM needs
-the GIL): the search caches ``(LM state, word)`` itself and takes the GIL only on a miss.
+the GIL): the search caches ``(LM state, word)`` itself and takes the GIL only on a
+miss.
 """
 
 from cython.operator cimport dereference as deref
@@ -40,7 +41,7 @@ cdef struct Node:
     int label           # class id of the last label; -1 at the root
     int n_children      # live children (their ids are in the search's child_table)
     double p_b          # ln P(prefix, ending in blank) after the previous frame
-    double p_nb         # ln P(prefix, ending in its last label) after the previous frame
+    double p_nb         # ln P(prefix, ending in its last label) after the last frame
     double new_p_b      # the same, accumulated during the current frame
     double new_p_nb
     double score        # log_add(p_b, p_nb): the prefix's total log-score
@@ -181,17 +182,12 @@ cdef class PrefixBeamSearch:
         self.hot_boost = hot_boost
         self.hot_terminal = hot_terminal
         self.use_hotwords = hot_boost.shape[0] > 1
-        # The largest amount a single extension can gain from word bonus and hot-words:
-        # the beam cut-off (DeepSpeech's min_cutoff) must not prune what they could lift.
+        # What a single extension can gain from the word bonus: the beam cut-off
+        # (DeepSpeech's min_cutoff) leaves that much room. Hot-word boosts are left out,
+        # as in DeepSpeech, so that hot-words do not loosen the pruning.
         self.cutoff_slack = 0.0
         if self.use_lm and beta > 0.0:
             self.cutoff_slack += beta
-        cdef double largest = 0.0
-        cdef Py_ssize_t i
-        for i in range(hot_boost.shape[0]):
-            if hot_boost[i] > largest:
-                largest = hot_boost[i]
-        self.cutoff_slack += largest
         self.error = None
         self.failed = False
         self.frames_seen = 0
@@ -216,9 +212,11 @@ cdef class PrefixBeamSearch:
         self.child_table.resize(n_classes, -1)
         self.beam.push_back(ROOT)
 
-    # -- language model ------------------------------------------------------------------
-    cdef double lm_word(self, int state, const string& word, int* next_state) noexcept nogil:
-        """ln P(word | state) from the cache, or from Python (with the GIL) on a miss."""
+    # -- language model ----------------------------------------------------------------
+    cdef double lm_word(
+        self, int state, const string& word, int* next_state
+    ) noexcept nogil:
+        """ln P(word | state): from the cache, or from Python (GIL held) on a miss."""
         cdef string key = string(<const char*>&state, sizeof(int))
         key.append(word)
         cdef unordered_map[string, LmEntry].iterator found = self.lm_cache.find(key)
@@ -244,7 +242,7 @@ cdef class PrefixBeamSearch:
         return entry.log_prob
 
     cdef double lm_end(self, int state) noexcept nogil:
-        """ln P(</s> | state) (end of the utterance; not cached here, called per result)."""
+        """ln P(</s> | state), at the end of the utterance (the scorer caches it)."""
         cdef double value = 0.0
         with gil:
             try:
@@ -262,12 +260,15 @@ cdef class PrefixBeamSearch:
             node = self.nodes[node].parent
         return string(word.rbegin(), word.rend())
 
-    # -- the prefix trie -----------------------------------------------------------------
+    # -- the prefix trie ---------------------------------------------------------------
+    cdef inline int hot_child(self, int node, int c) noexcept nogil:
+        return trie_child(self.hot_start, self.hot_label, self.hot_node, node, c)
+
     cdef inline int find_child(self, int parent, int c) noexcept nogil:
         return self.child_table[<size_t>parent * self.n_classes + c]
 
     cdef int make_child(self, int parent, int c) noexcept nogil:
-        """Create the node ``parent + c`` with the state its text implies (see module doc)."""
+        """Create the node ``parent + c`` with the state its text implies."""
         cdef Node child
         memset(&child, 0, sizeof(Node))
         cdef double bonus = 0.0
@@ -276,7 +277,9 @@ cdef class PrefixBeamSearch:
         cdef int vocab = self.nodes[parent].vocab_node
         cdef int hot = self.nodes[parent].hot_node
         cdef double partial = self.nodes[parent].hot_partial
-        cdef bint at_word_start = parent == ROOT or self.nodes[parent].label == self.space
+        cdef bint at_word_start = (
+            parent == ROOT or self.nodes[parent].label == self.space
+        )
         cdef int nxt
         if c == self.space:
             if self.use_lm and not at_word_start:
@@ -286,7 +289,7 @@ cdef class PrefixBeamSearch:
             if self.use_hotwords:
                 nxt = -1
                 if hot > 0:
-                    nxt = trie_child(self.hot_start, self.hot_label, self.hot_node, hot, c)
+                    nxt = self.hot_child(hot, c)
                 if nxt > 0:
                     # a space inside a phrase; a whole phrase before it keeps its boost
                     if self.hot_terminal[hot]:
@@ -301,17 +304,19 @@ cdef class PrefixBeamSearch:
                     hot = 0
         else:
             if self.use_vocabulary and vocab >= 0:
-                vocab = trie_child(self.vocab_start, self.vocab_label, self.vocab_node, vocab, c)
+                vocab = trie_child(
+                    self.vocab_start, self.vocab_label, self.vocab_node, vocab, c
+                )
             if self.use_hotwords:
                 nxt = -1
                 if hot >= 0:
-                    nxt = trie_child(self.hot_start, self.hot_label, self.hot_node, hot, c)
+                    nxt = self.hot_child(hot, c)
                 if nxt < 0 and hot > 0:
                     # the spelling broke off: withdraw the unfinished match's boost
                     bonus -= partial
                     partial = 0.0
                     if at_word_start:
-                        nxt = trie_child(self.hot_start, self.hot_label, self.hot_node, 0, c)
+                        nxt = self.hot_child(0, c)
                 if nxt > 0:
                     partial += self.hot_boost[nxt]
                     bonus += self.hot_boost[nxt]
@@ -350,8 +355,8 @@ cdef class PrefixBeamSearch:
         return index
 
     cdef void release(self, int node) noexcept nogil:
-        """Free ``node`` and its ancestors while they are childless and out of the beam."""
-        cdef int parent
+        """Free ``node`` and its ancestors while childless and out of the beam."""
+        cdef int parent, c
         while (
             node != ROOT
             and not self.nodes[node].in_beam
@@ -359,23 +364,26 @@ cdef class PrefixBeamSearch:
             and self.nodes[node].n_children == 0
         ):
             parent = self.nodes[node].parent
-            self.child_table[<size_t>parent * self.n_classes + self.nodes[node].label] = -1
+            c = self.nodes[node].label
+            self.child_table[<size_t>parent * self.n_classes + c] = -1
             self.nodes[parent].n_children -= 1
             self.nodes[node].parent = -1
             self.free_nodes.push_back(node)
             node = parent
 
-    # -- one frame -----------------------------------------------------------------------
+    # -- one frame ---------------------------------------------------------------------
     cdef void step(self, const float* row) noexcept nogil:
         cdef int V = self.n_classes
         cdef int v, i, j, c, prefix, child, node, keep
         cdef double lp, base, log_p, cumulative, min_cutoff, score
-        # 1. pruned classes: likeliest first (ties: lower class id), top-n, then cutoff_prob
+        # 1. pruned classes: likeliest first (ties: lower class id), top-n, cutoff_prob
         self.classes.clear()
         for v in range(V):
             self.classes.push_back(pair[double, int](-(<double>row[v]), v))
         cdef int n_keep = self.cutoff_top_n if self.cutoff_top_n < V else V
-        partial_sort(self.classes.begin(), self.classes.begin() + n_keep, self.classes.end())
+        partial_sort(
+            self.classes.begin(), self.classes.begin() + n_keep, self.classes.end()
+        )
         if self.cutoff_prob < 1.0:
             cumulative = 0.0
             keep = 0
@@ -463,7 +471,9 @@ cdef class PrefixBeamSearch:
             if self.nodes[node].in_beam:
                 self.nodes[node].p_b = self.nodes[node].new_p_b
                 self.nodes[node].p_nb = self.nodes[node].new_p_nb
-                self.nodes[node].score = log_add(self.nodes[node].p_b, self.nodes[node].p_nb)
+                self.nodes[node].score = log_add(
+                    self.nodes[node].p_b, self.nodes[node].p_nb
+                )
             else:
                 # a prefix that leaves the beam loses its paths; it may come back later
                 # through its parent, with fresh probabilities
@@ -477,7 +487,7 @@ cdef class PrefixBeamSearch:
             if not self.nodes[node].in_beam and self.nodes[node].parent >= 0:
                 self.release(node)
 
-    # -- Python API ----------------------------------------------------------------------
+    # -- Python API --------------------------------------------------------------------
     def feed(self, const float[:, ::1] log_probs):
         """Advance the search by the frames of ``log_probs`` (float32, shape (T, V))."""
         cdef Py_ssize_t t, T = log_probs.shape[0]
@@ -496,7 +506,7 @@ cdef class PrefixBeamSearch:
             raise error
 
     cdef double end_bonus(self, int node):
-        """What finishing the utterance adds: the last word, ``</s>``, open hot-words."""
+        """What ending the utterance adds: the last word, ``</s>``, open hot-words."""
         cdef double extra = 0.0
         cdef double word_log_prob
         cdef int state = self.nodes[node].lm_state
@@ -511,12 +521,13 @@ cdef class PrefixBeamSearch:
         return extra
 
     def best(self, int n_best):
-        """The ``n_best`` best prefixes as if the utterance ended now (the state is kept).
+        """The ``n_best`` best prefixes as if the utterance ended now (state kept).
 
         Returns
         -------
         list of (int32 array of shape (L,), float)
-            Class ids of each prefix and its final log-score, best first (ties: beam order).
+            Class ids of each prefix and its final log-score, best first (ties: beam
+            order).
         """
         cdef vector[pair[double, int]] ranked
         cdef int i, node

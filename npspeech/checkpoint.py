@@ -1,15 +1,15 @@
 """Training checkpoints: everything needed to continue a run exactly where it stopped.
 
 A checkpoint uses the model file's container (:func:`npspeech.modelfile.save_archive`:
-an ``.npz`` with JSON metadata and a SHA-256 over all of it, written atomically) and holds
-the network, the optimizer state, the learning-rate schedule, the position in the epoch
-(epoch and next batch), the early-stopping record and the run's configuration. Dropout
-and augmentation draw from generators seeded by ``(seed, epoch, batch)``, so the position
-is all the random state a resumed run needs.
+an ``.npz`` with JSON metadata and a SHA-256 over all of it, written atomically) and
+holds the network, the optimizer state, the learning-rate schedule, the position in the
+epoch (epoch and next batch), the early-stopping record and the run's configuration.
+Dropout and augmentation draw from generators seeded by ``(seed, epoch, batch)``, so the
+position is all the random state a resumed run needs.
 
-Nested optimizer and schedule states (dicts of arrays, numbers and strings) are stored by
-replacing each array with a ``{"__array__": NAME}`` reference in the JSON and the array
-itself under ``NAME`` in the archive.
+Nested optimizer and schedule states (dicts of arrays, numbers and strings) are stored
+by replacing each array with a ``{"__array__": NAME}`` reference in the JSON and the
+array itself under ``NAME`` in the archive.
 """
 
 from __future__ import annotations
@@ -128,15 +128,24 @@ def load(path: str | os.PathLike) -> TrainingState:
     ModelFileError
         For a missing, truncated, foreign, newer or modified checkpoint.
     """
-    meta, arrays = load_archive(path, format_name=FORMAT_NAME,
-                                format_version=FORMAT_VERSION, what="checkpoint")
+    meta, arrays = load_archive(
+        path, format_name=FORMAT_NAME, format_version=FORMAT_VERSION, what="checkpoint"
+    )
     try:
         network = Network(
             from_dict(ModelConfig, meta["model"], where="model"),
             int(meta["n_input"]),
             int(meta["n_classes"]),
-            {k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")},
-            {k[len("state/"):]: v for k, v in arrays.items() if k.startswith("state/")},
+            {
+                k[len("params/") :]: v
+                for k, v in arrays.items()
+                if k.startswith("params/")
+            },
+            {
+                k[len("state/") :]: v
+                for k, v in arrays.items()
+                if k.startswith("state/")
+            },
         )
         return TrainingState(
             network=network,
@@ -151,4 +160,6 @@ def load(path: str | os.PathLike) -> TrainingState:
             alphabet=list(meta["alphabet"]),
         )
     except (KeyError, TypeError, ValueError) as error:
-        raise ModelFileError(f"{path}: checkpoint metadata is incomplete ({error})") from None
+        raise ModelFileError(
+            f"{path}: checkpoint metadata is incomplete ({error})"
+        ) from None

@@ -123,40 +123,41 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML: {error}") from None
 
 
-# --- model and training (appended by the models/training module owners) ------------------
+# --- model, training and decoding -----------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """An architecture and its sizes. Presets live in ``npspeech/presets/*.toml``.
 
-    ``deepspeech`` reads only the fields up to ``forget_bias``; ``ds2`` and ``ds2-stream``
-    read the convolution, recurrent and lookahead fields as well.
+    ``deepspeech`` reads only the fields up to ``init_scheme``; ``ds2`` and
+    ``ds2-stream`` read the convolution, recurrent and lookahead fields as well.
     """
 
-    # "deepspeech" (DeepSpeech 0.9), "ds2" (DeepSpeech2) or "ds2-stream" (unidirectional DS2).
+    # "deepspeech" (DeepSpeech 0.9), "ds2" (DeepSpeech2) or "ds2-stream" (one-way DS2).
     architecture: str = "deepspeech"
     n_hidden: int = 2048  # width of every hidden layer (DeepSpeech's n_hidden)
-    n_context: int = C.DS_N_CONTEXT  # frames of context each side the model stacks (deepspeech)
-    relu_clip: float = 20.0  # ceiling of the clipped ReLU / hardtanh (DeepSpeech's relu_clip)
-    dropout: float = 0.05  # dropout after dense layers 1, 2, 3 and 5 (DeepSpeech's dropout_rate)
+    n_context: int = C.DS_N_CONTEXT  # frames stacked on each side (deepspeech only)
+    relu_clip: float = 20.0  # ceiling of the clipped ReLU and the hardtanh
+    dropout: float = 0.05  # after dense layers 1, 2, 3 and 5 (--dropout_rate)
     forget_bias: float = 0.0  # LSTM forget-gate bias at init (DeepSpeech 0.9 uses 0)
-    init_scheme: str = "glorot_uniform"  # dense init: "glorot_uniform" (TF) or "pytorch"
-    # DeepSpeech2: two (time, frequency) convolutions, each with batch norm and hardtanh.
+    init_scheme: str = "glorot_uniform"  # dense init: "glorot_uniform" or "pytorch"
+    # DeepSpeech2: (time, frequency) convolutions, each with batch norm and hardtanh.
     conv_channels: tuple[int, ...] = (32, 32)  # output channels of each convolution
-    conv_kernels: tuple[tuple[int, int], ...] = ((11, 41), (11, 21))  # (time, frequency)
+    conv_kernels: tuple[tuple[int, int], ...] = ((11, 41), (11, 21))  # (time, freq.)
     conv_strides: tuple[tuple[int, int], ...] = ((2, 2), (1, 2))  # (time, frequency)
     conv_padding: tuple[tuple[int, int], ...] = ((5, 20), (5, 10))  # (time, frequency)
     rnn_kind: str = "gru"  # recurrent cell of ds2: "gru", "lstm" or "rnn"
     rnn_layers: int = 5  # stacked recurrent layers (ds2)
-    lookahead_context: int = 20  # future frames of the lookahead convolution (ds2-stream)
+    lookahead_context: int = 20  # future frames the lookahead reads (ds2-stream)
     batch_norm_momentum: float = 0.1  # running-statistics update (PyTorch's convention)
 
     def __post_init__(self) -> None:
         # TOML and JSON give lists; tuples keep the config hashable and comparable.
         object.__setattr__(self, "conv_channels", tuple(self.conv_channels))
         for name in ("conv_kernels", "conv_strides", "conv_padding"):
-            object.__setattr__(self, name, tuple(tuple(pair) for pair in getattr(self, name)))
+            pairs = tuple(tuple(pair) for pair in getattr(self, name))
+            object.__setattr__(self, name, pairs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,13 +172,13 @@ class TrainConfig:
     features: FeatureConfig = dataclasses.field(default_factory=FeatureConfig)
     # data
     train_csv: tuple[str, ...] = ()  # DeepSpeech CSVs of the training set
-    dev_csv: tuple[str, ...] = ()  # CSVs of the dev set (selection, early stop, schedule)
+    dev_csv: tuple[str, ...] = ()  # dev set CSVs (selection, early stop, schedule)
     alphabet: str = ""  # alphabet.txt; required unless initialising from a model file
     skip_bad_rows: bool = False  # skip (with a warning) rows that fail validation
-    feature_cache_dir: str = ""  # on-disk feature cache; "" keeps features in memory only
+    feature_cache_dir: str = ""  # on-disk feature cache; "" keeps them in memory only
     batch_frames: int = 20_000  # padded frames per batch (T_max x B) budget
     max_batch_size: int = 32  # utterances per batch at most (0 = no limit)
-    sortagrad: bool = True  # shortest utterances first in epoch 0 (DeepSpeech2's SortaGrad)
+    sortagrad: bool = True  # shortest utterances first in epoch 0 (DS2's SortaGrad)
     # optimisation
     epochs: int = 75  # upper bound on epochs
     learning_rate: float = 1e-3  # Adam step size (DeepSpeech's default)
@@ -191,7 +192,7 @@ class TrainConfig:
     min_learning_rate: float = 1e-6  # the plateau schedule never goes below this
     # stopping
     early_stop_metric: str = "loss"  # "loss" or "wer" on the dev set
-    early_stop_patience: int = 5  # epochs without dev improvement before stopping (0 = off)
+    early_stop_patience: int = 5  # epochs without dev improvement to stop (0 = off)
     target_dev_wer: float = -1.0  # stop as soon as dev WER <= this (-1 = never)
     # run
     seed: int = 4568  # seeds initialisation, shuffling, augmentation and dropout

@@ -1,7 +1,7 @@
 """Inference: a loaded model, transcription of audio, and evaluation of a corpus.
 
-``Model.load(path).transcribe("audio.wav")`` is the whole public path from a model file to
-text. :func:`evaluate` runs a model over corpus rows in padded batches and scores the
+``Model.load(path).transcribe("audio.wav")`` is the whole public path from a model file
+to text. :func:`evaluate` runs a model over corpus rows in padded batches and scores the
 transcripts (WER/CER); the training loop's dev pass and ``npspeech eval`` share it.
 
 Shape legend: T frames, B batch, F features, V classes (the blank last).
@@ -21,7 +21,7 @@ from .alphabet import Alphabet
 from .config import DecodeConfig, FeatureConfig
 from .errors import ConfigError, DecoderError
 
-# -- decoders ----------------------------------------------------------------------------
+# -- decoders --------------------------------------------------------------------------
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -53,15 +53,20 @@ class Transcript:
         return {
             "confidence": self.confidence,
             "words": [
-                {"word": word, "start_time": round(start, 4), "duration": round(length, 4)}
+                {
+                    "word": word,
+                    "start_time": round(start, 4),
+                    "duration": round(length, 4),
+                }
                 for word, start, length in self.words
             ],
         }
 
 
-def _words_from_labels(text: str, starts: Sequence[float],
-                       frame_seconds: float) -> list[tuple[str, float, float]]:
-    """Word timings from each character's start time, as DeepSpeech's client groups them."""
+def _words_from_labels(
+    text: str, starts: Sequence[float], frame_seconds: float
+) -> list[tuple[str, float, float]]:
+    """Word timings from each character's start time, grouped as DeepSpeech does."""
     words: list[tuple[str, float, float]] = []
     word, word_start, last = "", 0.0, 0.0
     for character, start in zip(text, starts):
@@ -113,19 +118,29 @@ class BeamDecoder:
         if config.scorer:
             from .decoder.scorer import Scorer
 
-            scorer = Scorer.from_file(config.scorer, alpha=config.alpha, beta=config.beta)
+            scorer = Scorer.from_file(
+                config.scorer, alpha=config.alpha, beta=config.beta
+            )
         hotwords = _parse_hotwords(config.hotwords) or None
         self._decoder = beam.BeamSearchDecoder(
-            alphabet, config.beam_width, config.cutoff_top_n, config.cutoff_prob,
-            scorer=scorer, hotwords=hotwords, frame_step_seconds=frame_seconds,
+            alphabet,
+            config.beam_width,
+            config.cutoff_top_n,
+            config.cutoff_prob,
+            scorer=scorer,
+            hotwords=hotwords,
+            frame_step_seconds=frame_seconds,
         )
 
     def decode(self, log_probs: np.ndarray, n_best: int = 1) -> list[Transcript]:
         """Decode ``(T, V)`` log-probabilities into up to ``n_best`` candidates."""
         candidates = self._decoder.decode(log_probs, n_best=n_best)
         return [
-            Transcript(c.text, float(c.confidence),
-                       [(w.word, float(w.start_time), float(w.duration)) for w in c.words])
+            Transcript(
+                c.text,
+                float(c.confidence),
+                [(w.word, float(w.start_time), float(w.duration)) for w in c.words],
+            )
             for c in candidates
         ]
 
@@ -150,8 +165,9 @@ def _parse_hotwords(pairs: Sequence[str]) -> dict[str, float]:
     return hotwords
 
 
-def make_decoder(alphabet: Alphabet, config: DecodeConfig | None,
-                 frame_seconds: float) -> GreedyDecoder | BeamDecoder:
+def make_decoder(
+    alphabet: Alphabet, config: DecodeConfig | None, frame_seconds: float
+) -> GreedyDecoder | BeamDecoder:
     """The decoder ``config`` names (greedy when None)."""
     config = config or DecodeConfig()
     if config.decoder == "greedy":
@@ -161,7 +177,7 @@ def make_decoder(alphabet: Alphabet, config: DecodeConfig | None,
     raise ConfigError(f"decoder {config.decoder!r} is unknown; choose greedy or beam")
 
 
-# -- the public model --------------------------------------------------------------------
+# -- the public model ------------------------------------------------------------------
 
 
 class Model:
@@ -178,9 +194,14 @@ class Model:
         Kernel backend (``numpy``, ``numba``, ``cupy``); None for the default.
     """
 
-    def __init__(self, network: models.Network, features: FeatureConfig,
-                 alphabet: Alphabet, training: dict[str, Any] | None = None,
-                 backend: str | None = None):
+    def __init__(
+        self,
+        network: models.Network,
+        features: FeatureConfig,
+        alphabet: Alphabet,
+        training: dict[str, Any] | None = None,
+        backend: str | None = None,
+    ):
         if network.n_classes != alphabet.n_classes:
             raise ConfigError(
                 f"the network has {network.n_classes} outputs, the alphabet "
@@ -205,8 +226,13 @@ class Model:
         from . import modelfile
 
         loaded = modelfile.load(path)
-        return cls(loaded.network, loaded.features, loaded.alphabet, loaded.training,
-                   backend=backend)
+        return cls(
+            loaded.network,
+            loaded.features,
+            loaded.alphabet,
+            loaded.training,
+            backend=backend,
+        )
 
     @property
     def sample_rate(self) -> int:
@@ -227,8 +253,10 @@ class Model:
         make_decoder(self.alphabet, config, self.frame_seconds)  # validate now
         self.decode_config = config
 
-    def compute_features(self, audio_or_path: np.ndarray | str | os.PathLike) -> np.ndarray:
-        """``(T, F)`` float32 features of a path or a float32 signal at the model's rate."""
+    def compute_features(
+        self, audio_or_path: np.ndarray | str | os.PathLike
+    ) -> np.ndarray:
+        """``(T, F)`` float32 features of a path, or of a signal at the model's rate."""
         from . import audio, features
 
         if isinstance(audio_or_path, (str, os.PathLike)):
@@ -239,8 +267,11 @@ class Model:
                 signal = signal.astype(np.float32) / np.float32(32768.0)
         return features.compute(signal, dataclasses.replace(self.features, n_context=0))
 
-    def log_probs(self, batch_features: np.ndarray, lengths: np.ndarray,
-                  ) -> tuple[np.ndarray, np.ndarray]:
+    def log_probs(
+        self,
+        batch_features: np.ndarray,
+        lengths: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Log-probabilities of a padded batch.
 
         Parameters
@@ -258,12 +289,14 @@ class Model:
         )
         return log_softmax(logits), output_lengths
 
-    def transcribe_full(self, audio_or_path: np.ndarray | str | os.PathLike,
-                        n_best: int = 1) -> list[Transcript]:
-        """Candidate transcripts (with confidences and word timings) of one utterance."""
+    def transcribe_full(
+        self, audio_or_path: np.ndarray | str | os.PathLike, n_best: int = 1
+    ) -> list[Transcript]:
+        """Candidate transcripts (confidences, word timings) of one utterance."""
         feats = self.compute_features(audio_or_path)  # (T, F)
-        log_probs, lengths = self.log_probs(feats[:, None, :],
-                                            np.array([feats.shape[0]], dtype=np.int32))
+        log_probs, lengths = self.log_probs(
+            feats[:, None, :], np.array([feats.shape[0]], dtype=np.int32)
+        )
         decoder = make_decoder(self.alphabet, self.decode_config, self.frame_seconds)
         return decoder.decode(log_probs[: int(lengths[0]), 0], n_best=n_best)
 
@@ -274,13 +307,13 @@ class Model:
 
 
 def transcribe(path: str | os.PathLike, model: Model | str | os.PathLike) -> str:
-    """Text of the audio file at ``path`` with ``model`` (a :class:`Model` or a path)."""
+    """Text of the audio at ``path`` with ``model`` (a :class:`Model` or a path)."""
     if not isinstance(model, Model):
         model = Model.load(model)
     return model.transcribe(path)
 
 
-# -- corpus evaluation -------------------------------------------------------------------
+# -- corpus evaluation -----------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -358,8 +391,15 @@ def evaluate(
         raise ConfigError("nothing to evaluate: no utterances")
     cache = cache or data.FeatureCache(feature_config)
     loader = data.BatchLoader(
-        utterances, alphabet, feature_config, cache, frames_budget=frames_budget,
-        shuffle=False, sortagrad=False, durations=durations, prefetch=False,
+        utterances,
+        alphabet,
+        feature_config,
+        cache,
+        frames_budget=frames_budget,
+        shuffle=False,
+        sortagrad=False,
+        durations=durations,
+        prefetch=False,
     )
     frame_seconds = feature_config.step_ms / 1000.0
     if network.config.architecture != "deepspeech":
@@ -371,20 +411,28 @@ def evaluate(
     if progress:
         from tqdm import tqdm
 
-        batches = tqdm(batches, total=len(loader), desc="evaluating", unit="batch",
-                       leave=False)
+        batches = tqdm(
+            batches, total=len(loader), desc="evaluating", unit="batch", leave=False
+        )
     for members, batch in batches:
         logits, output_lengths, _ = models.forward(
             network, batch.features, batch.lengths, training=False, backend=backend
         )
         losses, _ = ctc.ctc_loss(
-            logits, batch.targets, output_lengths, batch.target_lengths,
-            blank=network.n_classes - 1, reduction="none", backend=backend,
+            logits,
+            batch.targets,
+            output_lengths,
+            batch.target_lengths,
+            blank=network.n_classes - 1,
+            reduction="none",
+            backend=backend,
         )
         log_probs = log_softmax(logits)
         for b, (index, utterance) in enumerate(zip(members, batch.utterances)):
             try:
-                hypothesis = decoder.decode(log_probs[: int(output_lengths[b]), b])[0].text
+                hypothesis = decoder.decode(log_probs[: int(output_lengths[b]), b])[
+                    0
+                ].text
             except DecoderError as error:
                 raise DecoderError(f"{utterance.source}: {error}") from None
             counts = metrics.error_counts(utterance.transcript, hypothesis)
@@ -403,10 +451,11 @@ def evaluate(
             )
     results = [result for result in slots if result is not None]  # corpus order
     total = metrics.ErrorCounts(
-        sum(r.word_edits for r in results), sum(r.words for r in results),
-        sum(r.char_edits for r in results), sum(r.chars for r in results),
+        sum(r.word_edits for r in results),
+        sum(r.words for r in results),
+        sum(r.char_edits for r in results),
+        sum(r.chars for r in results),
     )
     finite = [r.loss for r in results if np.isfinite(r.loss)]
     loss = float(np.mean(finite)) if finite else float("inf")
     return Evaluation(total.wer, total.cer, loss, results)
-

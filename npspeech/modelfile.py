@@ -2,8 +2,8 @@
 
 Container
 ---------
-A ZIP archive written by :func:`numpy.savez` (the ``.npz`` format), so any NumPy can list
-and read it. Entries:
+A ZIP archive written by :func:`numpy.savez` (the ``.npz`` format), so any NumPy can
+list and read it. Entries:
 
 - ``__npspeech__``: UTF-8 JSON as a ``uint8`` array: ``format`` (``"npspeech-model"``),
   ``format_version``, ``model`` (:class:`~npspeech.config.ModelConfig`), ``features``
@@ -71,20 +71,24 @@ class ModelFile:
         return self.features.sample_rate
 
 
-# -- atomic writes -----------------------------------------------------------------------
+# -- atomic writes ---------------------------------------------------------------------
 
 
-def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+def write_atomically(
+    path: str | os.PathLike, write: Callable[[IO[bytes]], None]
+) -> Path:
     """Write a file through ``write(handle)`` so the target is never seen half-written.
 
     The bytes go to a temporary file in the target's folder (same filesystem, so the
-    rename is atomic), which is flushed and fsynced before :func:`os.replace`; the folder
-    is fsynced after the rename where the OS allows it, so the new name survives a crash.
+    rename is atomic), which is flushed and fsynced before :func:`os.replace`; the
+    folder is fsynced after the rename where the OS allows it, so the new name survives
+    a crash.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                             dir=path.parent)
+    descriptor, temporary = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
+    )
     try:
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
@@ -131,8 +135,9 @@ def _digest(meta_bytes: bytes, arrays: dict[str, np.ndarray]) -> str:
     return hasher.hexdigest()
 
 
-def save_archive(path: str | os.PathLike, meta: dict[str, Any],
-                 arrays: dict[str, np.ndarray]) -> Path:
+def save_archive(
+    path: str | os.PathLike, meta: dict[str, Any], arrays: dict[str, np.ndarray]
+) -> Path:
     """Atomically write ``arrays`` plus JSON ``meta`` and their hash as an ``.npz``."""
     for name in arrays:
         if name in (META_KEY, HASH_KEY):
@@ -150,8 +155,9 @@ def save_archive(path: str | os.PathLike, meta: dict[str, Any],
     return write_atomically(path, lambda handle: np.savez(handle, **entries))
 
 
-def load_archive(path: str | os.PathLike, *, format_name: str, format_version: int,
-                 what: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def load_archive(
+    path: str | os.PathLike, *, format_name: str, format_version: int, what: str
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Read and verify what :func:`save_archive` wrote.
 
     Raises
@@ -174,24 +180,37 @@ def load_archive(path: str | os.PathLike, *, format_name: str, format_version: i
     with archive:
         names = set(archive.files)
         if META_KEY not in names or HASH_KEY not in names:
-            raise ModelFileError(f"{path}: not an npspeech {what} (no {META_KEY} entry)")
+            raise ModelFileError(
+                f"{path}: not an npspeech {what} (no {META_KEY} entry)"
+            )
         try:
             meta_bytes = archive[META_KEY].tobytes()
             stored_digest = archive[HASH_KEY].tobytes().decode("ascii")
             meta = json.loads(meta_bytes.decode("utf-8"))
             arrays = {name: archive[name] for name in names - {META_KEY, HASH_KEY}}
-        except (zipfile.BadZipFile, EOFError, ValueError, OSError, UnicodeDecodeError,
-                KeyError) as error:
-            raise ModelFileError(f"{path}: truncated or corrupt {what} ({error})") from None
+        except (
+            zipfile.BadZipFile,
+            EOFError,
+            ValueError,
+            OSError,
+            UnicodeDecodeError,
+            KeyError,
+        ) as error:
+            raise ModelFileError(
+                f"{path}: truncated or corrupt {what} ({error})"
+            ) from None
     if not isinstance(meta, dict) or meta.get("format") != format_name:
         raise ModelFileError(
             f"{path}: not an npspeech {what} (format {meta.get('format')!r}, "
-            f"expected {format_name!r})" if isinstance(meta, dict) else
-            f"{path}: not an npspeech {what}"
+            f"expected {format_name!r})"
+            if isinstance(meta, dict)
+            else f"{path}: not an npspeech {what}"
         )
     version = meta.get("format_version")
     if not isinstance(version, int) or version < 1:
-        raise ModelFileError(f"{path}: {what} has an invalid format_version {version!r}")
+        raise ModelFileError(
+            f"{path}: {what} has an invalid format_version {version!r}"
+        )
     if version > format_version:
         raise ModelFileError(
             f"{path}: {what} format version {version} was written by a newer npspeech; "
@@ -205,7 +224,7 @@ def load_archive(path: str | os.PathLike, *, format_name: str, format_version: i
     return meta, arrays
 
 
-# -- model files -------------------------------------------------------------------------
+# -- model files -----------------------------------------------------------------------
 
 
 def save(path: str | os.PathLike, model: ModelFile) -> Path:
@@ -242,8 +261,9 @@ def load(path: str | os.PathLike) -> ModelFile:
         do not describe a consistent model (the message says which).
     """
     path = Path(path)
-    meta, arrays = load_archive(path, format_name=FORMAT_NAME,
-                                format_version=FORMAT_VERSION, what="model file")
+    meta, arrays = load_archive(
+        path, format_name=FORMAT_NAME, format_version=FORMAT_VERSION, what="model file"
+    )
     try:
         config = from_dict(ModelConfig, meta["model"], where="model")
         features = from_dict(FeatureConfig, meta["features"], where="features")
@@ -251,13 +271,23 @@ def load(path: str | os.PathLike) -> ModelFile:
         n_input, n_classes = int(meta["n_input"]), int(meta["n_classes"])
         training = dict(meta.get("training") or {})
     except (KeyError, TypeError, ValueError, ConfigError) as error:
-        raise ModelFileError(f"{path}: model file metadata is incomplete ({error})") from None
+        raise ModelFileError(
+            f"{path}: model file metadata is incomplete ({error})"
+        ) from None
     except Exception as error:  # AlphabetError and friends: still a broken file
-        raise ModelFileError(f"{path}: model file metadata is invalid ({error})") from None
-    params = {name[len("params/"):]: a for name, a in arrays.items()
-              if name.startswith("params/")}
-    state = {name[len("state/"):]: a for name, a in arrays.items()
-             if name.startswith("state/")}
+        raise ModelFileError(
+            f"{path}: model file metadata is invalid ({error})"
+        ) from None
+    params = {
+        name[len("params/") :]: a
+        for name, a in arrays.items()
+        if name.startswith("params/")
+    }
+    state = {
+        name[len("state/") :]: a
+        for name, a in arrays.items()
+        if name.startswith("state/")
+    }
     network = Network(config, n_input, n_classes, params, state)
     _check_shapes(path, network)
     return ModelFile(network, features, alphabet, training)
@@ -269,13 +299,21 @@ def _check_shapes(path: Path, network: Network) -> None:
 
     try:
         # Shapes only: a float64 init of the same config would cost as much as float32.
-        reference = init(network.config, network.n_input, network.n_classes,
-                         np.random.default_rng(0), dtype=np.float32)
+        reference = init(
+            network.config,
+            network.n_input,
+            network.n_classes,
+            np.random.default_rng(0),
+            dtype=np.float32,
+        )
     except ConfigError as error:
-        raise ModelFileError(f"{path}: model file describes an invalid model ({error})") \
-            from None
-    for kind, stored, expected in (("parameter", network.params, reference.params),
-                                   ("state", network.state, reference.state)):
+        raise ModelFileError(
+            f"{path}: model file describes an invalid model ({error})"
+        ) from None
+    for kind, stored, expected in (
+        ("parameter", network.params, reference.params),
+        ("state", network.state, reference.state),
+    ):
         missing = sorted(set(expected) - set(stored))
         extra = sorted(set(stored) - set(expected))
         if missing or extra:

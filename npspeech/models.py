@@ -1,12 +1,12 @@
 """Architectures as plain data: a config, a flat dict of weights and batch-norm state.
 
 A :class:`Network` holds no behaviour of its own. :func:`forward` runs it over a padded,
-time-major batch and records a *tape* of the layer calls; :func:`backward` walks the tape
-in reverse through the layers' own backward functions. Every layer comes from
+time-major batch and records a *tape* of the layer calls; :func:`backward` walks the
+tape in reverse through the layers' own backward functions. Every layer comes from
 ``npspeech.nn``, so the model code only composes, masks and names.
 
-Shape legend: T frames, B batch, F features, H hidden (``n_hidden``), C channels, V output
-classes (the alphabet plus the blank, which is last).
+Shape legend: T frames, B batch, F features, H hidden (``n_hidden``), C channels, V
+output classes (the alphabet plus the blank, which is last).
 
 Architectures
 -------------
@@ -19,8 +19,8 @@ Architectures
 ``ds2``
     DeepSpeech2: two (time, frequency) convolutions, each followed by batch norm and a
     hardtanh in ``[0, relu_clip]``; ``rnn_layers`` bidirectional recurrent layers whose
-    directions are summed, each but the first preceded by sequence-wise batch norm; and a
-    batch-normalised output layer.
+    directions are summed, each but the first preceded by sequence-wise batch norm;
+    and a batch-normalised output layer.
 ``ds2-stream``
     ``ds2`` with unidirectional recurrent layers and a lookahead (row) convolution over
     ``lookahead_context`` future frames before the output, so it can run on a stream.
@@ -127,9 +127,13 @@ def _pairs(values: Any, name: str, count: int) -> tuple[tuple[int, int], ...]:
     try:
         pairs = tuple((int(a), int(b)) for a, b in values)
     except (TypeError, ValueError):
-        raise ConfigError(f"model.{name} must be a list of [time, frequency] pairs") from None
+        raise ConfigError(
+            f"model.{name} must be a list of [time, frequency] pairs"
+        ) from None
     if len(pairs) != count:
-        raise ConfigError(f"model.{name} has {len(pairs)} entries, conv_channels {count}")
+        raise ConfigError(
+            f"model.{name} has {len(pairs)} entries, conv_channels {count}"
+        )
     return pairs
 
 
@@ -183,7 +187,7 @@ def layer_names(config: ModelConfig) -> list[str]:
 
 
 def layer_of(param_name: str) -> str:
-    """The layer a parameter or state entry belongs to (``rnn_2_bn/gamma`` -> ``rnn_2``)."""
+    """The layer owning a parameter or state entry (``rnn_2_bn/gamma`` -> ``rnn_2``)."""
     prefix = param_name.split("/", 1)[0]
     return prefix[: -len("_bn")] if prefix.endswith("_bn") else prefix
 
@@ -201,14 +205,15 @@ def _conv_geometry(config: ModelConfig, n_input: int) -> Iterator[tuple[int, int
         frequencies = (frequencies + 2 * padding[1] - kernel[1]) // stride[1] + 1
         if frequencies < 1:
             raise ConfigError(
-                f"model convolutions leave no frequency bins for {n_input} input features"
+                f"model convolutions leave no frequency bins for {n_input} "
+                "input features"
             )
         yield channels_in, int(channels_out), kernel, stride, padding, frequencies
         channels_in = int(channels_out)
 
 
 def output_lengths(config: ModelConfig, lengths: np.ndarray) -> np.ndarray:
-    """Output frames of each sequence, shape ``(B,)`` int32 (strided convolutions shorten)."""
+    """Output frames per sequence, ``(B,)`` int32 (strided convolutions shorten)."""
     lengths = np.asarray(lengths, dtype=np.int32)
     if config.architecture == "deepspeech":
         return lengths.copy()
@@ -245,8 +250,10 @@ def init(
 
     validate_config(config)
     if n_input < 1 or n_classes < 2:
-        raise ConfigError(f"a model needs n_input >= 1 and n_classes >= 2, got "
-                          f"{n_input} and {n_classes}")
+        raise ConfigError(
+            f"a model needs n_input >= 1 and n_classes >= 2, got "
+            f"{n_input} and {n_classes}"
+        )
     params: dict[str, np.ndarray] = {}
     state: dict[str, np.ndarray] = {}
     H = config.n_hidden
@@ -266,14 +273,23 @@ def init(
     if config.architecture == "deepspeech":
         width = (2 * config.n_context + 1) * n_input
         for name, n_in, n_out in (
-            ("layer_1", width, H), ("layer_2", H, H), ("layer_3", H, H),
+            ("layer_1", width, H),
+            ("layer_2", H, H),
+            ("layer_3", H, H),
         ):
-            add(name, dense.init(rng, n_in, n_out, dtype=dtype, scheme=config.init_scheme))
-        add("layer_4", rnn.init(rng, "lstm", H, H, forget_bias=config.forget_bias,
-                                dtype=dtype))
+            add(
+                name,
+                dense.init(rng, n_in, n_out, dtype=dtype, scheme=config.init_scheme),
+            )
+        add(
+            "layer_4",
+            rnn.init(rng, "lstm", H, H, forget_bias=config.forget_bias, dtype=dtype),
+        )
         add("layer_5", dense.init(rng, H, H, dtype=dtype, scheme=config.init_scheme))
-        add("layer_6", dense.init(rng, H, n_classes, dtype=dtype,
-                                  scheme=config.init_scheme))
+        add(
+            "layer_6",
+            dense.init(rng, H, n_classes, dtype=dtype, scheme=config.init_scheme),
+        )
         return Network(config, n_input, n_classes, params, state)
 
     from .nn import conv, lookahead
@@ -289,9 +305,18 @@ def init(
     for index in range(1, config.rnn_layers + 1):
         if index > 1:
             add_norm(f"rnn_{index}_bn", width)
-        add(f"rnn_{index}", rnn.init(rng, config.rnn_kind, width, H,
-                                     bidirectional=bidirectional,
-                                     forget_bias=config.forget_bias, dtype=dtype))
+        add(
+            f"rnn_{index}",
+            rnn.init(
+                rng,
+                config.rnn_kind,
+                width,
+                H,
+                bidirectional=bidirectional,
+                forget_bias=config.forget_bias,
+                dtype=dtype,
+            ),
+        )
         width = H  # directions are summed, not concatenated
     if config.architecture == "ds2-stream":
         add("lookahead", lookahead.init(rng, H, config.lookahead_context))
@@ -307,10 +332,14 @@ def reinitialize(
     fresh = init(network.config, network.n_input, network.n_classes, rng, network.dtype)
     unknown = sorted(set(layers) - set(layer_names(network.config)))
     if unknown:
-        raise ConfigError(f"unknown layer(s) {', '.join(unknown)} for "
-                          f"{network.config.architecture}")
+        raise ConfigError(
+            f"unknown layer(s) {', '.join(unknown)} for {network.config.architecture}"
+        )
     result = network.copy()
-    for table, fresh_table in ((result.params, fresh.params), (result.state, fresh.state)):
+    for table, fresh_table in (
+        (result.params, fresh.params),
+        (result.state, fresh.state),
+    ):
         for name in table:
             if layer_of(name) in layers:
                 table[name] = fresh_table[name]
@@ -337,10 +366,14 @@ def with_classes(network: Network, n_classes: int, rng: np.random.Generator) -> 
 
 def frame_mask(lengths: np.ndarray, T: int, dtype: Any) -> np.ndarray:
     """``(T, B, 1)`` mask, 1 on valid frames and 0 on padding."""
-    return (np.arange(T)[:, None] < np.asarray(lengths)[None, :]).astype(dtype)[:, :, None]
+    return (np.arange(T)[:, None] < np.asarray(lengths)[None, :]).astype(dtype)[
+        :, :, None
+    ]
 
 
-def stack_context(features: np.ndarray, lengths: np.ndarray, n_context: int) -> np.ndarray:
+def stack_context(
+    features: np.ndarray, lengths: np.ndarray, n_context: int
+) -> np.ndarray:
     """DeepSpeech's context windows over a padded batch.
 
     Parameters
@@ -371,7 +404,11 @@ def stack_context(features: np.ndarray, lengths: np.ndarray, n_context: int) -> 
 def _sub(table: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
     """Entries of ``table`` under ``prefix/``, with the prefix stripped."""
     start = prefix + "/"
-    return {key[len(start):]: value for key, value in table.items() if key.startswith(start)}
+    return {
+        key[len(start) :]: value
+        for key, value in table.items()
+        if key.startswith(start)
+    }
 
 
 def forward(
@@ -409,10 +446,13 @@ def forward(
     lengths = np.asarray(lengths, dtype=np.int32)
     if features.ndim != 3 or features.shape[2] != network.n_input:
         raise ConfigError(
-            f"expected features of shape (T, B, {network.n_input}), got {features.shape}"
+            f"expected features of shape (T, B, {network.n_input}), "
+            f"got {features.shape}"
         )
     if lengths.shape != (features.shape[1],):
-        raise ConfigError(f"lengths of shape {lengths.shape} for batch {features.shape[1]}")
+        raise ConfigError(
+            f"lengths of shape {lengths.shape} for batch {features.shape[1]}"
+        )
     if lengths.size and (lengths.min() < 0 or lengths.max() > features.shape[0]):
         raise ConfigError(f"lengths {lengths.tolist()} outside 0..{features.shape[0]}")
     if training and network.config.dropout > 0 and rng is None:
@@ -459,8 +499,9 @@ def backward(
             dy = dy.reshape(payload)  # (T, B, C * F') -> (T, B, C, F')
             continue
         module_name, function_name, has_params = _BACKWARD[op]
-        function = getattr(importlib.import_module(f"npspeech.nn.{module_name}"),
-                           function_name)
+        function = getattr(
+            importlib.import_module(f"npspeech.nn.{module_name}"), function_name
+        )
         # The recurrent cache remembers its backend; the other layers take it again.
         options = {} if op == "rnn" else kw
         if not has_params:
@@ -525,7 +566,9 @@ class _Runner:
     def hardtanh(self, x: np.ndarray) -> np.ndarray:
         from .nn import activations
 
-        y, cache = activations.hardtanh_forward(x, 0.0, self.config.relu_clip, **self.kw)
+        y, cache = activations.hardtanh_forward(
+            x, 0.0, self.config.relu_clip, **self.kw
+        )
         self.tape.append(("hardtanh", "", cache))
         return y
 
@@ -534,18 +577,26 @@ class _Runner:
 
         if not self.training or self.config.dropout == 0:
             return x
-        y, cache = dropout.dropout_forward(x, self.config.dropout, self.rng, True, **self.kw)
+        y, cache = dropout.dropout_forward(
+            x, self.config.dropout, self.rng, True, **self.kw
+        )
         self.tape.append(("dropout", "", cache))
         return y
 
-    def batch_norm(self, name: str, x: np.ndarray, lengths: np.ndarray,
-                   conv: bool = False) -> np.ndarray:
+    def batch_norm(
+        self, name: str, x: np.ndarray, lengths: np.ndarray, conv: bool = False
+    ) -> np.ndarray:
         from .nn import norm
 
         function = norm.batch_norm_conv_forward if conv else norm.batch_norm_forward
         y, cache, new_state = function(
-            _sub(self.params, name), _sub(self.state, name), x, lengths,
-            training=self.training, momentum=self.config.batch_norm_momentum, **self.kw,
+            _sub(self.params, name),
+            _sub(self.state, name),
+            x,
+            lengths,
+            training=self.training,
+            momentum=self.config.batch_norm_momentum,
+            **self.kw,
         )
         for key, value in new_state.items():
             self.state[f"{name}/{key}"] = value
@@ -558,11 +609,13 @@ class _Runner:
 
         self.lengths = lengths.copy()
         x = stack_context(features, lengths, self.config.n_context)  # (T, B, (2n+1)F)
-        # Dense layers zero their padded frames, and clipped ReLU and dropout keep zeros,
-        # so no extra masking is needed here.
+        # Dense layers zero their padded frames, and clipped ReLU and dropout keep
+        # zeros, so no extra masking is needed here.
         for name in ("layer_1", "layer_2", "layer_3"):
             x = self.dropout(self.clipped_relu(self.dense(name, x, lengths)))
-        x, cache = rnn.forward(_sub(self.params, "layer_4"), x, lengths, "lstm", **self.kw)
+        x, cache = rnn.forward(
+            _sub(self.params, "layer_4"), x, lengths, "lstm", **self.kw
+        )
         self.tape.append(("rnn", "layer_4", cache))
         x = self.dropout(self.clipped_relu(self.dense("layer_5", x, lengths)))
         return self.dense("layer_6", x, lengths)  # (T, B, V)
@@ -575,32 +628,49 @@ class _Runner:
             _conv_geometry(self.config, self.network.n_input), start=1
         ):
             name = f"conv_{index}"
-            x, cache = conv.forward(_sub(self.params, name), x, lengths, stride=stride,
-                                    padding=padding, **self.kw)
+            x, cache = conv.forward(
+                _sub(self.params, name),
+                x,
+                lengths,
+                stride=stride,
+                padding=padding,
+                **self.kw,
+            )
             self.tape.append(("conv", name, cache))
             lengths = np.asarray(
                 conv.output_lengths(lengths, kernel, stride, padding), dtype=np.int32
             )
             x = self.batch_norm(f"{name}_bn", x, lengths, conv=True)
-            mask = frame_mask(lengths, x.shape[0], x.dtype)[:, :, :, None]  # (T, B, 1, 1)
+            mask = frame_mask(lengths, x.shape[0], x.dtype)[
+                :, :, :, None
+            ]  # (T, B, 1, 1)
             x = self.mask(self.hardtanh(x), mask)
         self.lengths = lengths
         T, B, C, F = x.shape
         self.tape.append(("reshape", "", x.shape))
-        x = x.reshape(T, B, C * F)  # (T, B, C x F'): channels and frequencies as features
+        x = x.reshape(
+            T, B, C * F
+        )  # (T, B, C x F'): channels and frequencies as features
         mask = frame_mask(lengths, T, x.dtype)  # (T, B, 1)
         bidirectional = self.config.architecture == "ds2"
         for index in range(1, self.config.rnn_layers + 1):
             name = f"rnn_{index}"
             if index > 1:
                 x = self.mask(self.batch_norm(f"{name}_bn", x, lengths), mask)
-            x, cache = rnn.forward(_sub(self.params, name), x, lengths,
-                                   self.config.rnn_kind, bidirectional=bidirectional,
-                                   merge="sum", **self.kw)
+            x, cache = rnn.forward(
+                _sub(self.params, name),
+                x,
+                lengths,
+                self.config.rnn_kind,
+                bidirectional=bidirectional,
+                merge="sum",
+                **self.kw,
+            )
             self.tape.append(("rnn", name, cache))
         if self.config.architecture == "ds2-stream":
-            x, cache = lookahead.forward(_sub(self.params, "lookahead"), x, lengths,
-                                         **self.kw)
+            x, cache = lookahead.forward(
+                _sub(self.params, "lookahead"), x, lengths, **self.kw
+            )
             self.tape.append(("lookahead", "lookahead", cache))
             x = self.mask(self.hardtanh(x), mask)
         x = self.mask(self.batch_norm("output_bn", x, lengths), mask)

@@ -42,7 +42,9 @@ MODEL_FILE = "model.npz"
 LOG_FILE = "log.jsonl"
 PLOT_FILE = "curves.png"
 CONFIG_FILE = "config.json"
-_DROPOUT_STREAM = 0x0D50  # the fourth seed word of the dropout generators (see _step_rng)
+_DROPOUT_STREAM = (
+    0x0D50  # the fourth seed word of the dropout generators (see _step_rng)
+)
 
 
 @dataclasses.dataclass
@@ -70,8 +72,9 @@ class Trainer:
     augmentation : npspeech.augment.AugmentConfig, optional
     """
 
-    def __init__(self, config: TrainConfig, *, resume: bool = False,
-                 augmentation: Any = None):
+    def __init__(
+        self, config: TrainConfig, *, resume: bool = False, augmentation: Any = None
+    ):
         from . import data
         from .backends import get_backend
 
@@ -85,30 +88,41 @@ class Trainer:
             from . import modelfile
 
             init_model = modelfile.load(config.init_from)
-        self.features = (init_model.features if init_model is not None
-                         else config.features)
-        self.alphabet = self._alphabet(init_model, resumed)
-        self.cache = data.FeatureCache(
-            self.features, config.feature_cache_dir or None
+        self.features = (
+            init_model.features if init_model is not None else config.features
         )
+        self.alphabet = self._alphabet(init_model, resumed)
+        self.cache = data.FeatureCache(self.features, config.feature_cache_dir or None)
         utterances = data.read_csvs(config.train_csv)
         self.train_set, durations = data.validate_corpus(
-            utterances, self.alphabet, self.features,
-            skip_bad=config.skip_bad_rows, progress=config.progress,
+            utterances,
+            self.alphabet,
+            self.features,
+            skip_bad=config.skip_bad_rows,
+            progress=config.progress,
         )
         self.train_seconds = float(sum(durations))
         self.loader = data.BatchLoader(
-            self.train_set, self.alphabet, self.features, self.cache,
+            self.train_set,
+            self.alphabet,
+            self.features,
+            self.cache,
             frames_budget=config.batch_frames,
-            max_batch_size=config.max_batch_size or None, seed=config.seed,
-            sortagrad=config.sortagrad, augmentation=augmentation, durations=durations,
+            max_batch_size=config.max_batch_size or None,
+            seed=config.seed,
+            sortagrad=config.sortagrad,
+            augmentation=augmentation,
+            durations=durations,
         )
         self.dev_set: list[Any] = []
         self.dev_durations: list[float] = []
         if config.dev_csv:
             self.dev_set, self.dev_durations = data.validate_corpus(
-                data.read_csvs(config.dev_csv), self.alphabet, self.features,
-                skip_bad=config.skip_bad_rows, progress=config.progress,
+                data.read_csvs(config.dev_csv),
+                self.alphabet,
+                self.features,
+                skip_bad=config.skip_bad_rows,
+                progress=config.progress,
             )
         from .features import n_features
 
@@ -119,7 +133,7 @@ class Trainer:
             self.state = _fresh_state(network, config, self.alphabet)
         self._last_save = time.monotonic()
 
-    # -- setup ---------------------------------------------------------------------------
+    # -- setup -------------------------------------------------------------------------
     def _load_resume_state(self) -> checkpoint.TrainingState:
         path = self.output_dir / LAST_CHECKPOINT
         if not path.is_file():
@@ -128,8 +142,15 @@ class Trainer:
         stored = from_dict(TrainConfig, state.config, where="checkpoint config")
         # A resumed run may train longer or stop differently; the model and data may not
         # change under it.
-        for name in ("model", "features", "train_csv", "seed", "batch_frames",
-                     "max_batch_size", "sortagrad"):
+        for name in (
+            "model",
+            "features",
+            "train_csv",
+            "seed",
+            "batch_frames",
+            "max_batch_size",
+            "sortagrad",
+        ):
             if getattr(stored, name) != getattr(self.config, name) and not (
                 name in ("model", "features") and self.config.init_from
             ):
@@ -165,13 +186,14 @@ class Trainer:
                     f"train.reinit_layers {config.reinit_layers} exceeds the "
                     f"{len(names)} layers of {network.config.architecture}"
                 )
-            network = models.reinitialize(network, names[-config.reinit_layers:], rng)
+            network = models.reinitialize(network, names[-config.reinit_layers :], rng)
         # Dropout is a training choice: take this run's, keep the architecture's sizes.
-        network.config = dataclasses.replace(network.config,
-                                             dropout=config.model.dropout)
+        network.config = dataclasses.replace(
+            network.config, dropout=config.model.dropout
+        )
         return network
 
-    # -- one step ------------------------------------------------------------------------
+    # -- one step ----------------------------------------------------------------------
     def train_step(self, batch: Any, epoch: int, index: int) -> dict[str, Any]:
         """Forward, CTC, backward, clip and update on one batch.
 
@@ -190,32 +212,52 @@ class Trainer:
         network = state.network
         rng = np.random.default_rng([config.seed, epoch, index, _DROPOUT_STREAM])
         seconds = float(batch.lengths.sum()) * self.features.step_ms / 1000.0
-        result = {"loss": float("nan"), "grad_norm": float("nan"), "skipped": True,
-                  "audio_seconds": seconds}
+        result = {
+            "loss": float("nan"),
+            "grad_norm": float("nan"),
+            "skipped": True,
+            "audio_seconds": seconds,
+        }
         names = ", ".join(u.source for u in batch.utterances)
         with np.errstate(all="ignore"):  # non-finite values are reported below instead
             logits, output_lengths, cache = models.forward(
-                network, batch.features, batch.lengths, training=True, rng=rng,
+                network,
+                batch.features,
+                batch.lengths,
+                training=True,
+                rng=rng,
                 backend=self.backend,
             )
         valid = models.frame_mask(output_lengths, logits.shape[0], bool)[:, :, 0]
         if not np.isfinite(logits[valid]).all():
-            self._skip(f"non-finite network output in batch {index} of epoch {epoch} "
-                       f"({names}); batch skipped")
+            self._skip(
+                f"non-finite network output in batch {index} of epoch {epoch} "
+                f"({names}); batch skipped"
+            )
             return result
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             losses, dlogits = ctc.ctc_loss(
-                logits, batch.targets, output_lengths, batch.target_lengths,
-                blank=network.n_classes - 1, reduction="none", backend=self.backend,
+                logits,
+                batch.targets,
+                output_lengths,
+                batch.target_lengths,
+                blank=network.n_classes - 1,
+                reduction="none",
+                backend=self.backend,
             )
         losses = np.asarray(losses, dtype=np.float64)
         if not np.isfinite(losses).all():
-            bad = [u.source for u, loss in zip(batch.utterances, losses)
-                   if not np.isfinite(loss)]
+            bad = [
+                u.source
+                for u, loss in zip(batch.utterances, losses)
+                if not np.isfinite(loss)
+            ]
             detail = "; ".join(str(w.message) for w in caught)
-            self._skip(f"non-finite CTC loss for {', '.join(bad)} in batch {index} of "
-                       f"epoch {epoch}; batch skipped" + (f" ({detail})" if detail else ""))
+            self._skip(
+                f"non-finite CTC loss for {', '.join(bad)} in batch {index} of "
+                f"epoch {epoch}; batch skipped" + (f" ({detail})" if detail else "")
+            )
             return result
         B = len(batch.utterances)
         dlogits = dlogits / dlogits.dtype.type(B)  # mean over the batch, as DeepSpeech
@@ -226,13 +268,20 @@ class Trainer:
         else:
             norm = optim.global_norm(grads)
         if not math.isfinite(norm):
-            self._skip(f"non-finite gradient (norm {norm}) in batch {index} of epoch "
-                       f"{epoch} ({names}); batch skipped")
+            self._skip(
+                f"non-finite gradient (norm {norm}) in batch {index} of epoch "
+                f"{epoch} ({names}); batch skipped"
+            )
             return result
         params, optimizer = optim.adam_step(
-            network.params, grads, state.optimizer, state.learning_rate,
-            betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon,
-            weight_decay=config.weight_decay, decoupled=config.weight_decay > 0,
+            network.params,
+            grads,
+            state.optimizer,
+            state.learning_rate,
+            betas=(config.adam_beta1, config.adam_beta2),
+            eps=config.adam_epsilon,
+            weight_decay=config.weight_decay,
+            decoupled=config.weight_decay > 0,
             backend=self.backend,
         )
         network.params = params
@@ -243,10 +292,12 @@ class Trainer:
         return result
 
     def _skip(self, message: str) -> None:
-        self.state.record["skipped_batches"] = self.state.record.get("skipped_batches", 0) + 1
+        self.state.record["skipped_batches"] = (
+            self.state.record.get("skipped_batches", 0) + 1
+        )
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
-    # -- the loop ------------------------------------------------------------------------
+    # -- the loop ----------------------------------------------------------------------
     def run(self, max_steps: int | None = None) -> TrainResult:
         """Train until the epochs run out, early stopping, the target WER, or
         ``max_steps`` optimizer steps (then the last checkpoint is written and the run
@@ -255,40 +306,33 @@ class Trainer:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         from .modelfile import write_text_atomically
 
-        write_text_atomically(self.output_dir / CONFIG_FILE,
-                              json.dumps(to_dict(config), indent=2, sort_keys=True))
+        write_text_atomically(
+            self.output_dir / CONFIG_FILE,
+            json.dumps(to_dict(config), indent=2, sort_keys=True),
+        )
         self._trim_log()
         stopped = state.record.get("stopped") or ""
         if stopped == "epochs" and state.epoch < config.epochs:
             stopped = ""  # a finished run resumed with more epochs goes on
         while not stopped and state.epoch < config.epochs:
             epoch = state.epoch
-            record = state.record
-            progress = _progress_bar(len(self.loader), state.batch, epoch, config.progress)
-            for index, batch in enumerate(self.loader.iterate(epoch, state.batch),
-                                          start=state.batch):
+            progress = _progress_bar(
+                len(self.loader), state.batch, epoch, config.progress
+            )
+            for index, batch in enumerate(
+                self.loader.iterate(epoch, state.batch), start=state.batch
+            ):
                 started = time.monotonic()
                 step = self.train_step(batch, epoch, index)
-                elapsed = time.monotonic() - started
                 state.batch = index + 1
-                record["audio_seconds"] = record.get("audio_seconds", 0.0) + \
-                    step["audio_seconds"]
-                if not step["skipped"]:
-                    record["epoch_loss_sum"] = record.get("epoch_loss_sum", 0.0) + \
-                        step["loss"] * len(batch.utterances)
-                    record["epoch_utterances"] = record.get("epoch_utterances", 0) + \
-                        len(batch.utterances)
-                self._log({"event": "step", "epoch": epoch, "batch": index,
-                           "step": state.step, "loss": step["loss"],
-                           "grad_norm": step["grad_norm"], "lr": state.learning_rate,
-                           "skipped": step["skipped"],
-                           "audio_seconds_per_second":
-                               step["audio_seconds"] / max(elapsed, 1e-9)})
+                self._record_step(step, batch, epoch, index, time.monotonic() - started)
                 if progress is not None:
-                    speed = step["audio_seconds"] / max(elapsed, 1e-9)
                     progress.update(1)
                     # audio seconds trained per wall-clock second; tqdm adds the ETA
-                    progress.set_postfix(loss=f"{step['loss']:.3f}", audio_s_per_s=f"{speed:.1f}")
+                    progress.set_postfix(
+                        loss=f"{step['loss']:.3f}",
+                        audio_s_per_s=f"{step['audio_seconds_per_second']:.1f}",
+                    )
                 if max_steps is not None and state.step >= max_steps:
                     stopped = "max_steps"
                     break
@@ -299,21 +343,20 @@ class Trainer:
             if stopped:
                 break
             stopped = self._end_epoch()
-        self._save_last()
-        if stopped == "max_steps":
-            # Not a finished run: resuming continues; the record stays unmarked.
-            pass
-        else:
+        if stopped != "max_steps":  # finished; a run stopped at max_steps can go on
             stopped = stopped or "epochs"
             state.record["stopped"] = stopped
-            self._save_last()
+        self._save_last()
         model_path = self._export_model()
         if stopped != "max_steps":
             try:
                 plot_run(self.output_dir)
             except Exception as error:  # a missing font must not fail a finished run
-                warnings.warn(f"could not plot the training curves: {error}",
-                              RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"could not plot the training curves: {error}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         record = state.record
         return TrainResult(
             output_dir=self.output_dir,
@@ -326,6 +369,35 @@ class Trainer:
             stopped=stopped,
         )
 
+    def _record_step(
+        self, step: dict[str, Any], batch: Any, epoch: int, index: int, seconds: float
+    ) -> None:
+        """Epoch totals in the run record (checkpointed) and a line in the log."""
+        record = self.state.record
+        step["audio_seconds_per_second"] = step["audio_seconds"] / max(seconds, 1e-9)
+        record["audio_seconds"] = (
+            record.get("audio_seconds", 0.0) + step["audio_seconds"]
+        )
+        if not step["skipped"]:
+            size = len(batch.utterances)
+            record["epoch_loss_sum"] = (
+                record.get("epoch_loss_sum", 0.0) + step["loss"] * size
+            )
+            record["epoch_utterances"] = record.get("epoch_utterances", 0) + size
+        self._log(
+            {
+                "event": "step",
+                "epoch": epoch,
+                "batch": index,
+                "step": self.state.step,
+                "loss": step["loss"],
+                "grad_norm": step["grad_norm"],
+                "lr": self.state.learning_rate,
+                "skipped": step["skipped"],
+                "audio_seconds_per_second": step["audio_seconds_per_second"],
+            }
+        )
+
     def _end_epoch(self) -> str:
         """Dev evaluation, schedule, best model and early stopping; returns why to stop
         ("" to go on). Ends with the epoch checkpoint."""
@@ -333,23 +405,34 @@ class Trainer:
 
         config, state = self.config, self.state
         record = state.record
-        train_loss = record.get("epoch_loss_sum", 0.0) / max(record.get("epoch_utterances", 0), 1)
-        entry: dict[str, Any] = {"event": "epoch", "epoch": state.epoch, "step": state.step,
-                                 "train_loss": train_loss, "lr": state.learning_rate}
+        train_loss = record.get("epoch_loss_sum", 0.0) / max(
+            record.get("epoch_utterances", 0), 1
+        )
+        entry: dict[str, Any] = {
+            "event": "epoch",
+            "epoch": state.epoch,
+            "step": state.step,
+            "train_loss": train_loss,
+            "lr": state.learning_rate,
+        }
         improved = True
         metric = train_loss
         if self.dev_set:
             evaluation = self.evaluate_dev()
-            entry.update(dev_loss=evaluation.loss, dev_wer=evaluation.wer,
-                         dev_cer=evaluation.cer)
+            entry.update(
+                dev_loss=evaluation.loss, dev_wer=evaluation.wer, dev_cer=evaluation.cer
+            )
             improved = record.get("best_dev_wer") is None or (
-                evaluation.wer, evaluation.loss
+                evaluation.wer,
+                evaluation.loss,
             ) < (record["best_dev_wer"], record["best_dev_loss"])
             if improved:
                 record["best_dev_wer"] = evaluation.wer
                 record["best_dev_loss"] = evaluation.loss
                 record["best_epoch"] = state.epoch
-            metric = evaluation.wer if config.early_stop_metric == "wer" else evaluation.loss
+            metric = (
+                evaluation.wer if config.early_stop_metric == "wer" else evaluation.loss
+            )
         schedule = optim.ReduceOnPlateau.from_state(state.schedule)
         state.learning_rate = schedule.step(metric if math.isfinite(metric) else 1e30)
         state.schedule = schedule.state
@@ -358,18 +441,25 @@ class Trainer:
             record["best_stop_metric"] = metric
             record["epochs_without_improvement"] = 0
         else:
-            record["epochs_without_improvement"] = record.get("epochs_without_improvement", 0) + 1
+            record["epochs_without_improvement"] = (
+                record.get("epochs_without_improvement", 0) + 1
+            )
         self._log(entry)
         state.epoch += 1
         state.batch = 0
         record["epoch_loss_sum"] = 0.0
         record["epoch_utterances"] = 0
         stop = ""
-        if self.dev_set and config.target_dev_wer >= 0 and \
-                entry["dev_wer"] <= config.target_dev_wer:
+        if (
+            self.dev_set
+            and config.target_dev_wer >= 0
+            and entry["dev_wer"] <= config.target_dev_wer
+        ):
             stop = "target_wer"
-        elif config.early_stop_patience > 0 and \
-                record["epochs_without_improvement"] >= config.early_stop_patience:
+        elif (
+            config.early_stop_patience > 0
+            and record["epochs_without_improvement"] >= config.early_stop_patience
+        ):
             stop = "early_stop"
         if improved:
             checkpoint.save(self.output_dir / BEST_CHECKPOINT, state)
@@ -384,12 +474,17 @@ class Trainer:
         from .inference import evaluate
 
         return evaluate(
-            self.state.network, self.dev_set, self.alphabet, self.features,
-            cache=self.cache, frames_budget=self.config.batch_frames,
-            backend=self.backend, durations=self.dev_durations,
+            self.state.network,
+            self.dev_set,
+            self.alphabet,
+            self.features,
+            cache=self.cache,
+            frames_budget=self.config.batch_frames,
+            backend=self.backend,
+            durations=self.dev_durations,
         )
 
-    # -- files -----------------------------------------------------------------------------
+    # -- files -------------------------------------------------------------------------
     def _save_last(self) -> None:
         checkpoint.save(self.output_dir / LAST_CHECKPOINT, self.state)
         self._last_save = time.monotonic()
@@ -421,7 +516,9 @@ class Trainer:
             "best_epoch": record.get("best_epoch"),
             "description": self.config.description,
         }
-        model = modelfile.ModelFile(state.network, self.features, self.alphabet, training)
+        model = modelfile.ModelFile(
+            state.network, self.features, self.alphabet, training
+        )
         return modelfile.save(path, model)
 
     def _log(self, entry: dict[str, Any]) -> None:
@@ -430,7 +527,7 @@ class Trainer:
             handle.write(json.dumps(entry, allow_nan=True) + "\n")
 
     def _trim_log(self) -> None:
-        """Drop log lines from after the checkpoint being resumed (they will be redone)."""
+        """Drop log lines from after the checkpoint being resumed (to be redone)."""
         path = self.output_dir / LOG_FILE
         if not path.is_file():
             return
@@ -457,24 +554,33 @@ def _validate(config: TrainConfig) -> None:
     if config.epochs < 0:
         raise ConfigError(f"train.epochs must be >= 0, got {config.epochs}")
     if config.learning_rate <= 0:
-        raise ConfigError(f"train.learning_rate must be > 0, got {config.learning_rate}")
+        raise ConfigError(
+            f"train.learning_rate must be > 0, got {config.learning_rate}"
+        )
     if config.batch_frames <= 0:
         raise ConfigError(f"train.batch_frames must be > 0, got {config.batch_frames}")
     if config.early_stop_metric not in ("loss", "wer"):
         raise ConfigError(
-            f"train.early_stop_metric must be 'loss' or 'wer', got {config.early_stop_metric!r}"
+            "train.early_stop_metric must be 'loss' or 'wer', "
+            f"got {config.early_stop_metric!r}"
         )
     if not 0 < config.plateau_factor < 1:
-        raise ConfigError(f"train.plateau_factor must be in (0, 1), got {config.plateau_factor}")
+        raise ConfigError(
+            f"train.plateau_factor must be in (0, 1), got {config.plateau_factor}"
+        )
 
 
-def _fresh_state(network: models.Network, config: TrainConfig,
-                 alphabet: Alphabet) -> checkpoint.TrainingState:
+def _fresh_state(
+    network: models.Network, config: TrainConfig, alphabet: Alphabet
+) -> checkpoint.TrainingState:
     from . import optim
 
     schedule = optim.ReduceOnPlateau(
-        config.learning_rate, mode="min", factor=config.plateau_factor,
-        patience=config.plateau_patience, min_lr=config.min_learning_rate,
+        config.learning_rate,
+        mode="min",
+        factor=config.plateau_factor,
+        patience=config.plateau_patience,
+        min_lr=config.min_learning_rate,
     )
     return checkpoint.TrainingState(
         network=network,
@@ -495,12 +601,23 @@ def _progress_bar(total: int, start: int, epoch: int, enabled: bool) -> Any:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=start, desc=f"epoch {epoch}", unit="batch",
-                dynamic_ncols=True, leave=False)
+    return tqdm(
+        total=total,
+        initial=start,
+        desc=f"epoch {epoch}",
+        unit="batch",
+        dynamic_ncols=True,
+        leave=False,
+    )
 
 
-def train(config: TrainConfig, *, resume: bool = False, augmentation: Any = None,
-          max_steps: int | None = None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    augmentation: Any = None,
+    max_steps: int | None = None,
+) -> TrainResult:
     """Run (or resume) a training run; see the module docstring for what it writes.
 
     Raises
@@ -512,7 +629,7 @@ def train(config: TrainConfig, *, resume: bool = False, augmentation: Any = None
     return Trainer(config, resume=resume, augmentation=augmentation).run(max_steps)
 
 
-# -- curves ------------------------------------------------------------------------------
+# -- curves ----------------------------------------------------------------------------
 
 
 def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -544,21 +661,41 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:
     epochs = [e for e in entries if e.get("event") == "epoch"]
     figure, (loss_axes, wer_axes) = plt.subplots(1, 2, figsize=(11, 4))
     if steps:
-        loss_axes.plot([e["step"] for e in steps], [e["loss"] for e in steps],
-                       alpha=0.35, label="train (step)")
+        loss_axes.plot(
+            [e["step"] for e in steps],
+            [e["loss"] for e in steps],
+            alpha=0.35,
+            label="train (step)",
+        )
     if epochs:
-        loss_axes.plot([e["step"] for e in epochs], [e["train_loss"] for e in epochs],
-                       marker="o", label="train (epoch)")
+        loss_axes.plot(
+            [e["step"] for e in epochs],
+            [e["train_loss"] for e in epochs],
+            marker="o",
+            label="train (epoch)",
+        )
         dev = [e for e in epochs if "dev_loss" in e and math.isfinite(e["dev_loss"])]
         if dev:
-            loss_axes.plot([e["step"] for e in dev], [e["dev_loss"] for e in dev],
-                           marker="o", label="dev")
+            loss_axes.plot(
+                [e["step"] for e in dev],
+                [e["dev_loss"] for e in dev],
+                marker="o",
+                label="dev",
+            )
         with_wer = [e for e in epochs if "dev_wer" in e]
         if with_wer:
-            wer_axes.plot([e["epoch"] for e in with_wer], [e["dev_wer"] for e in with_wer],
-                          marker="o", label="dev WER")
-            wer_axes.plot([e["epoch"] for e in with_wer], [e["dev_cer"] for e in with_wer],
-                          marker="o", label="dev CER")
+            wer_axes.plot(
+                [e["epoch"] for e in with_wer],
+                [e["dev_wer"] for e in with_wer],
+                marker="o",
+                label="dev WER",
+            )
+            wer_axes.plot(
+                [e["epoch"] for e in with_wer],
+                [e["dev_cer"] for e in with_wer],
+                marker="o",
+                label="dev CER",
+            )
     loss_axes.set(xlabel="step", ylabel="CTC loss (nats / utterance)", title="loss")
     loss_axes.set_yscale("log")
     wer_axes.set(xlabel="epoch", ylabel="error rate", title="dev error rates")

@@ -1,6 +1,7 @@
-"""The PyTorch twin of the training benchmark (``benchmarks/peers/train_torch.py``) builds
-npspeech's ``deepspeech`` network: the same logits and the same gradients for the same
-weights and batch, in float64, so the side-by-side timing compares like with like."""
+"""The PyTorch twin of the training benchmark (``benchmarks/peers/train_torch.py``)
+builds npspeech's ``deepspeech`` network: the same logits and the same gradients for the
+same weights and batch, in float64, so the side-by-side timing compares like with
+like."""
 
 from __future__ import annotations
 

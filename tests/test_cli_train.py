@@ -13,7 +13,9 @@ from npspeech.cli import train as train_command
 
 def _subparser(name):
     parser = build_parser()
-    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    action = next(
+        a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+    )
     return action.choices[name]
 
 
@@ -22,7 +24,9 @@ def test_help_gives_every_option_a_default(command):
     parser = _subparser(command)
     for action in parser._actions:
         if action.option_strings and action.dest != "help" and not action.required:
-            assert "default" in (action.help or ""), f"{command} {action.option_strings}"
+            assert "default" in (action.help or ""), (
+                f"{command} {action.option_strings}"
+            )
 
 
 def _print_config(argv, capsys):
@@ -36,12 +40,25 @@ def test_settings_are_layered(tmp_path, capsys, monkeypatch):
     recipe.write_text(
         'preset = "ds2"\n'
         "[model]\nn_hidden = 64\nrnn_layers = 3\n"
-        '[train]\nepochs = 7\nlearning_rate = 0.01\ntrain_csv = "${CORPUS_ROOT}/a.csv"\n'
+        "[train]\nepochs = 7\nlearning_rate = 0.01\n"
+        'train_csv = "${CORPUS_ROOT}/a.csv"\n'
         "[augment]\nspec_augment_probability = 0.5\n"
     )
     resolved = _print_config(
-        ["--config", str(recipe), "--set", "train.epochs=8", "--set", "model.rnn_layers=2",
-         "--set", 'train.dev_csv=["d1.csv", "d2.csv"]', "--epochs", "9"], capsys)
+        [
+            "--config",
+            str(recipe),
+            "--set",
+            "train.epochs=8",
+            "--set",
+            "model.rnn_layers=2",
+            "--set",
+            'train.dev_csv=["d1.csv", "d2.csv"]',
+            "--epochs",
+            "9",
+        ],
+        capsys,
+    )
     train, augment = resolved["train"], resolved["augment"]
     assert train["epochs"] == 9  # flag over --set over recipe
     assert train["learning_rate"] == 0.01  # recipe over default
@@ -70,7 +87,9 @@ def test_settings_are_layered(tmp_path, capsys, monkeypatch):
     ],
 )
 def test_bad_settings_fail_with_a_message(argv, message, tmp_path, capsys):
-    code = main(["train", *argv, "--output-dir", str(tmp_path / "run"), "--no-progress"])
+    code = main(
+        ["train", *argv, "--output-dir", str(tmp_path / "run"), "--no-progress"]
+    )
     assert code == 1
     assert message in capsys.readouterr().err
 
@@ -92,14 +111,36 @@ def test_ds2_stream_trains_resumes_evaluates_and_decodes(data_dir, tmp_path, cap
     smoke = data_dir / "deepspeech_smoke"
     run_dir = tmp_path / "run"
     argv = [
-        "train", "--preset", "ds2-stream",
-        "--train-csv", str(smoke / "test.csv"), "--dev-csv", str(smoke / "ldc93s1.csv"),
-        "--alphabet", str(smoke / "alphabet.txt"),
-        "--n-hidden", "8", "--set", "model.rnn_layers=1",
-        "--set", "model.conv_channels=[2]", "--set", "model.conv_kernels=[[5, 11]]",
-        "--set", "model.conv_strides=[[2, 4]]", "--set", "model.conv_padding=[[2, 5]]",
-        "--set", "model.lookahead_context=3", "--max-batch-size", "1", "--epochs", "1",
-        "--output-dir", str(run_dir), "--no-progress",
+        "train",
+        "--preset",
+        "ds2-stream",
+        "--train-csv",
+        str(smoke / "test.csv"),
+        "--dev-csv",
+        str(smoke / "ldc93s1.csv"),
+        "--alphabet",
+        str(smoke / "alphabet.txt"),
+        "--n-hidden",
+        "8",
+        "--set",
+        "model.rnn_layers=1",
+        "--set",
+        "model.conv_channels=[2]",
+        "--set",
+        "model.conv_kernels=[[5, 11]]",
+        "--set",
+        "model.conv_strides=[[2, 4]]",
+        "--set",
+        "model.conv_padding=[[2, 5]]",
+        "--set",
+        "model.lookahead_context=3",
+        "--max-batch-size",
+        "1",
+        "--epochs",
+        "1",
+        "--output-dir",
+        str(run_dir),
+        "--no-progress",
     ]
     assert main([*argv, "--max-steps", "2"]) == 0
     assert "stopped (max_steps)" in capsys.readouterr().out
@@ -107,15 +148,33 @@ def test_ds2_stream_trains_resumes_evaluates_and_decodes(data_dir, tmp_path, cap
     assert "stopped (epochs) after 1 epochs, 3 steps" in capsys.readouterr().out
     model = run_dir / "model.npz"
     report = tmp_path / "report.json"
-    assert main(["eval", "--model", str(model), "--csv", str(smoke / "test.csv"),
-                 "--report", str(report), "--worst", "2", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(model),
+                "--csv",
+                str(smoke / "test.csv"),
+                "--report",
+                str(report),
+                "--worst",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert printed.count("ref:") == 2
     result = json.loads(report.read_text())
     assert result["n_utterances"] == 3
     assert {"reference", "hypothesis", "wer", "cer", "loss", "source"} <= set(
-        result["utterances"][0])
-    assert main(["decode", "--model", str(model), "--csv", str(smoke / "test.csv")]) == 0
+        result["utterances"][0]
+    )
+    assert (
+        main(["decode", "--model", str(model), "--csv", str(smoke / "test.csv")]) == 0
+    )
     assert len(capsys.readouterr().out.strip().splitlines()) == 3
     (run_dir / "curves.png").unlink()
     assert main(["train", "--plot-only", str(run_dir)]) == 0
@@ -128,19 +187,63 @@ def test_beam_decoder_option(data_dir, tmp_path, capsys):
     pytest.importorskip("npspeech.decoder.beam")
     smoke = data_dir / "deepspeech_smoke"
     run_dir = tmp_path / "run"
-    assert main(["train", "--train-csv", str(smoke / "ldc93s1.csv"),
-                 "--alphabet", str(smoke / "alphabet.txt"), "--n-hidden", "8",
-                 "--set", "model.n_context=1", "--epochs", "1",
-                 "--output-dir", str(run_dir), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--train-csv",
+                str(smoke / "ldc93s1.csv"),
+                "--alphabet",
+                str(smoke / "alphabet.txt"),
+                "--n-hidden",
+                "8",
+                "--set",
+                "model.n_context=1",
+                "--epochs",
+                "1",
+                "--output-dir",
+                str(run_dir),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     wav = str(smoke / "wav" / "LDC93S1.wav")
-    assert main(["decode", "--model", str(run_dir / "model.npz"), "--decoder", "beam",
-                 "--beam-width", "8", "--json", "--candidate-transcripts", "2", wav]) == 0
+    assert (
+        main(
+            [
+                "decode",
+                "--model",
+                str(run_dir / "model.npz"),
+                "--decoder",
+                "beam",
+                "--beam-width",
+                "8",
+                "--json",
+                "--candidate-transcripts",
+                "2",
+                wav,
+            ]
+        )
+        == 0
+    )
     output = json.loads(capsys.readouterr().out)
     assert output["audio"] == wav
     assert 1 <= len(output["transcripts"]) <= 2
-    assert main(["decode", "--model", str(run_dir / "model.npz"), "--scorer", "x.scorer",
-                 wav]) == 1
+    assert (
+        main(
+            [
+                "decode",
+                "--model",
+                str(run_dir / "model.npz"),
+                "--scorer",
+                "x.scorer",
+                wav,
+            ]
+        )
+        == 1
+    )
     assert "--decoder beam" in capsys.readouterr().err
 
 

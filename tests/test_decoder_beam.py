@@ -1,5 +1,5 @@
-"""Prefix beam search: compiled against the oracle and brute force; LM, hot-words, n-best,
-timings, streaming, batches and input checks."""
+"""Prefix beam search: compiled against the oracle and brute force; LM, hot-words,
+n-best, timings, streaming, batches and input checks."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import kenlm
 import numpy as np
 import pytest
-
 from helpers.tolerances import DECODER_SCORE_ATOL
+
 from npspeech.alphabet import Alphabet, english
 from npspeech.decoder import beam as beam_module
 from npspeech.decoder._beam_ref import viterbi_align_reference
@@ -24,11 +24,16 @@ from npspeech.metrics import cer
 
 TINY_ARPA = Path(__file__).parent / "data" / "tiny_bigram.arpa"
 SMALL = Alphabet([" ", "a", "b", "c"])  # V = 5, blank 4; spells the fixture's words
+needs_compiled = pytest.mark.skipif(
+    beam_module._compiled is None, reason="ctc_beam extension not built"
+)
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
-    return (shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))).astype(np.float32)
+    return (shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))).astype(
+        np.float32
+    )
 
 
 def random_log_probs(rng, T: int, V: int, scale: float = 2.0) -> np.ndarray:
@@ -68,13 +73,15 @@ def assert_same_search(decoder: BeamSearchDecoder, log_probs: np.ndarray, n_best
     got, want = compiled.best(n_best), oracle.best(n_best)
     assert [tuple(labels) for labels, _ in got] == [tuple(labels) for labels, _ in want]
     np.testing.assert_allclose(
-        [score for _, score in got], [score for _, score in want], atol=DECODER_SCORE_ATOL
+        [score for _, score in got],
+        [score for _, score in want],
+        atol=DECODER_SCORE_ATOL,
     )
     return got
 
 
-# -- compiled search == Python oracle ------------------------------------------------------
-@pytest.mark.skipif(beam_module._compiled is None, reason="ctc_beam extension not built")
+# -- compiled search == Python oracle --------------------------------------------------
+@needs_compiled
 @pytest.mark.parametrize(
     ("beam_width", "cutoff_top_n", "cutoff_prob"),
     [(1, 40, 1.0), (4, 40, 1.0), (8, 3, 1.0), (8, 40, 0.9), (32, 2, 0.95)],
@@ -87,7 +94,7 @@ def test_compiled_equals_oracle_without_lm(rng, beam_width, cutoff_top_n, cutoff
         assert_same_search(decoder, random_log_probs(rng, T, SMALL.n_classes), n_best=8)
 
 
-@pytest.mark.skipif(beam_module._compiled is None, reason="ctc_beam extension not built")
+@needs_compiled
 @pytest.mark.parametrize("blank", [None, 0, 2])
 def test_compiled_equals_oracle_with_lm_and_hotwords(rng, tiny_scorer, blank):
     hotwords = {"ab": 1.0, "cab ba": 0.7, "bb": 0.5, "c": 0.2}
@@ -102,13 +109,28 @@ def test_compiled_equals_oracle_with_lm_and_hotwords(rng, tiny_scorer, blank):
             assert_same_search(decoder, peaky, 10)
 
 
-# -- the sum over alignments ----------------------------------------------------------------
+@pytest.mark.data
+@needs_compiled
+def test_compiled_equals_oracle_with_the_deepspeech_scorer(data_dir):
+    alphabet = Alphabet.from_file(data_dir / "deepspeech_smoke" / "alphabet.txt")
+    scorer = Scorer.from_file(data_dir / "deepspeech_smoke" / "lm" / "pruned_lm.scorer")
+    rng = np.random.default_rng(3)
+    log_probs = peaky_log_probs(rng, alphabet, "all the women", noise=1.5, peak=3.0)
+    hotwords = {"women": 1.0, "the mothers": 0.5, "zyx": 2.0}
+    for options in ({}, {"hotwords": hotwords, "cutoff_prob": 0.99}):
+        decoder = BeamSearchDecoder(alphabet, beam_width=8, scorer=scorer, **options)
+        assert_same_search(decoder, log_probs, 8)
+
+
+# -- the sum over alignments -----------------------------------------------------------
 def brute_force_prefix_scores(log_probs: np.ndarray, blank: int) -> dict:
-    """ln sum over all V**T alignments of their probability, per collapsed label sequence."""
+    """ln of the summed probability of all V**T alignments, per collapsed sequence."""
     T, V = log_probs.shape
     totals: dict[tuple[int, ...], float] = {}
     for path in itertools.product(range(V), repeat=T):
-        collapsed = [c for k, c in enumerate(path) if c != blank and (k == 0 or path[k - 1] != c)]
+        collapsed = [
+            c for k, c in enumerate(path) if c != blank and (k == 0 or path[k - 1] != c)
+        ]
         value = float(sum(log_probs[t, c] for t, c in enumerate(path)))
         key = tuple(collapsed)
         totals[key] = np.logaddexp(totals.get(key, -np.inf), value)
@@ -138,16 +160,20 @@ def test_peaky_input_decodes_like_greedy(rng):
     assert result.text == alphabet.decode(labels) == "it was my reports from the north"
 
 
-# -- language model -------------------------------------------------------------------------
+# -- language model --------------------------------------------------------------------
 def test_lm_score_is_added_per_word(rng, tiny_scorer):
     log_probs = peaky_log_probs(rng, SMALL, "ab ba", noise=0.1, peak=12.0)
     plain = BeamSearchDecoder(SMALL, beam_width=16).decode(log_probs)[0]
-    with_lm = BeamSearchDecoder(SMALL, beam_width=16, scorer=tiny_scorer).decode(log_probs)[0]
+    with_lm = BeamSearchDecoder(SMALL, beam_width=16, scorer=tiny_scorer).decode(
+        log_probs
+    )[0]
     assert plain.text == with_lm.text == "ab ba"
     alpha, beta = tiny_scorer.alpha, tiny_scorer.beta
     # ln P(ab ba </s>) weighted by alpha, plus beta per word
     lm = tiny_scorer.sentence_log_prob("ab ba")
-    assert with_lm.log_score - plain.log_score == pytest.approx(alpha * lm + 2 * beta, abs=1e-3)
+    assert with_lm.log_score - plain.log_score == pytest.approx(
+        alpha * lm + 2 * beta, abs=1e-3
+    )
 
 
 def test_oov_penalty_is_per_letter_outside_the_vocabulary(rng):
@@ -158,7 +184,9 @@ def test_oov_penalty_is_per_letter_outside_the_vocabulary(rng):
 
     def decode(penalty, hotwords=None):
         scorer = Scorer(model, 1.0, 0.0, vocabulary=vocabulary, oov_penalty=penalty)
-        decoder = BeamSearchDecoder(SMALL, beam_width=16, scorer=scorer, hotwords=hotwords)
+        decoder = BeamSearchDecoder(
+            SMALL, beam_width=16, scorer=scorer, hotwords=hotwords
+        )
         return decoder.decode(log_probs)[0]
 
     free = decode(None)
@@ -190,7 +218,7 @@ def test_lm_repairs_a_noisy_sentence(data_dir):
             assert fixed == text
 
 
-# -- hot-words --------------------------------------------------------------------------------
+# -- hot-words -------------------------------------------------------------------------
 def test_hotword_boost_is_per_character_and_withdrawn_when_broken(rng):
     alphabet = english()
     log_probs = peaky_log_probs(rng, alphabet, "cat sat", noise=0.1, peak=12.0)
@@ -225,12 +253,14 @@ def test_hotword_changes_an_ambiguous_word(rng):
 
 def test_a_thousand_hotwords_keep_results(rng, tiny_scorer):
     phrases = ["".join(rng.choice(list("abc"), size=6)) for _ in range(1000)]
-    decoder = BeamSearchDecoder(SMALL, beam_width=8, scorer=tiny_scorer, hotwords=phrases)
+    decoder = BeamSearchDecoder(
+        SMALL, beam_width=8, scorer=tiny_scorer, hotwords=phrases
+    )
     log_probs = random_log_probs(rng, 20, SMALL.n_classes)
     assert_same_search(decoder, log_probs, 4)
 
 
-# -- n-best, confidences, timings, JSON ------------------------------------------------------
+# -- n-best, confidences, timings, JSON ------------------------------------------------
 def test_n_best_confidences(rng):
     log_probs = random_log_probs(rng, 20, SMALL.n_classes)
     results = BeamSearchDecoder(SMALL, beam_width=16).decode(log_probs, n_best=5)
@@ -271,7 +301,9 @@ def test_token_and_word_timings():
 
 def test_timings_are_monotone_on_noisy_input(rng):
     alphabet = english()
-    log_probs = peaky_log_probs(rng, alphabet, "new home in the stars", noise=1.0, peak=5)
+    log_probs = peaky_log_probs(
+        rng, alphabet, "new home in the stars", noise=1.0, peak=5
+    )
     decoder = BeamSearchDecoder(alphabet, beam_width=32, frame_step_seconds=0.03)
     for result in decoder.decode(log_probs, n_best=3):
         frames = [token.frame for token in result.tokens]
@@ -281,8 +313,12 @@ def test_timings_are_monotone_on_noisy_input(rng):
         assert starts == sorted(starts)
         for word in result.words:
             assert word.duration >= 0 and 0 < word.confidence <= 1
-            assert round(word.start_time / 0.03, 6) == int(round(word.start_time / 0.03))
-        assert " ".join(word.word for word in result.words) == " ".join(result.text.split())
+            assert round(word.start_time / 0.03, 6) == int(
+                round(word.start_time / 0.03)
+            )
+        assert " ".join(word.word for word in result.words) == " ".join(
+            result.text.split()
+        )
 
 
 def test_deepspeech_json_structure(rng):
@@ -324,9 +360,11 @@ def test_viterbi_alignment_matches_reference(rng):
     assert ref[0].tolist() == [1]
 
 
-# -- streaming and batches ------------------------------------------------------------------
+# -- streaming and batches -------------------------------------------------------------
 def test_stream_equals_decoding_at_once(rng, tiny_scorer):
-    decoder = BeamSearchDecoder(SMALL, beam_width=12, scorer=tiny_scorer, hotwords=["cab"])
+    decoder = BeamSearchDecoder(
+        SMALL, beam_width=12, scorer=tiny_scorer, hotwords=["cab"]
+    )
     log_probs = peaky_log_probs(rng, SMALL, "ab cab ba abc", noise=1.5, peak=4.0)
     whole = decoder.decode(log_probs, n_best=3)
     stream = decoder.stream()
@@ -354,7 +392,7 @@ def test_batch_equals_one_by_one(rng, tiny_scorer):
         decoder.decode_batch(bad)
 
 
-# -- input checks ---------------------------------------------------------------------------
+# -- input checks ----------------------------------------------------------------------
 def test_empty_input_gives_an_empty_transcript(tiny_scorer):
     for scorer in (None, tiny_scorer):
         decoder = BeamSearchDecoder(SMALL, scorer=scorer)
@@ -421,3 +459,28 @@ def test_bad_n_best_and_hotwords():
         decoder.decode(np.zeros((0, 5), np.float32), n_best=0)
     with pytest.raises(DecoderError, match="hot-word"):
         BeamSearchDecoder(SMALL, hotwords={"abc": 1.0, "xyz": 1.0})
+
+
+@needs_compiled
+def test_search_releases_the_gil(rng):
+    """Another Python thread keeps running while a long search is fed."""
+    import threading
+    import time
+
+    alphabet = english()
+    log_probs = random_log_probs(rng, 400, alphabet.n_classes, scale=1.0)
+    search = BeamSearchDecoder(alphabet, beam_width=256).new_search()
+    finished = threading.Event()
+    worker = threading.Thread(target=lambda: (search.feed(log_probs), finished.set()))
+    start = last = time.perf_counter()
+    worker.start()
+    longest_gap = 0.0
+    while not finished.is_set():
+        now = time.perf_counter()
+        longest_gap = max(longest_gap, now - last)
+        last = now
+    worker.join()
+    duration = time.perf_counter() - start
+    assert duration > 0.05  # long enough for a held GIL to show as one long gap
+    # a search holding the GIL would stall this loop for its whole duration
+    assert longest_gap < 0.5 * duration

@@ -8,11 +8,11 @@ from pathlib import Path
 import kenlm
 import numpy as np
 import pytest
+from helpers.tolerances import DECODER_SCORE_ATOL
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from helpers.tolerances import DECODER_SCORE_ATOL
 from npspeech.alphabet import Alphabet
 from npspeech.decoder import beam as beam_module
 from npspeech.decoder.beam import BeamSearchDecoder
@@ -73,7 +73,9 @@ def test_valid_input_always_decodes(log_probs, which):
         want = oracle.best(3)
         assert [r.text for r in results] == [SMALL.decode(labels) for labels, _ in want]
         np.testing.assert_allclose(
-            [r.log_score for r in results], [s for _, s in want], atol=DECODER_SCORE_ATOL
+            [r.log_score for r in results],
+            [s for _, s in want],
+            atol=DECODER_SCORE_ATOL,
         )
 
 

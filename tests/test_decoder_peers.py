@@ -14,7 +14,9 @@ pytestmark = pytest.mark.peers
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
-    return (shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))).astype(np.float32)
+    return (shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))).astype(
+        np.float32
+    )
 
 
 def peaky_log_probs(rng, alphabet: Alphabet, text: str, noise: float, peak: float):

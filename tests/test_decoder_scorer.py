@@ -31,7 +31,9 @@ def tiny_model():
 
 @pytest.fixture
 def tiny_scorer(tiny_model):
-    return Scorer(tiny_model, alpha=1.0, beta=0.0, vocabulary=read_arpa_unigrams(TINY_ARPA))
+    return Scorer(
+        tiny_model, alpha=1.0, beta=0.0, vocabulary=read_arpa_unigrams(TINY_ARPA)
+    )
 
 
 def test_log10_to_ln_is_the_one_conversion():
@@ -160,7 +162,7 @@ def test_deepspeech_scorer_loads_and_scores(data_dir):
     )
 
 
-# -- tries --------------------------------------------------------------------------------
+# -- tries -----------------------------------------------------------------------------
 def test_label_trie_structure():
     trie = LabelTrie.build([((1, 2), 1.0), ((1, 3), 2.0), ((4,), 0.5)])
     a = trie.child(0, 1)

@@ -1,4 +1,4 @@
-"""Model files and checkpoints: round trips, atomic writes, and every kind of bad file."""
+"""Model files and checkpoints: round trips, atomic writes, every kind of bad file."""
 
 from __future__ import annotations
 
@@ -20,8 +20,12 @@ CONFIG = ModelConfig(n_hidden=8, n_context=2, dropout=0.0)
 def model(rng):
     alphabet = english()
     network = models.init(CONFIG, 26, alphabet.n_classes, rng)
-    training = {"epochs": 3, "dev_wer": 0.25, "train_csv": ["train.csv"],
-                "recipe": {"learning_rate": 0.001}}
+    training = {
+        "epochs": 3,
+        "dev_wer": 0.25,
+        "train_csv": ["train.csv"],
+        "recipe": {"learning_rate": 0.001},
+    }
     return modelfile.ModelFile(network, FeatureConfig(), alphabet, training)
 
 
@@ -146,9 +150,16 @@ def test_checkpoint_round_trip(tmp_path, model):
     optimizer["step"] = 7
     schedule = optim.ReduceOnPlateau(1e-3, factor=0.5, patience=2).state
     state = checkpoint.TrainingState(
-        network=network, optimizer=optimizer, schedule=schedule, epoch=2, batch=5,
-        step=7, learning_rate=5e-4, record={"best_dev_wer": 0.5, "history": [1.0, 2.0]},
-        config={"seed": 3}, alphabet=list(model.alphabet.labels),
+        network=network,
+        optimizer=optimizer,
+        schedule=schedule,
+        epoch=2,
+        batch=5,
+        step=7,
+        learning_rate=5e-4,
+        record={"best_dev_wer": 0.5, "history": [1.0, 2.0]},
+        config={"seed": 3},
+        alphabet=list(model.alphabet.labels),
     )
     path = checkpoint.save(tmp_path / "last.npz", state)
     loaded = checkpoint.load(path)

@@ -1,4 +1,4 @@
-"""Architectures: shapes, whole-network gradient checks, padding invariance, transfer."""
+"""Architectures: shapes, whole-network gradient checks, padding, transfer."""
 
 from __future__ import annotations
 
@@ -24,17 +24,31 @@ from npspeech.errors import ConfigError
 # Tiny configurations: every code path of each architecture, small enough for finite
 # differences over every weight.
 TINY = {
-    "deepspeech": ModelConfig(architecture="deepspeech", n_hidden=3, n_context=1,
-                              dropout=0.0),
+    "deepspeech": ModelConfig(
+        architecture="deepspeech", n_hidden=3, n_context=1, dropout=0.0
+    ),
     "ds2": ModelConfig(
-        architecture="ds2", n_hidden=3, dropout=0.0, conv_channels=(2, 2),
-        conv_kernels=((3, 3), (3, 2)), conv_strides=((2, 2), (1, 1)),
-        conv_padding=((1, 1), (1, 0)), rnn_kind="gru", rnn_layers=2,
+        architecture="ds2",
+        n_hidden=3,
+        dropout=0.0,
+        conv_channels=(2, 2),
+        conv_kernels=((3, 3), (3, 2)),
+        conv_strides=((2, 2), (1, 1)),
+        conv_padding=((1, 1), (1, 0)),
+        rnn_kind="gru",
+        rnn_layers=2,
     ),
     "ds2-stream": ModelConfig(
-        architecture="ds2-stream", n_hidden=3, dropout=0.0, conv_channels=(2,),
-        conv_kernels=((3, 3),), conv_strides=((1, 2),), conv_padding=((1, 1),),
-        rnn_kind="gru", rnn_layers=2, lookahead_context=2,
+        architecture="ds2-stream",
+        n_hidden=3,
+        dropout=0.0,
+        conv_channels=(2,),
+        conv_kernels=((3, 3),),
+        conv_strides=((1, 2),),
+        conv_padding=((1, 1),),
+        rnn_kind="gru",
+        rnn_layers=2,
+        lookahead_context=2,
     ),
 }
 N_INPUT = 5
@@ -76,7 +90,9 @@ def test_init_is_seeded():
     other = models.init(config, N_INPUT, N_CLASSES, np.random.default_rng(8))
     for name in first.params:
         np.testing.assert_array_equal(first.params[name], again.params[name])
-    assert any(not np.array_equal(first.params[n], other.params[n]) for n in first.params)
+    assert any(
+        not np.array_equal(first.params[n], other.params[n]) for n in first.params
+    )
 
 
 @pytest.mark.parametrize("architecture", list(TINY))
@@ -103,26 +119,29 @@ def test_padding_does_not_change_outputs(architecture, rng):
     logits, out_lengths, _ = models.forward(network, x, lengths, backend="numpy")
     for b in range(3):
         alone = x[: lengths[b], b : b + 1]
-        own, own_lengths, _ = models.forward(network, alone, lengths[b : b + 1],
-                                             backend="numpy")
+        own, own_lengths, _ = models.forward(
+            network, alone, lengths[b : b + 1], backend="numpy"
+        )
         n = int(own_lengths[0])
         assert n == out_lengths[b]
-        np.testing.assert_allclose(logits[:n, b], own[:n, 0],
-                                   atol=MODEL_PADDING_ATOL_FLOAT32, rtol=0)
+        np.testing.assert_allclose(
+            logits[:n, b], own[:n, 0], atol=MODEL_PADDING_ATOL_FLOAT32, rtol=0
+        )
 
 
 def _check_network_gradient(network, x, lengths, rng, training):
-    """Finite differences of sum(logits * R) over every weight, through the whole model."""
+    """Finite differences of sum(logits * R) over every weight of the whole model."""
     seed = 1234
     # Fresh biases are exactly zero, so a frame whose inputs dropout zeroed sits on the
     # ReLU kink, where finite differences see half a slope; shift every weight off it.
-    for name, param in network.params.items():
+    for param in network.params.values():
         param += rng.uniform(-0.1, 0.1, param.shape)
 
     def run():
         dropout_rng = np.random.default_rng(seed)  # the same masks on every evaluation
-        return models.forward(network, x, lengths, training=training, rng=dropout_rng,
-                              backend="numpy")
+        return models.forward(
+            network, x, lengths, training=training, rng=dropout_rng, backend="numpy"
+        )
 
     logits, _, cache = run()
     projection = random_projection(rng, logits.shape)
@@ -135,8 +154,13 @@ def _check_network_gradient(network, x, lengths, rng, training):
     for name, param in network.params.items():
         assert grads[name].shape == param.shape, name
         numeric = numerical_gradient(scalar, param)
-        np.testing.assert_allclose(grads[name], numeric, rtol=GRADCHECK_RTOL * 10,
-                                   atol=GRADCHECK_ATOL * 10, err_msg=name)
+        np.testing.assert_allclose(
+            grads[name],
+            numeric,
+            rtol=GRADCHECK_RTOL * 10,
+            atol=GRADCHECK_ATOL * 10,
+            err_msg=name,
+        )
 
 
 def test_deepspeech_gradient_with_dropout(rng):
@@ -166,7 +190,9 @@ def test_ds2_training_updates_running_state(rng):
     x, lengths = _batch(rng, 6, [6, 4], dtype=np.float32)
     _, _, cache = models.forward(network, x, lengths, training=True, backend="numpy")
     assert set(cache.state) == set(network.state)
-    assert any(not np.array_equal(cache.state[k], network.state[k]) for k in network.state)
+    assert any(
+        not np.array_equal(cache.state[k], network.state[k]) for k in network.state
+    )
     _, _, frozen = models.forward(network, x, lengths, training=False, backend="numpy")
     for name in network.state:
         np.testing.assert_array_equal(frozen.state[name], network.state[name])
@@ -179,18 +205,30 @@ def test_numba_matches_numpy(architecture, rng):
     x, lengths = _batch(rng, 8, [8, 6, 3], dtype=np.float32)
     results = {}
     for backend in ("numpy", "numba"):
-        logits, _, cache = models.forward(network, x, lengths, training=True,
-                                          backend=backend)
-        dlogits = np.ones_like(logits) * models.frame_mask(cache.output_lengths,
-                                                           logits.shape[0], np.float32)
-        results[backend] = (logits, models.backward(network, dlogits, cache,
-                                                    backend=backend))
-    np.testing.assert_allclose(results["numba"][0], results["numpy"][0],
-                               rtol=BACKEND_RTOL_FLOAT32, atol=BACKEND_ATOL_FLOAT32)
+        logits, _, cache = models.forward(
+            network, x, lengths, training=True, backend=backend
+        )
+        dlogits = np.ones_like(logits) * models.frame_mask(
+            cache.output_lengths, logits.shape[0], np.float32
+        )
+        results[backend] = (
+            logits,
+            models.backward(network, dlogits, cache, backend=backend),
+        )
+    np.testing.assert_allclose(
+        results["numba"][0],
+        results["numpy"][0],
+        rtol=BACKEND_RTOL_FLOAT32,
+        atol=BACKEND_ATOL_FLOAT32,
+    )
     for name in network.params:
-        np.testing.assert_allclose(results["numba"][1][name], results["numpy"][1][name],
-                                   rtol=BACKEND_RTOL_FLOAT32 * 10,
-                                   atol=BACKEND_ATOL_FLOAT32 * 10, err_msg=name)
+        np.testing.assert_allclose(
+            results["numba"][1][name],
+            results["numpy"][1][name],
+            rtol=BACKEND_RTOL_FLOAT32 * 10,
+            atol=BACKEND_ATOL_FLOAT32 * 10,
+            err_msg=name,
+        )
 
 
 def test_dropout_needs_rng_and_is_off_in_eval(rng):
@@ -202,17 +240,29 @@ def test_dropout_needs_rng_and_is_off_in_eval(rng):
     first, _, _ = models.forward(network, x, lengths, training=False, backend="numpy")
     again, _, _ = models.forward(network, x, lengths, training=False, backend="numpy")
     np.testing.assert_array_equal(first, again)
-    dropped, _, _ = models.forward(network, x, lengths, training=True,
-                                   rng=np.random.default_rng(0), backend="numpy")
+    dropped, _, _ = models.forward(
+        network,
+        x,
+        lengths,
+        training=True,
+        rng=np.random.default_rng(0),
+        backend="numpy",
+    )
     assert not np.allclose(dropped, first)
 
 
 def test_reinitialize_top_layers_only(rng):
     network = models.init(TINY["deepspeech"], N_INPUT, N_CLASSES, rng)
-    fresh = models.reinitialize(network, ["layer_5", "layer_6"], np.random.default_rng(99))
-    reference = models.init(network.config, N_INPUT, N_CLASSES, np.random.default_rng(99))
-    for name, value in network.params.items():
-        expected = reference if models.layer_of(name) in ("layer_5", "layer_6") else network
+    fresh = models.reinitialize(
+        network, ["layer_5", "layer_6"], np.random.default_rng(99)
+    )
+    reference = models.init(
+        network.config, N_INPUT, N_CLASSES, np.random.default_rng(99)
+    )
+    for name in network.params:
+        expected = (
+            reference if models.layer_of(name) in ("layer_5", "layer_6") else network
+        )
         np.testing.assert_array_equal(fresh.params[name], expected.params[name], name)
     assert not np.array_equal(fresh.params["layer_6/W"], network.params["layer_6/W"])
     with pytest.raises(ConfigError, match="layer_9"):
@@ -224,7 +274,9 @@ def test_with_classes_replaces_only_the_output_layer(rng):
     wider = models.with_classes(network, N_CLASSES + 3, np.random.default_rng(1))
     assert wider.n_classes == N_CLASSES + 3
     assert wider.params["layer_6/W"].shape == (3, N_CLASSES + 3)
-    np.testing.assert_array_equal(wider.params["layer_4/W_hh"], network.params["layer_4/W_hh"])
+    np.testing.assert_array_equal(
+        wider.params["layer_4/W_hh"], network.params["layer_4/W_hh"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -261,8 +313,10 @@ def test_deepspeech_matches_pytorch(rng):
     projection = random_projection(rng, logits.shape).astype(np.float32)
     grads = models.backward(network, projection, cache, backend="numpy")
 
-    p = {name: torch.tensor(value, requires_grad=True)
-         for name, value in network.params.items()}
+    p = {
+        name: torch.tensor(value, requires_grad=True)
+        for name, value in network.params.items()
+    }
     stacked = torch.tensor(models.stack_context(x, lengths, config.n_context))
     h = stacked
     for name in ("layer_1", "layer_2", "layer_3"):
@@ -276,15 +330,27 @@ def test_deepspeech_matches_pytorch(rng):
     h, _ = lstm(h)
     h = torch.clamp(h @ p["layer_5/W"] + p["layer_5/b"], 0.0, config.relu_clip)
     expected = h @ p["layer_6/W"] + p["layer_6/b"]
-    np.testing.assert_allclose(logits, expected.detach().numpy(),
-                               rtol=PARITY_RTOL_FLOAT32, atol=PARITY_ATOL_FLOAT32)
+    np.testing.assert_allclose(
+        logits,
+        expected.detach().numpy(),
+        rtol=PARITY_RTOL_FLOAT32,
+        atol=PARITY_ATOL_FLOAT32,
+    )
     (expected * torch.tensor(projection)).sum().backward()
     for name in ("layer_1/W", "layer_2/b", "layer_5/W", "layer_6/W"):
-        np.testing.assert_allclose(grads[name], p[name].grad.numpy(),
-                                   rtol=PARITY_RTOL_FLOAT32 * 10,
-                                   atol=PARITY_ATOL_FLOAT32 * 10, err_msg=name)
-    np.testing.assert_allclose(grads["layer_4/W_hh"], lstm.weight_hh_l0.grad.numpy().T,
-                               rtol=PARITY_RTOL_FLOAT32 * 10, atol=PARITY_ATOL_FLOAT32 * 10)
+        np.testing.assert_allclose(
+            grads[name],
+            p[name].grad.numpy(),
+            rtol=PARITY_RTOL_FLOAT32 * 10,
+            atol=PARITY_ATOL_FLOAT32 * 10,
+            err_msg=name,
+        )
+    np.testing.assert_allclose(
+        grads["layer_4/W_hh"],
+        lstm.weight_hh_l0.grad.numpy().T,
+        rtol=PARITY_RTOL_FLOAT32 * 10,
+        atol=PARITY_ATOL_FLOAT32 * 10,
+    )
 
 
 def test_stack_context_matches_per_sequence_context_windows(rng):

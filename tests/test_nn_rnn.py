@@ -1,14 +1,10 @@
-"""Recurrent layers: BPTT against finite differences, backends against the NumPy reference,
-padding and batch invariance, streaming in chunks, validation."""
+"""Recurrent layers: BPTT against finite differences, backends against the NumPy
+reference, padding and batch invariance, streaming in chunks, validation."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from npspeech.errors import ConfigError
-from npspeech.nn import rnn
-
 from helpers.gradcheck import assert_gradient_close, random_projection
 from helpers.tolerances import (
     BACKEND_ATOL_FLOAT32,
@@ -17,6 +13,9 @@ from helpers.tolerances import (
     BACKEND_RTOL_FLOAT64,
     RNN_INVARIANCE_ATOL,
 )
+
+from npspeech.errors import ConfigError
+from npspeech.nn import rnn
 
 KINDS = ("rnn", "lstm", "gru")
 # (bidirectional, merge) layouts every kind is checked in
@@ -39,8 +38,10 @@ def _batch(rng, dtype=np.float64, t=T, lengths=LENGTHS, f=F):
 def _random_state(rng, kind, bidirectional, batch, dtype=np.float64):
     def one():
         if kind == "lstm":
-            return (rng.standard_normal((batch, H)).astype(dtype),
-                    rng.standard_normal((batch, H)).astype(dtype))  # fmt: skip
+            return (
+                rng.standard_normal((batch, H)).astype(dtype),
+                rng.standard_normal((batch, H)).astype(dtype),
+            )
         return rng.standard_normal((batch, H)).astype(dtype)
 
     return (one(), one()) if bidirectional else one()
@@ -61,7 +62,7 @@ def _params(rng, kind, bidirectional, dtype=np.float64, n_in=F):
     return params
 
 
-# --- gradients against finite differences --------------------------------------------------
+# --- gradients against finite differences ---------------------------------------------
 
 
 @pytest.mark.parametrize("bidirectional, merge", LAYOUTS, ids=LAYOUT_IDS)
@@ -111,7 +112,7 @@ def _restate(template, values):
     return tuple(_restate(part, values) for part in template)
 
 
-# --- backends against the reference --------------------------------------------------------
+# --- backends against the reference ---------------------------------------------------
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
@@ -144,7 +145,25 @@ def test_backend_matches_reference(rng, backend, kind, bidirectional, merge, dty
         np.testing.assert_allclose(a, b, **tol, err_msg="final state")
 
 
-# --- padding, batching, streaming ----------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize(
+    "B_, K, N", [(16, 8, 12), (5, 7, 6), (3, 4, 9), (1, 1, 1), (8, 3, 3)]
+)
+def test_small_batch_matmul_matches_numpy(rng, dtype, B_, K, N):
+    """The Numba loops' recurrent product (4 x 4 tiles plus edges) against ``@``."""
+    from npspeech.backends.numba_cpu.rnn import _small_batch_matmul
+
+    a = rng.standard_normal((B_, K)).astype(dtype)
+    w_rows = rng.standard_normal((N, K)).astype(dtype)
+    out = np.full((B_, N), np.nan, dtype=dtype)
+    _small_batch_matmul(a, w_rows, out, dtype(0))
+    tol = {"rtol": BACKEND_RTOL_FLOAT32, "atol": BACKEND_ATOL_FLOAT32}
+    if dtype == np.float64:
+        tol = {"rtol": BACKEND_RTOL_FLOAT64, "atol": BACKEND_ATOL_FLOAT64}
+    np.testing.assert_allclose(out, a @ w_rows.T, **tol)
+
+
+# --- padding, batching, streaming -----------------------------------------------------
 
 
 @pytest.mark.parametrize("bidirectional, merge", LAYOUTS, ids=LAYOUT_IDS)
@@ -152,7 +171,9 @@ def test_backend_matches_reference(rng, backend, kind, bidirectional, merge, dty
 def test_batch_equals_each_sequence_alone(rng, backend, kind, bidirectional, merge):
     params = _params(rng, kind, bidirectional)
     x = _batch(rng)
-    y, cache = rnn.forward(params, x, LENGTHS, kind, bidirectional, merge, backend=backend)
+    y, cache = rnn.forward(
+        params, x, LENGTHS, kind, bidirectional, merge, backend=backend
+    )
     dy = rng.standard_normal(y.shape)
     dy_masked = np.where((np.arange(T)[:, None] < LENGTHS)[..., None], dy, 0.0)
     dx, grads = rnn.backward(params, dy, cache)
@@ -213,7 +234,12 @@ def test_streaming_in_chunks_equals_whole(rng, backend, kind):
     for start, stop in ((0, 4), (4, 5), (5, 9)):
         chunk_lengths = np.full(3, stop - start, dtype=np.int32)
         y, cache = rnn.forward(
-            params, x[start:stop], chunk_lengths, kind, initial_state=state, backend=backend
+            params,
+            x[start:stop],
+            chunk_lengths,
+            kind,
+            initial_state=state,
+            backend=backend,
         )
         pieces.append(y)
         state = cache.final_state
@@ -228,7 +254,9 @@ def test_zero_length_keeps_initial_state(rng, backend, kind):
     lengths = np.array([0, 3], dtype=np.int32)
     x = _batch(rng, t=3, lengths=lengths)
     initial = _random_state(rng, kind, True, 2)
-    y, cache = rnn.forward(params, x, lengths, kind, True, "sum", initial, backend=backend)
+    y, cache = rnn.forward(
+        params, x, lengths, kind, True, "sum", initial, backend=backend
+    )
     assert not y[:, 0].any()
     for final, start in zip(_state_arrays(cache.final_state), _state_arrays(initial)):
         np.testing.assert_array_equal(final[0], start[0])
@@ -240,8 +268,9 @@ def test_inputs_are_not_mutated(rng, backend):
         x = _batch(rng)
         initial = _random_state(rng, kind, True, B)
         copies = [a.copy() for a in (x, *params.values(), *_state_arrays(initial))]
-        y, cache = rnn.forward(params, x, LENGTHS, kind, True, "concat", initial,
-                               backend=backend)  # fmt: skip
+        y, cache = rnn.forward(
+            params, x, LENGTHS, kind, True, "concat", initial, backend=backend
+        )
         dy = rng.standard_normal(y.shape)
         dy_copy = dy.copy()
         rnn.backward_with_state(params, dy, cache, cache.final_state)
@@ -271,14 +300,18 @@ def test_reverse_sequences_reverses_within_lengths(rng):
     np.testing.assert_array_equal(rnn.reverse_sequences(reversed_x, LENGTHS), x)
 
 
-# --- init and validation -------------------------------------------------------------------
+# --- init and validation --------------------------------------------------------------
 
 
 @pytest.mark.parametrize("kind, gates", [("rnn", 1), ("lstm", 4), ("gru", 3)])
 def test_init_shapes_and_range(rng, kind, gates):
     params = rnn.init(rng, kind, 7, 4, bidirectional=True)
-    expected = {"W_ih": (7, gates * 4), "W_hh": (4, gates * 4),
-                "b_ih": (gates * 4,), "b_hh": (gates * 4,)}  # fmt: skip
+    expected = {
+        "W_ih": (7, gates * 4),
+        "W_hh": (4, gates * 4),
+        "b_ih": (gates * 4,),
+        "b_hh": (gates * 4,),
+    }
     assert set(params) == set(expected) | {k + "_reverse" for k in expected}
     for name, array in params.items():
         assert array.shape == expected[name.removesuffix("_reverse")]
@@ -303,13 +336,21 @@ def test_init_forget_bias_shifts_only_the_forget_gate(rng):
         (lambda a: {**a, "merge": "mean"}, "merge"),
         (lambda a: {**a, "x": a["x"][0]}, "x must be"),
         (lambda a: {**a, "x": a["x"].astype(np.int32)}, "float32 or float64"),
-        (lambda a: {**a, "x": a["x"].astype(np.float32)}, "params\\['W_ih'\\] is float64"),
+        (
+            lambda a: {**a, "x": a["x"].astype(np.float32)},
+            "params\\['W_ih'\\] is float64",
+        ),
         (lambda a: {**a, "lengths": np.array([1, 2])}, "lengths"),
         (lambda a: {**a, "lengths": np.array([1, 2, 9])}, "lengths must lie"),
         (lambda a: {**a, "lengths": np.array([1.0, 2.0, 3.0])}, "integer"),
         (lambda a: {**a, "params": {**a["params"], "W_hh": np.zeros((2, 2))}}, "W_hh"),
-        (lambda a: {**a, "params": {k: v for k, v in a["params"].items()
-                                    if k != "b_hh"}}, "b_hh"),  # fmt: skip
+        (
+            lambda a: {
+                **a,
+                "params": {k: v for k, v in a["params"].items() if k != "b_hh"},
+            },
+            "b_hh",
+        ),
         (lambda a: {**a, "bidirectional": True}, "W_ih_reverse"),
         (lambda a: {**a, "initial_state": np.zeros((3, 2))}, "pair \\(h, c\\)"),
         (lambda a: {**a, "initial_state": (np.zeros((3, 5)),) * 2}, "shape \\(3, 2\\)"),

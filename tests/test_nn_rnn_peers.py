@@ -1,5 +1,5 @@
-"""Recurrent layers against PyTorch on identical weights: outputs, final states, dx and every
-parameter gradient, for packed batches of mixed lengths."""
+"""Recurrent layers against PyTorch on identical weights: outputs, final states, dx and
+every parameter gradient, for packed batches of mixed lengths."""
 
 from __future__ import annotations
 
@@ -16,10 +16,15 @@ from npspeech.nn import rnn
 pytestmark = pytest.mark.peers
 
 T, B, F, H = 6, 4, 5, 3
-LENGTHS = np.array([4, 6, 1, 5], dtype=np.int32)  # unsorted, as enforce_sorted=False allows
+# unsorted, as enforce_sorted=False allows
+LENGTHS = np.array([4, 6, 1, 5], dtype=np.int32)
 # torch's names for our parameter names; our W is the transpose of torch's weight
-TORCH_NAMES = {"W_ih": "weight_ih_l0", "W_hh": "weight_hh_l0",
-               "b_ih": "bias_ih_l0", "b_hh": "bias_hh_l0"}  # fmt: skip
+TORCH_NAMES = {
+    "W_ih": "weight_ih_l0",
+    "W_hh": "weight_hh_l0",
+    "b_ih": "bias_ih_l0",
+    "b_hh": "bias_hh_l0",
+}
 
 
 def _torch_name(name: str) -> str:
@@ -48,21 +53,14 @@ def _torch_module(torch, kind, bidirectional, params, dtype):
     return module
 
 
-def _torch_states(torch, kind, state, bidirectional):
-    """Our state format -> torch's (D, B, H) tensors."""
-    directions = state if bidirectional else (state,)
-    if kind == "lstm":
-        h = np.stack([d[0] for d in directions])
-        c = np.stack([d[1] for d in directions])
-        return torch.from_numpy(h).requires_grad_(), torch.from_numpy(c).requires_grad_()
-    return torch.from_numpy(np.stack(directions)).requires_grad_()
-
-
 def _flat_states(kind, state, bidirectional):
     """Our state format -> (D, B, H) arrays in torch's order (h then c)."""
     directions = state if bidirectional else (state,)
     if kind == "lstm":
-        return [np.stack([d[0] for d in directions]), np.stack([d[1] for d in directions])]
+        return [
+            np.stack([d[0] for d in directions]),
+            np.stack([d[1] for d in directions]),
+        ]
     return [np.stack(directions)]
 
 
@@ -75,19 +73,24 @@ def test_matches_torch(rng, backend, kind, bidirectional, dtype):
     x = rng.standard_normal((T, B, F)).astype(dtype)
     x[np.arange(T)[:, None] >= LENGTHS] = 0.0
     D = 2 if bidirectional else 1
-    initial_arrays = [rng.standard_normal((D, B, H)).astype(dtype)
-                      for _ in range(2 if kind == "lstm" else 1)]  # fmt: skip
+    initial_arrays = [
+        rng.standard_normal((D, B, H)).astype(dtype)
+        for _ in range(2 if kind == "lstm" else 1)
+    ]
     if kind == "lstm":
         per_direction = [(initial_arrays[0][d], initial_arrays[1][d]) for d in range(D)]
     else:
         per_direction = [initial_arrays[0][d] for d in range(D)]
     initial = tuple(per_direction) if bidirectional else per_direction[0]
 
-    y, cache = rnn.forward(params, x, LENGTHS, kind, bidirectional, "concat", initial,
-                           backend=backend)  # fmt: skip
+    y, cache = rnn.forward(
+        params, x, LENGTHS, kind, bidirectional, "concat", initial, backend=backend
+    )
     dy = rng.standard_normal(y.shape).astype(dtype)
     dy[np.arange(T)[:, None] >= LENGTHS] = 0.0  # torch's padded outputs are constants
-    d_final_arrays = [rng.standard_normal((D, B, H)).astype(dtype) for _ in initial_arrays]
+    d_final_arrays = [
+        rng.standard_normal((D, B, H)).astype(dtype) for _ in initial_arrays
+    ]
     d_final = _from_flat(kind, d_final_arrays, bidirectional)
     dx, grads, d_initial = rnn.backward_with_state(params, dy, cache, d_final)
 
@@ -110,7 +113,9 @@ def test_matches_torch(rng, backend, kind, bidirectional, dtype):
         # nn.RNN has no clip: compare only where the clip at 20 was not reached
         assert yt.detach().numpy().max() < rnn.RELU_CEILING
     np.testing.assert_allclose(y, yt.detach().numpy(), **tol, err_msg="y")
-    for ours, theirs in zip(_flat_states(kind, cache.final_state, bidirectional), finals_t):
+    for ours, theirs in zip(
+        _flat_states(kind, cache.final_state, bidirectional), finals_t
+    ):
         np.testing.assert_allclose(ours, theirs.detach().numpy(), **tol, err_msg="h_n")
     np.testing.assert_allclose(dx, xt.grad.numpy(), **tol, err_msg="dx")
     for name in params:
@@ -119,7 +124,9 @@ def test_matches_torch(rng, backend, kind, bidirectional, dtype):
         np.testing.assert_allclose(grads[name], theirs, **tol, err_msg=name)
     ours_initial = _flat_states(kind, d_initial, bidirectional)
     for ours, theirs in zip(ours_initial, initial_t):
-        np.testing.assert_allclose(ours, theirs.grad.numpy(), **tol, err_msg="d initial")
+        np.testing.assert_allclose(
+            ours, theirs.grad.numpy(), **tol, err_msg="d initial"
+        )
 
 
 def _from_flat(kind, arrays, bidirectional):
@@ -158,14 +165,18 @@ def test_summed_directions_match_torch_halves(rng, kind):
     np.testing.assert_allclose(dx, xt.grad.numpy(), **tol)
     for name in params:
         theirs = getattr(module, _torch_name(name)).grad.numpy()
-        np.testing.assert_allclose(grads[name], theirs.T if theirs.ndim == 2 else theirs,
-                                   **tol, err_msg=name)  # fmt: skip
+        np.testing.assert_allclose(
+            grads[name], theirs.T if theirs.ndim == 2 else theirs, **tol, err_msg=name
+        )
 
 
 def test_clipped_rnn_matches_torch_hardtanh_loop(rng):
-    """The clip at 20, against the recurrence written with torch ops (nn.RNN has none)."""
+    """The clip at 20, against the recurrence written with torch ops (nn.RNN has
+    none)."""
     torch = pytest.importorskip("torch")
-    params = {k: 3.0 * v for k, v in rnn.init(rng, "rnn", F, H, dtype=np.float64).items()}
+    params = {
+        k: 3.0 * v for k, v in rnn.init(rng, "rnn", F, H, dtype=np.float64).items()
+    }
     x = 10.0 * rng.standard_normal((T, B, F))
     y, cache = rnn.forward(params, x, np.full(B, T), "rnn", backend="numpy")
     assert (y == rnn.RELU_CEILING).any() and (y == 0.0).any()
@@ -187,4 +198,6 @@ def test_clipped_rnn_matches_torch_hardtanh_loop(rng):
     np.testing.assert_allclose(y, yt.detach().numpy(), **tol)
     np.testing.assert_allclose(dx, xt.grad.numpy(), **tol)
     for name in params:
-        np.testing.assert_allclose(grads[name], p[name].grad.numpy(), **tol, err_msg=name)
+        np.testing.assert_allclose(
+            grads[name], p[name].grad.numpy(), **tol, err_msg=name
+        )

@@ -1,10 +1,11 @@
-"""DeepSpeech's own CI check: overfit the single LDC93S1 utterance until greedy decoding
-returns its exact transcript, through the real ``npspeech train`` / ``eval`` / ``decode``
-commands (called in process).
+"""DeepSpeech's own CI check: overfit the single LDC93S1 utterance until greedy
+decoding returns its exact transcript, through the real ``npspeech train``, ``eval`` and
+``decode`` commands (called in process).
 
-DeepSpeech's CI trains ``n_hidden 100`` for a couple hundred epochs; with Adam at 5e-3 and
-no dropout the same size reaches WER 0 here in about 130 epochs (one step each, about
-0.1 s of CPU per epoch with its dev pass), and training stops there (target dev WER 0).
+DeepSpeech's CI trains ``n_hidden 100`` for a couple hundred epochs; with Adam at 5e-3
+and no dropout the same size reaches WER 0 here in about 130 epochs (one step each,
+about 0.1 s of CPU per epoch with its dev pass), and training stops there (target dev
+WER 0).
 """
 
 from __future__ import annotations
@@ -24,29 +25,53 @@ def test_train_then_eval_reaches_the_exact_transcript(data_dir, tmp_path, capsys
     smoke = data_dir / "deepspeech_smoke"
     csv = str(smoke / "ldc93s1.csv")
     run_dir = tmp_path / "run"
-    code = main([
-        "train",
-        "--train-csv", csv,
-        "--dev-csv", csv,
-        "--alphabet", str(smoke / "alphabet.txt"),
-        "--n-hidden", "100",
-        "--dropout", "0",
-        "--learning-rate", "5e-3",
-        "--epochs", "400",
-        "--target-dev-wer", "0",
-        "--early-stop-patience", "0",
-        "--set", "train.plateau_patience=20",
-        "--seed", "4568",
-        "--output-dir", str(run_dir),
-        "--no-progress",
-    ])
+    code = main(
+        [
+            "train",
+            "--train-csv",
+            csv,
+            "--dev-csv",
+            csv,
+            "--alphabet",
+            str(smoke / "alphabet.txt"),
+            "--n-hidden",
+            "100",
+            "--dropout",
+            "0",
+            "--learning-rate",
+            "5e-3",
+            "--epochs",
+            "400",
+            "--target-dev-wer",
+            "0",
+            "--early-stop-patience",
+            "0",
+            "--set",
+            "train.plateau_patience=20",
+            "--seed",
+            "4568",
+            "--output-dir",
+            str(run_dir),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     trained = capsys.readouterr().out
     assert "stopped (target_wer)" in trained
 
     report = tmp_path / "report.json"
-    code = main(["eval", "--model", str(run_dir / "model.npz"), "--csv", csv,
-                 "--report", str(report), "--no-progress"])
+    code = main(
+        [
+            "eval",
+            "--model",
+            str(run_dir / "model.npz"),
+            "--csv",
+            csv,
+            "--report",
+            str(report),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "WER 0.0000" in printed
@@ -71,6 +96,8 @@ def test_train_then_eval_reaches_the_exact_transcript(data_dir, tmp_path, capsys
 
     model = npspeech.Model.load(run_dir / "model.npz")
     assert model.transcribe(wav) == TRANSCRIPT
-    assert model.transcribe(audio.load(wav, sample_rate=model.sample_rate)) == TRANSCRIPT
+    assert (
+        model.transcribe(audio.load(wav, sample_rate=model.sample_rate)) == TRANSCRIPT
+    )
     assert npspeech.transcribe(wav, run_dir / "model.npz") == TRANSCRIPT
     assert model.training["dev_wer"] == 0.0

@@ -1,10 +1,11 @@
-"""The training loop: determinism, exact resume, bad batches, transfer learning, curves."""
+"""The training loop: determinism, exact resume, bad batches, transfer, curves."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,11 +37,15 @@ def config(data_dir, tmp_path):
 
 
 def _final(result_dir):
-    return checkpoint.load(result_dir / train.LAST_CHECKPOINT)
+    return checkpoint.load(Path(result_dir) / train.LAST_CHECKPOINT)
 
 
 def _assert_same_state(first, second):
-    assert (first.epoch, first.batch, first.step) == (second.epoch, second.batch, second.step)
+    assert (first.epoch, first.batch, first.step) == (
+        second.epoch,
+        second.batch,
+        second.step,
+    )
     assert first.learning_rate == second.learning_rate
     assert set(first.network.params) == set(second.network.params)
     for name, value in first.network.params.items():
@@ -58,10 +63,13 @@ def test_same_seed_same_weights(config, tmp_path):
     second = train.train(second_config)
     assert first.steps == second.steps == 6  # 3 batches x 2 epochs
     _assert_same_state(_final(first.output_dir), _final(second.output_dir))
-    other = train.train(dataclasses.replace(config, seed=12,
-                                            output_dir=str(tmp_path / "other")))
-    assert not np.array_equal(_final(other.output_dir).network.params["layer_1/W"],
-                              _final(first.output_dir).network.params["layer_1/W"])
+    other = train.train(
+        dataclasses.replace(config, seed=12, output_dir=str(tmp_path / "other"))
+    )
+    assert not np.array_equal(
+        _final(other.output_dir).network.params["layer_1/W"],
+        _final(first.output_dir).network.params["layer_1/W"],
+    )
 
 
 def test_resume_mid_epoch_is_exact(config, tmp_path):
@@ -75,15 +83,42 @@ def test_resume_mid_epoch_is_exact(config, tmp_path):
     assert resumed.steps == 6
     _assert_same_state(_final(whole.output_dir), _final(resumed.output_dir))
     # The log reads as one run: each step once.
-    steps = [e["step"] for e in train.read_log(resumed.output_dir) if e["event"] == "step"]
+    steps = [
+        e["step"] for e in train.read_log(resumed.output_dir) if e["event"] == "step"
+    ]
     assert steps == [1, 2, 3, 4, 5, 6]
     assert resumed.best_dev_wer == whole.best_dev_wer
 
 
+def test_killed_run_resumes_with_nothing_lost(config, tmp_path, monkeypatch):
+    """Kill a run inside its fifth step; with a checkpoint after every step, the resumed
+    run ends exactly where an uninterrupted one does."""
+    whole = train.train(dataclasses.replace(config, output_dir=str(tmp_path / "whole")))
+    every_step = dataclasses.replace(config, checkpoint_minutes=0.0)
+    original = train.Trainer.train_step
+    calls = []
+
+    def dying(self, batch, epoch, index):
+        calls.append((epoch, index))
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # as a kill arriving mid-step
+        return original(self, batch, epoch, index)
+
+    monkeypatch.setattr(train.Trainer, "train_step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(every_step)
+    monkeypatch.undo()
+    left = _final(every_step.output_dir)
+    assert (left.epoch, left.batch, left.step) == (1, 1, 4)
+    resumed = train.train(every_step, resume=True)
+    _assert_same_state(_final(whole.output_dir), _final(resumed.output_dir))
+
+
 def test_resume_refuses_a_changed_model(config):
     train.train(config, max_steps=1)
-    changed = dataclasses.replace(config, model=dataclasses.replace(config.model,
-                                                                    n_hidden=13))
+    changed = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, n_hidden=13)
+    )
     with pytest.raises(ConfigError, match="model differs"):
         train.train(changed, resume=True)
 
@@ -96,7 +131,9 @@ def test_resume_without_checkpoint_is_an_error(config):
 def test_non_finite_batch_is_skipped_and_named(config):
     trainer = train.Trainer(config)
     batch = trainer.loader.batch(0, 0)
-    before = {name: value.copy() for name, value in trainer.state.network.params.items()}
+    before = {
+        name: value.copy() for name, value in trainer.state.network.params.items()
+    }
     optimizer_before = trainer.state.optimizer["step"]
     poisoned = dataclasses.replace(batch, features=batch.features.copy())
     poisoned.features[3, 0, 5] = np.nan
@@ -113,15 +150,18 @@ def test_non_finite_batch_is_skipped_and_named(config):
         result = trainer.train_step(batch, 0, 0)
     assert not result["skipped"] and np.isfinite(result["loss"])
     assert trainer.state.step == 1
-    assert any(not np.array_equal(trainer.state.network.params[n], before[n]) for n in before)
+    assert any(
+        not np.array_equal(trainer.state.network.params[n], before[n]) for n in before
+    )
 
 
 def test_infeasible_target_is_skipped(config):
     """A transcript longer than its frames allow gives an infinite loss: skipped."""
     trainer = train.Trainer(config)
     batch = trainer.loader.batch(0, 0)
-    short = dataclasses.replace(batch, features=batch.features[:5].copy(),
-                                lengths=np.minimum(batch.lengths, 5))
+    short = dataclasses.replace(
+        batch, features=batch.features[:5].copy(), lengths=np.minimum(batch.lengths, 5)
+    )
     with pytest.warns(RuntimeWarning, match="non-finite CTC loss"):
         result = trainer.train_step(short, 0, 0)
     assert result["skipped"] and trainer.state.step == 0
@@ -130,13 +170,21 @@ def test_infeasible_target_is_skipped(config):
 def test_outputs_log_and_plot(config):
     result = train.train(config)
     out = result.output_dir
-    for name in (train.LAST_CHECKPOINT, train.BEST_CHECKPOINT, train.MODEL_FILE,
-                 train.LOG_FILE, train.PLOT_FILE, train.CONFIG_FILE):
+    for name in (
+        train.LAST_CHECKPOINT,
+        train.BEST_CHECKPOINT,
+        train.MODEL_FILE,
+        train.LOG_FILE,
+        train.PLOT_FILE,
+        train.CONFIG_FILE,
+    ):
         assert (out / name).is_file(), name
     assert (out / train.PLOT_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     epochs = [e for e in train.read_log(out) if e["event"] == "epoch"]
     assert [e["epoch"] for e in epochs] == [0, 1]
-    assert all({"train_loss", "dev_loss", "dev_wer", "dev_cer", "lr"} <= set(e) for e in epochs)
+    assert all(
+        {"train_loss", "dev_loss", "dev_wer", "dev_cer", "lr"} <= set(e) for e in epochs
+    )
     saved = modelfile.load(out / train.MODEL_FILE)
     assert saved.training["dev_wer"] == result.best_dev_wer
     assert saved.training["train_csv"] == list(config.train_csv)
@@ -146,9 +194,14 @@ def test_outputs_log_and_plot(config):
 
 
 def test_early_stop_on_wer(config):
-    """A rate too small to learn anything leaves the dev WER flat: stop after patience."""
-    stuck = dataclasses.replace(config, learning_rate=1e-12, epochs=10,
-                                early_stop_metric="wer", early_stop_patience=1)
+    """A rate too small to learn leaves the dev WER flat: stop after the patience."""
+    stuck = dataclasses.replace(
+        config,
+        learning_rate=1e-12,
+        epochs=10,
+        early_stop_metric="wer",
+        early_stop_patience=1,
+    )
     result = train.train(stuck)
     assert result.stopped == "early_stop"
     assert result.epochs == 2
@@ -161,8 +214,12 @@ def test_transfer_learning_new_alphabet_and_top_layers(config, tmp_path, data_di
     labels = list(source.alphabet.labels) + ["-"]
     alphabet.write_text("\n".join(labels) + "\n")
     transfer = dataclasses.replace(
-        config, init_from=str(base.model_path), alphabet=str(alphabet), reinit_layers=2,
-        epochs=0, output_dir=str(tmp_path / "transfer"),
+        config,
+        init_from=str(base.model_path),
+        alphabet=str(alphabet),
+        reinit_layers=2,
+        epochs=0,
+        output_dir=str(tmp_path / "transfer"),
     )
     trainer = train.Trainer(transfer)
     network = trainer.state.network
@@ -170,7 +227,9 @@ def test_transfer_learning_new_alphabet_and_top_layers(config, tmp_path, data_di
     for name, value in source.network.params.items():
         if models.layer_of(name) in ("layer_1", "layer_2", "layer_3", "layer_4"):
             np.testing.assert_array_equal(network.params[name], value, err_msg=name)
-    assert not np.array_equal(network.params["layer_5/W"], source.network.params["layer_5/W"])
+    assert not np.array_equal(
+        network.params["layer_5/W"], source.network.params["layer_5/W"]
+    )
     too_many = dataclasses.replace(transfer, reinit_layers=7)
     with pytest.raises(ConfigError, match="reinit_layers"):
         train.Trainer(too_many)

@@ -137,7 +137,8 @@ def from_network(network: models.Network, dtype: Any = None) -> TorchDeepSpeech:
     with torch.no_grad():
         for name in DENSE_LAYERS:
             layer = getattr(model, name)
-            layer.weight.copy_(torch.from_numpy(params[f"{name}/W"].T.copy()))  # (out, in)
+            weight = params[f"{name}/W"].T.copy()  # (F_in, F_out) -> (F_out, F_in)
+            layer.weight.copy_(torch.from_numpy(weight))
             layer.bias.copy_(torch.from_numpy(params[f"{name}/b"]))
         for ours, theirs in LSTM_NAMES.items():
             value = params[f"layer_4/{ours}"]
@@ -157,7 +158,8 @@ def network_params(model: TorchDeepSpeech) -> dict[str, np.ndarray]:
             params[f"{name}/b"] = layer.bias.detach().numpy().copy()
         for ours, theirs in LSTM_NAMES.items():
             value = getattr(model.layer_4, theirs).detach().numpy()
-            params[f"layer_4/{ours}"] = value.T.copy() if value.ndim == 2 else value.copy()
+            value = value.T if value.ndim == 2 else value  # (4H, F) -> (F, 4H)
+            params[f"layer_4/{ours}"] = value.copy()
     return params
 
 
@@ -182,7 +184,7 @@ def model_input(features: np.ndarray, lengths: np.ndarray, n_context: int,
 
 @dataclasses.dataclass
 class Scores:
-    """Greedy error rates and mean CTC loss of a corpus (as npspeech's ``Evaluation``)."""
+    """Greedy error rates and mean CTC loss of a corpus (npspeech's ``Evaluation``)."""
 
     wer: float
     cer: float
@@ -267,6 +269,7 @@ class TorchTrainer:
         torch.manual_seed(self.generator_seed)
         self.steps = 0
         self.skipped = 0
+        self.step_seconds: list[float] = []  # wall time of each train_step in fit
         self.best_state = copy.deepcopy(self.model.state_dict())
         self.best_epoch = -1
 
@@ -356,12 +359,14 @@ class TorchTrainer:
             started = time.perf_counter()
             loss_sum, count = 0.0, 0
             for batch in loader.iterate(epoch):
+                step_started = time.perf_counter()
                 step = self.train_step(batch)
+                self.step_seconds.append(time.perf_counter() - step_started)
                 if not step["skipped"]:
                     loss_sum += step["loss"] * len(batch.utterances)
                     count += len(batch.utterances)
-            record: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / max(count, 1),
-                                      "lr": self.learning_rate}
+            record: dict[str, Any] = {"epoch": epoch, "lr": self.learning_rate,
+                                      "train_loss": loss_sum / max(count, 1)}
             metric = record["train_loss"]
             improved = True
             if dev:
@@ -370,12 +375,14 @@ class TorchTrainer:
                     cache=cache, frames_budget=config.batch_frames,
                     durations=dev_durations,
                 )
-                record.update(dev_loss=scores.loss, dev_wer=scores.wer, dev_cer=scores.cer)
+                record.update(dev_loss=scores.loss, dev_wer=scores.wer,
+                              dev_cer=scores.cer)
                 key = (scores.wer, scores.loss)
                 improved = best_key is None or key < best_key
                 if improved:
                     best_key = key
-                metric = scores.wer if config.early_stop_metric == "wer" else scores.loss
+                wer_metric = config.early_stop_metric == "wer"
+                metric = scores.wer if wer_metric else scores.loss
             self.schedule.step(metric if math.isfinite(metric) else 1e30)
             if best_metric is None or metric < best_metric:
                 best_metric, without_improvement = metric, 0

@@ -11,10 +11,11 @@ The search (per frame, Graves 2012 / Hannun et al. 2014 prefix search, DeepSpeec
    first ``cutoff_top_n``, then, when ``cutoff_prob < 1``, the shortest head whose
    probabilities sum to ``cutoff_prob``.
 2. With a full beam, ``min_cutoff = score(worst prefix) + ln p(blank) - slack`` (slack:
-   the largest word bonus plus hot-word boost an extension can gain); an extension below
-   it is skipped, and so are the remaining (worse) prefixes for that class.
+   the word bonus ``beta`` when positive, as in DeepSpeech; hot-word boosts are left out
+   so that hot-words do not slow the search); an extension below it is skipped, and so
+   are the remaining (worse) prefixes for that class.
 3. For each kept class ``c`` (in that order) and each prefix ``y`` (best first):
-   blank: ``new_p_b(y) += P(y)``; repeat of ``y``'s last label: ``new_p_nb(y) +=
+   blank: ``new_p_b(y) += P(y) p(c)``; repeat of ``y``'s last label: ``new_p_nb(y) +=
    p_nb(y) p(c)`` and the extension ``y + c`` gets ``p_b(y) p(c)``; any other label: the
    extension gets ``P(y) p(c)``, times ``exp(bonus(y + c))``. With a language model a
    space only ends a word: on a prefix that is empty or ends in a space, that extension
@@ -80,7 +81,7 @@ class Node:
 
 
 class ReferenceBeamSearch:
-    """The oracle; constructor arguments as ``PrefixBeamSearch`` (tries as ``LabelTrie``)."""
+    """The oracle; arguments as ``PrefixBeamSearch``'s (tries as ``LabelTrie``)."""
 
     def __init__(
         self,
@@ -116,14 +117,13 @@ class ReferenceBeamSearch:
         self.cutoff_slack = 0.0
         if self.use_lm and beta > 0.0:
             self.cutoff_slack += beta
-        self.cutoff_slack += self.hotwords.max_boost
         self.root = Node(None, ROOT_LABEL)
         self.root.p_b = 0.0
         self.root.score = 0.0
         self.root.in_beam = True
         self.beam = [self.root]
 
-    # -- language model ------------------------------------------------------------------
+    # -- language model ----------------------------------------------------------------
     def word_of(self, node: Node) -> bytes:
         word = []
         while node.parent is not None and node.label != self.space:
@@ -131,7 +131,7 @@ class ReferenceBeamSearch:
             node = node.parent
         return bytes(reversed(word))
 
-    # -- the prefix trie -----------------------------------------------------------------
+    # -- the prefix trie ---------------------------------------------------------------
     def make_child(self, parent: Node, c: int) -> Node:
         bonus = 0.0
         lm_state = parent.lm_state
@@ -142,7 +142,9 @@ class ReferenceBeamSearch:
         hot_trie = self.hotwords
         if c == self.space:
             if self.use_lm and not at_word_start:
-                word_log_prob, lm_state = self.lm.score_word(lm_state, self.word_of(parent))
+                word_log_prob, lm_state = self.lm.score_word(
+                    lm_state, self.word_of(parent)
+                )
                 bonus += self.alpha * word_log_prob + self.beta
             vocab = 0
             if self.use_hotwords:
@@ -189,7 +191,7 @@ class ReferenceBeamSearch:
         parent.children[c] = child
         return child
 
-    # -- one frame -----------------------------------------------------------------------
+    # -- one frame ---------------------------------------------------------------------
     def step(self, row: np.ndarray) -> None:
         V = self.n_classes
         # 1. pruned classes
@@ -207,7 +209,9 @@ class ReferenceBeamSearch:
         # 2. min_cutoff
         min_cutoff = NEG_INF
         if len(self.beam) >= self.beam_width:
-            min_cutoff = self.beam[-1].score + float(row[self.blank]) - self.cutoff_slack
+            min_cutoff = (
+                self.beam[-1].score + float(row[self.blank]) - self.cutoff_slack
+            )
         # 3. extensions
         candidates = list(self.beam)
         for prefix in self.beam:
@@ -291,7 +295,8 @@ class ReferenceBeamSearch:
 
     def best(self, n_best: int) -> list[tuple[np.ndarray, float]]:
         ranked = sorted(
-            (-(node.score + self.end_bonus(node)), i) for i, node in enumerate(self.beam)
+            (-(node.score + self.end_bonus(node)), i)
+            for i, node in enumerate(self.beam)
         )
         return [
             (np.asarray(self.beam[i].labels(), dtype=np.int32), -negative)
@@ -312,7 +317,9 @@ def viterbi_align_reference(
         return frames, token_log_probs
     if T == 0:
         raise ValueError("no alignment: no frames")
-    extended = np.full(S, blank, dtype=np.int64)  # (S,) blank, l1, blank, l2, ..., blank
+    extended = np.full(
+        S, blank, dtype=np.int64
+    )  # (S,) blank, l1, blank, l2, ..., blank
     extended[1::2] = labels
     # s - 2 is a predecessor of a label that differs from the label before it
     skip = np.zeros(S, dtype=bool)
@@ -333,7 +340,9 @@ def viterbi_align_reference(
     for t in range(1, T):
         stay = previous
         one = np.concatenate(([NEG_INF], previous[:-1]))
-        two = np.where(skip, np.concatenate(([NEG_INF, NEG_INF], previous[:-2])), NEG_INF)
+        two = np.where(
+            skip, np.concatenate(([NEG_INF, NEG_INF], previous[:-2])), NEG_INF
+        )
         # strict '>' order: stay wins ties, then s - 1
         step = np.where(one > stay, 1, 0)
         best = np.maximum(stay, one)

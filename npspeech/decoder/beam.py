@@ -1,8 +1,9 @@
-"""CTC prefix beam search: the public API over the compiled search in ``csrc/ctc_beam.pyx``.
+"""CTC prefix beam search: the public API over the compiled ``csrc/ctc_beam.pyx``.
 
 Input is what a model's log-softmax gives: per-frame natural-log probabilities, shape
-``(T, V)``, float32 (other float dtypes are converted), with the blank at class ``V - 1``
-unless told otherwise. This layer validates everything; the compiled core trusts it.
+``(T, V)``, float32 (other float dtypes are converted), with the blank at class
+``V - 1`` unless told otherwise. This layer validates everything; the compiled core
+trusts it.
 
 Scores
 ------
@@ -10,10 +11,10 @@ A prefix's score is ``ln P_ctc`` (summed over its alignments) plus, when a
 :class:`~npspeech.decoder.scorer.Scorer` is given, ``alpha * ln P_lm(word | history) +
 beta`` for every completed word, where a word completes at a space and the last word at
 the end of the utterance, followed by ``alpha * ln P_lm(</s> | history)``. Hot-words add
-their boost per matched character (rules in :mod:`npspeech.decoder.hotwords`); each letter
-spelled outside the scorer's vocabulary trie (and outside a hot-word) adds the scorer's
-``oov_penalty``. With a scorer, a space only ends a word: a space that would start the
-text or double another is folded into the prefix like a blank.
+their boost per matched character (rules in :mod:`npspeech.decoder.hotwords`); each
+letter spelled outside the scorer's vocabulary trie (and outside a hot-word) adds the
+scorer's ``oov_penalty``. With a scorer, a space only ends a word: a space that would
+start the text or double another is folded into the prefix like a blank.
 
 Results
 -------
@@ -98,7 +99,7 @@ class CandidateTranscript:
     log_score: float = 0.0
 
     def to_deepspeech_dict(self) -> dict:
-        """This transcript as one entry of DeepSpeech's ``--json`` ``transcripts`` list."""
+        """This transcript as one entry of DeepSpeech JSON's ``transcripts`` list."""
         return {
             "confidence": self.confidence,
             "words": [
@@ -118,7 +119,7 @@ def to_deepspeech_json(candidates: Sequence[CandidateTranscript]) -> dict:
 
 
 class _LanguageModelBridge:
-    """What the compiled search calls on an LM-cache miss: class-id bytes -> text -> KenLM."""
+    """What the compiled search calls on an LM-cache miss: ids -> text -> KenLM."""
 
     def __init__(self, scorer: Scorer, class_text: Sequence[str]):
         self.scorer = scorer
@@ -175,7 +176,9 @@ class BeamSearchDecoder:
         blank: int | None = None,
     ):
         if not isinstance(alphabet, Alphabet):
-            raise ConfigError(f"alphabet must be an Alphabet, got {type(alphabet).__name__}")
+            raise ConfigError(
+                f"alphabet must be an Alphabet, got {type(alphabet).__name__}"
+            )
         n_classes = alphabet.n_classes
         blank = n_classes - 1 if blank is None else blank
         _check_int("beam_width", beam_width, 1)
@@ -186,12 +189,15 @@ class BeamSearchDecoder:
         if not 0.0 < cutoff_prob <= 1.0:
             raise ConfigError(f"cutoff_prob must be in (0, 1], got {cutoff_prob}")
         if not (math.isfinite(frame_step_seconds) and frame_step_seconds > 0):
-            raise ConfigError(f"frame_step_seconds must be > 0, got {frame_step_seconds}")
+            raise ConfigError(
+                f"frame_step_seconds must be > 0, got {frame_step_seconds}"
+            )
         if scorer is not None and not isinstance(scorer, Scorer):
             raise ConfigError(f"scorer must be a Scorer, got {type(scorer).__name__}")
         if scorer is not None and n_classes > _MAX_CLASSES_WITH_LM:
             raise ConfigError(
-                f"a scorer needs at most {_MAX_CLASSES_WITH_LM} classes, got {n_classes}"
+                f"a scorer needs at most {_MAX_CLASSES_WITH_LM} classes, "
+                f"got {n_classes}"
             )
         self.alphabet = alphabet
         self.beam_width = int(beam_width)
@@ -222,8 +228,10 @@ class BeamSearchDecoder:
             None if scorer is None else _LanguageModelBridge(scorer, self._class_text)
         )
 
-    # -- public API ----------------------------------------------------------------------
-    def decode(self, log_probs: np.ndarray, n_best: int = 1) -> list[CandidateTranscript]:
+    # -- public API --------------------------------------------------------------------
+    def decode(
+        self, log_probs: np.ndarray, n_best: int = 1
+    ) -> list[CandidateTranscript]:
         """Decode one utterance.
 
         Parameters
@@ -242,7 +250,8 @@ class BeamSearchDecoder:
         ------
         DecoderError
             Wrong shape or dtype, NaN or +inf, a frame with no finite value, positive
-            values (probabilities or logits instead of log-probabilities), bad ``n_best``.
+            values (probabilities or logits instead of log-probabilities), a bad
+            ``n_best``.
         """
         log_probs = self.validate(log_probs)
         _check_n_best(n_best)
@@ -290,11 +299,15 @@ class BeamSearchDecoder:
                 raise DecoderError(f"utterance {index}: {error}") from None
         workers = num_threads if num_threads is not None else (os.cpu_count() or 1)
         if not isinstance(workers, int) or workers < 1:
-            raise DecoderError(f"num_threads must be a positive integer, got {num_threads}")
+            raise DecoderError(
+                f"num_threads must be a positive integer, got {num_threads}"
+            )
         if workers == 1 or len(checked) <= 1:
             return [self._decode_checked(item, n_best) for item in checked]
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(lambda item: self._decode_checked(item, n_best), checked))
+            return list(
+                pool.map(lambda item: self._decode_checked(item, n_best), checked)
+            )
 
     def validate(self, log_probs: np.ndarray) -> np.ndarray:
         """Check ``log_probs`` and return it as C-contiguous float32 of shape (T, V)."""
@@ -305,15 +318,19 @@ class BeamSearchDecoder:
                 raise DecoderError(f"log_probs is not an array: {error}") from None
         if log_probs.ndim != 2:
             raise DecoderError(
-                f"log_probs must have shape (T, {self.n_classes}), got {log_probs.shape}"
+                f"log_probs must have shape (T, {self.n_classes}), "
+                f"got {log_probs.shape}"
             )
         if log_probs.shape[1] != self.n_classes:
             raise DecoderError(
-                f"log_probs has {log_probs.shape[1]} classes per frame, but the alphabet "
-                f"has {self.n_classes} (its {self.alphabet.size} labels and the blank)"
+                f"log_probs has {log_probs.shape[1]} classes per frame, but the "
+                f"alphabet has {self.n_classes} (its {self.alphabet.size} labels and "
+                "the blank)"
             )
         if not np.issubdtype(log_probs.dtype, np.floating):
-            raise DecoderError(f"log_probs must be floating point, got {log_probs.dtype}")
+            raise DecoderError(
+                f"log_probs must be floating point, got {log_probs.dtype}"
+            )
         log_probs = np.ascontiguousarray(log_probs, dtype=np.float32)
         if log_probs.shape[0] == 0:
             return log_probs
@@ -321,8 +338,8 @@ class BeamSearchDecoder:
         if bad.any():
             frame, label = np.argwhere(bad)[0]
             raise DecoderError(
-                f"log_probs[{frame}, {label}] is {log_probs[frame, label]}: NaN and +inf "
-                "are not log-probabilities"
+                f"log_probs[{frame}, {label}] is {log_probs[frame, label]}: NaN and "
+                "+inf are not log-probabilities"
             )
         row_max = log_probs.max(axis=1)  # (T,)
         if (row_max == -np.inf).any():
@@ -331,13 +348,14 @@ class BeamSearchDecoder:
         if (row_max > _LOG_PROB_CEILING).any():
             frame = int(np.flatnonzero(row_max > _LOG_PROB_CEILING)[0])
             raise DecoderError(
-                f"frame {frame} has a log-probability of {row_max[frame]:.4g} > 0: pass "
-                "natural-log probabilities (log-softmax), not probabilities or logits"
+                f"frame {frame} has a log-probability of {row_max[frame]:.4g} > 0: "
+                "pass natural-log probabilities (log-softmax), not probabilities or "
+                "logits"
             )
         return log_probs
 
     def new_search(self, reference: bool = False):
-        """A fresh search state: the compiled one, or the Python oracle when asked or unbuilt."""
+        """A fresh search: compiled, or the Python oracle (when asked or not built)."""
         arguments = dict(
             n_classes=self.n_classes,
             blank=self.blank,
@@ -368,8 +386,10 @@ class BeamSearchDecoder:
             hot_terminal=hot.terminal,
         )
 
-    # -- internals -----------------------------------------------------------------------
-    def _decode_checked(self, log_probs: np.ndarray, n_best: int) -> list[CandidateTranscript]:
+    # -- internals ---------------------------------------------------------------------
+    def _decode_checked(
+        self, log_probs: np.ndarray, n_best: int
+    ) -> list[CandidateTranscript]:
         search = self.new_search()
         search.feed(log_probs)
         return self._results(search.best(n_best), log_probs)
@@ -426,7 +446,7 @@ class BeamSearchDecoder:
             raise DecoderError(f"hot-word cannot be spelled: {error}") from None
 
     def _to_classes(self, trie: LabelTrie) -> LabelTrie:
-        """A trie over label ids re-expressed over class ids (they differ if blank is not last)."""
+        """A label-id trie moved to class ids (they differ unless blank is last)."""
         # label -> class is increasing, so each node's edges stay sorted
         return LabelTrie(
             child_start=trie.child_start,
@@ -438,10 +458,10 @@ class BeamSearchDecoder:
 
 
 class BeamDecoderStream:
-    """Incremental decoding: the result after ``finish`` equals decoding all frames at once.
+    """Incremental decoding: ``finish`` gives what decoding all frames at once gives.
 
-    Created by :meth:`BeamSearchDecoder.stream`. The frames fed are kept (float32, T x V)
-    because the word timings align the final transcript to all of them.
+    Created by :meth:`BeamSearchDecoder.stream`. The frames fed are kept (float32,
+    T x V) because the word timings align the final transcript to all of them.
     """
 
     def __init__(self, decoder: BeamSearchDecoder):
@@ -511,10 +531,18 @@ def _oov_penalty(scorer: Scorer | None) -> float:
 
 
 def _check_int(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value < minimum
+    ):
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _check_n_best(n_best) -> None:
-    if isinstance(n_best, bool) or not isinstance(n_best, (int, np.integer)) or n_best < 1:
+    if (
+        isinstance(n_best, bool)
+        or not isinstance(n_best, (int, np.integer))
+        or n_best < 1
+    ):
         raise DecoderError(f"n_best must be an integer >= 1, got {n_best!r}")

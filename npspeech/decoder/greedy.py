@@ -1,7 +1,7 @@
-"""Greedy (best-path) CTC decoding: the arg-max class of each frame, merged and de-blanked.
+"""Greedy (best-path) CTC decoding: each frame's arg-max class, merged and de-blanked.
 
-The compiled kernel (``csrc/ctc_greedy.pyx``) is used when built; ``best_path_reference``
-is the readable spec it is tested against.
+The compiled kernel (``csrc/ctc_greedy.pyx``) is used when built;
+``best_path_reference`` is the readable spec it is tested against.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from ..errors import DecoderError
 _compiled = load_extension("ctc_greedy")
 
 
-def best_path_reference(log_probs: np.ndarray, blank: int) -> tuple[np.ndarray, np.ndarray]:
+def best_path_reference(
+    log_probs: np.ndarray, blank: int
+) -> tuple[np.ndarray, np.ndarray]:
     """NumPy spec of :func:`best_path` (same arguments and results)."""
     best = np.argmax(log_probs, axis=1).astype(np.int32)  # (T,)
     starts = np.ones(best.shape[0], dtype=bool)
@@ -42,11 +44,14 @@ def best_path(log_probs: np.ndarray, blank: int) -> tuple[np.ndarray, np.ndarray
     """
     log_probs = np.asarray(log_probs)
     if log_probs.ndim != 2 or log_probs.shape[1] == 0:
-        raise DecoderError(f"expected log-probabilities of shape (T, V), got {log_probs.shape}")
+        raise DecoderError(
+            f"expected log-probabilities of shape (T, V), got {log_probs.shape}"
+        )
     if not 0 <= blank < log_probs.shape[1]:
         raise DecoderError(f"blank {blank} is outside the {log_probs.shape[1]} classes")
     if np.isnan(log_probs).any():
         raise DecoderError("log-probabilities contain NaN")
     if _compiled is None:
         return best_path_reference(log_probs, blank)
-    return _compiled.best_path(np.ascontiguousarray(log_probs, dtype=np.float32), int(blank))
+    log_probs = np.ascontiguousarray(log_probs, dtype=np.float32)
+    return _compiled.best_path(log_probs, int(blank))

@@ -2,16 +2,16 @@
 
 Both tries are flattened into arrays (compressed sparse rows) so that the compiled beam
 search can walk them without Python objects. Node 0 is the root; the children of node
-``n`` are ``child_label[child_start[n]:child_start[n + 1]]`` (sorted by label) leading to
-``child_node[...]``.
+``n`` are ``child_label[child_start[n]:child_start[n + 1]]`` (sorted by label),
+leading to ``child_node[...]``.
 
 Hot-words (the rule the beam search and its oracle implement)
 -------------------------------------------------------------
 A hot-word is a phrase (one or more words; out-of-vocabulary words allowed) with a boost
 ``b`` in natural-log units *per matched character*. A prefix collects ``b`` for every
 character (spaces inside a phrase included) while its current words spell the beginning
-of a hot-word, starting at a word boundary. When the spelling breaks off (``"cat"`` is hot
-and the prefix continues ``"cats"``) the boost collected for the unfinished match is
+of a hot-word, starting at a word boundary. When the spelling breaks off (``"cat"`` is
+hot and the prefix continues ``"cats"``) the boost collected for the unfinished match is
 withdrawn, so only whole hot-words keep it; a phrase that ends at the end of the
 utterance keeps its boost too. Where several phrases share a prefix, a node's boost is
 the largest of theirs.
@@ -64,7 +64,7 @@ class LabelTrie:
         return float(max(0.0, self.boost.max(initial=0.0)))
 
     def child(self, node: int, label: int) -> int:
-        """The child of ``node`` along ``label``, or -1 (readable twin of the compiled one)."""
+        """The child of ``node`` along ``label``, or -1 (the compiled lookup's twin)."""
         for edge in range(self.child_start[node], self.child_start[node + 1]):
             if self.child_label[edge] == label:
                 return int(self.child_node[edge])
@@ -142,7 +142,9 @@ def hotword_trie(
     if isinstance(hotwords, Mapping):
         items = list(hotwords.items())
     elif isinstance(hotwords, str):
-        raise DecoderError("hotwords must be a list of phrases or a {phrase: boost} dict")
+        raise DecoderError(
+            "hotwords must be a list of phrases or a {phrase: boost} dict"
+        )
     else:
         items = [(phrase, constants.HOTWORD_BOOST) for phrase in hotwords]
     entries = []
@@ -150,7 +152,9 @@ def hotword_trie(
         if not isinstance(phrase, str):
             raise DecoderError(f"hot-word {phrase!r} is not a string")
         if not np.isfinite(boost):
-            raise DecoderError(f"hot-word {phrase!r} has a boost that is not finite: {boost}")
+            raise DecoderError(
+                f"hot-word {phrase!r} has a boost that is not finite: {boost}"
+            )
         text = alphabet.normalize(phrase)
         if not text:
             raise DecoderError(f"hot-word {phrase!r} is empty in this alphabet")

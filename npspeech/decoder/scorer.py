@@ -1,9 +1,10 @@
-"""KenLM adapter for the prefix beam search: word scores in natural log, cached by state.
+"""KenLM adapter for the prefix beam search: natural-log word scores, cached by state.
 
 The beam search asks the language model for ``ln P(word | history)`` only when a word
 completes (at a space, and for the last word at the end of the utterance, followed by
-``</s>``). Histories are KenLM states; each distinct state gets a small integer id so that
-the compiled search can carry it in its prefix nodes and cache ``(state id, word)``.
+``</s>``). Histories are KenLM states; each distinct state gets a small integer id so
+that the compiled search can carry it in its prefix nodes and cache
+``(state id, word)``.
 
 KenLM reports log10 probabilities; :func:`log10_to_ln` is the one place they become
 natural logs (``npspeech.lm`` imports it rather than redefining it).
@@ -56,7 +57,12 @@ class Scorer:
         Natural-log score given to a word the LM does not know instead of KenLM's
         ``<unk>`` probability; None keeps KenLM's.
     end_of_sentence
-        Score ``</s>`` after the last word at the end of the utterance (as DeepSpeech does).
+        Score ``</s>`` after the last word at the end of the utterance (as DeepSpeech).
+
+    Notes
+    -----
+    ``alpha`` and ``beta`` are read when a search starts, so a tuner may change them
+    between decodes; the cached KenLM answers do not depend on them.
     """
 
     def __init__(
@@ -71,7 +77,8 @@ class Scorer:
     ):
         if not hasattr(language_model, "BaseScore"):
             raise ScorerError(
-                f"language_model must be a kenlm.Model, got {type(language_model).__name__}"
+                "language_model must be a kenlm.Model, "
+                f"got {type(language_model).__name__}"
             )
         for name, value in (("alpha", alpha), ("beta", beta)):
             if not math.isfinite(value):
@@ -94,10 +101,10 @@ class Scorer:
         self._state_ids: dict[kenlm.State, int] = {start: 0}
         self._word_cache: dict[tuple[int, str], tuple[float, int]] = {}
         self._end_cache: dict[int, float] = {}
-        # Batch decoding calls in from several threads; a miss touches the shared tables.
+        # Batch decoding calls in from several threads; a miss writes the shared tables.
         self._lock = threading.Lock()
 
-    # -- construction ----------------------------------------------------------------------
+    # -- construction ------------------------------------------------------------------
     @classmethod
     def from_file(
         cls,
@@ -106,10 +113,11 @@ class Scorer:
         beta: float | None = None,
         **options,
     ) -> Scorer:
-        """Load an ARPA file, a KenLM binary, a DeepSpeech ``.scorer`` or an npspeech package.
+        """Load an ARPA file, KenLM binary, DeepSpeech ``.scorer`` or npspeech package.
 
         ``alpha``/``beta`` default to the file's, then to DeepSpeech's released values
-        (``constants.DEFAULT_ALPHA``/``DEFAULT_BETA``). Other keywords go to the constructor.
+        (``constants.DEFAULT_ALPHA``/``DEFAULT_BETA``). Other keywords go to
+        ``__init__``.
 
         Raises
         ------
@@ -145,7 +153,7 @@ class Scorer:
             **options,
         )
 
-    # -- queries -----------------------------------------------------------------------------
+    # -- queries -----------------------------------------------------------------------
     @property
     def n_states(self) -> int:
         """Number of distinct LM states seen so far."""
@@ -187,7 +195,7 @@ class Scorer:
         return value
 
     def sentence_log_prob(self, text: str) -> float:
-        """``ln P`` of a whole sentence, ``<s>`` to ``</s>`` (``end_of_sentence`` aside)."""
+        """``ln P`` of a sentence, ``<s>`` to ``</s>`` (even if not end_of_sentence)."""
         state, total = 0, 0.0
         for word in text.split():
             value, state = self.word_log_prob(state, word)
@@ -207,7 +215,7 @@ class Scorer:
 
 
 def read_arpa_unigrams(path: str | os.PathLike) -> tuple[str, ...]:
-    """The words of an ARPA file's ``\\1-grams:`` section, without ``<s>``, ``</s>``, ``<unk>``.
+    """The words of an ARPA file's ``\\1-grams:``, less ``<s>``, ``</s>``, ``<unk>``.
 
     Raises
     ------

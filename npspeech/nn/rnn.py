@@ -1,21 +1,22 @@
-"""Recurrent layers: vanilla RNN (ReLU clipped at 20), LSTM and GRU, uni- or bidirectional,
-with backpropagation through time.
+"""Recurrent layers: vanilla RNN (ReLU clipped at 20), LSTM and GRU, uni- or
+bidirectional, with backpropagation through time.
 
 Shape legend: T frames, B batch, F input features, H hidden units, G gates per kind
 (``rnn`` 1, ``lstm`` 4 in order i, f, g, o, ``gru`` 3 in order r, z, n). Batches are
-time-major ``x (T, B, F)`` with ``lengths (B,)``; frames ``t >= lengths[b]`` leave sequence
-``b``'s state untouched, give zero output and zero input gradient.
+time-major ``x (T, B, F)`` with ``lengths (B,)``; frames ``t >= lengths[b]`` leave
+sequence ``b``'s state untouched, give zero output and zero input gradient.
 
 Parameters follow PyTorch's names with the affine convention ``x @ W``: per direction
 ``W_ih (F, G*H)``, ``W_hh (H, G*H)``, ``b_ih (G*H,)``, ``b_hh (G*H,)``; the backward
-direction's keys end in ``_reverse``. A bidirectional layer's backward direction starts at
-each sequence's own end; its outputs are concatenated ``(T, B, 2H)`` or summed ``(T, B, H)``
-(DeepSpeech 2 sums).
+direction's keys end in ``_reverse``. A bidirectional layer's backward direction starts
+at each sequence's own end; its outputs are concatenated ``(T, B, 2H)`` or summed
+``(T, B, H)`` (DeepSpeech 2 sums).
 
-States: a direction's state is ``h (B, H)`` for ``rnn`` and ``gru`` and a pair ``(h, c)`` for
-``lstm``. A bidirectional layer's state is the pair ``(forward_state, backward_state)``.
-``cache.final_state`` holds the state after each sequence's last frame, in the same format as
-``initial_state``, so a unidirectional layer can carry it across streaming chunks.
+States: a direction's state is ``h (B, H)`` for ``rnn`` and ``gru`` and a pair
+``(h, c)`` for ``lstm``. A bidirectional layer's state is the pair
+``(forward_state, backward_state)``. ``cache.final_state`` holds the state after each
+sequence's last frame, in the same format as ``initial_state``, so a unidirectional
+layer can carry it across streaming chunks.
 
 The numerics run in the kernels of a backend (``npspeech.backends``): ``rnn_forward``,
 ``lstm_forward``, ``gru_forward`` and their ``*_backward``, one direction each.
@@ -35,7 +36,7 @@ from ..errors import ConfigError
 #: gates per kind: the factor G in the fused weight shapes
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 MERGE_MODES = ("concat", "sum")
-#: the vanilla RNN's ReLU is clipped at 20, as in the DeepSpeech paper (Hannun et al. 2014)
+#: the vanilla RNN's ReLU is clipped at 20 (DeepSpeech paper, Hannun et al. 2014)
 RELU_CEILING = 20.0
 PARAM_NAMES = ("W_ih", "W_hh", "b_ih", "b_hh")
 REVERSE_SUFFIX = "_reverse"
@@ -90,7 +91,7 @@ class RNNCache:
     input_dtype: np.dtype
 
 
-# --- parameters ----------------------------------------------------------------------------
+# --- parameters -----------------------------------------------------------------------
 
 
 def _check_kind(kind: str) -> int:
@@ -132,12 +133,19 @@ def init(
     """
     G = _check_kind(kind)
     if n_in < 1 or hidden_size < 1:
-        raise ConfigError(f"n_in and hidden_size must be >= 1, got {n_in}, {hidden_size}")
+        raise ConfigError(
+            f"n_in and hidden_size must be >= 1, got {n_in}, {hidden_size}"
+        )
     if forget_bias != 0.0 and kind != "lstm":
         raise ConfigError(f"forget_bias applies to kind 'lstm' only, got kind {kind!r}")
     H = hidden_size
     bound = 1.0 / np.sqrt(H)
-    shapes = {"W_ih": (n_in, G * H), "W_hh": (H, G * H), "b_ih": (G * H,), "b_hh": (G * H,)}
+    shapes = {
+        "W_ih": (n_in, G * H),
+        "W_hh": (H, G * H),
+        "b_ih": (G * H,),
+        "b_hh": (G * H,),
+    }
     params = {}
     for suffix in _suffixes(bidirectional):
         for name, shape in shapes.items():
@@ -146,13 +154,15 @@ def init(
     return params
 
 
-# --- validation ----------------------------------------------------------------------------
+# --- validation -----------------------------------------------------------------------
 
 
 def _check_inputs(params, x, lengths, kind, bidirectional, merge):
     G = _check_kind(kind)
     if merge not in MERGE_MODES:
-        raise ConfigError(f"merge must be one of {', '.join(MERGE_MODES)}, got {merge!r}")
+        raise ConfigError(
+            f"merge must be one of {', '.join(MERGE_MODES)}, got {merge!r}"
+        )
     x = np.asarray(x)
     if x.ndim != 3:
         raise ConfigError(f"x must be (T, B, F), got shape {x.shape}")
@@ -166,11 +176,18 @@ def _check_inputs(params, x, lengths, kind, bidirectional, merge):
             f"got {lengths.dtype} {lengths.shape}"
         )
     if B and (lengths.min() < 0 or lengths.max() > T):
-        raise ConfigError(f"lengths must lie in [0, {T}], got {lengths.min()}..{lengths.max()}")
+        raise ConfigError(
+            f"lengths must lie in [0, {T}], got {lengths.min()}..{lengths.max()}"
+        )
     if "W_hh" not in params:
         raise ConfigError("params lacks 'W_hh'")
     H = params["W_hh"].shape[0]
-    expected = {"W_ih": (F, G * H), "W_hh": (H, G * H), "b_ih": (G * H,), "b_hh": (G * H,)}
+    expected = {
+        "W_ih": (F, G * H),
+        "W_hh": (H, G * H),
+        "b_ih": (G * H,),
+        "b_hh": (G * H,),
+    }
     for suffix in _suffixes(bidirectional):
         for name, shape in expected.items():
             key = name + suffix
@@ -188,7 +205,7 @@ def _check_inputs(params, x, lengths, kind, bidirectional, merge):
 
 
 def _direction_states(initial_state, kind, bidirectional, B, H, dtype):
-    """The initial state of each direction as (h0, c0) with c0 None except for the LSTM."""
+    """Each direction's initial state as (h0, c0); c0 is None except for the LSTM."""
     n_directions = 2 if bidirectional else 1
     if initial_state is None:
         per_direction = [None] * n_directions
@@ -220,7 +237,9 @@ def _direction_states(initial_state, kind, bidirectional, B, H, dtype):
 def _state_array(state, B, H, dtype):
     state = np.asarray(state)
     if state.shape != (B, H):
-        raise ConfigError(f"initial_state arrays must have shape ({B}, {H}), got {state.shape}")
+        raise ConfigError(
+            f"initial_state arrays must have shape ({B}, {H}), got {state.shape}"
+        )
     return np.ascontiguousarray(state, dtype=dtype)
 
 
@@ -246,14 +265,18 @@ def reverse_sequences(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x[source, np.arange(B)])
 
 
-# --- forward / backward --------------------------------------------------------------------
+# --- forward / backward ---------------------------------------------------------------
 
 
 def _run_direction(be, kind, x, lengths, params, suffix, h0, c0):
     """One direction forward in time: (y, final_state, DirectionCache)."""
-    W_ih, W_hh, b_ih, b_hh = (np.ascontiguousarray(params[n + suffix]) for n in PARAM_NAMES)
+    W_ih, W_hh, b_ih, b_hh = (
+        np.ascontiguousarray(params[n + suffix]) for n in PARAM_NAMES
+    )
     if kind == "lstm":
-        y, gates, cells, h_n, c_n = be.lstm_forward(x, lengths, W_ih, W_hh, b_ih, b_hh, h0, c0)
+        y, gates, cells, h_n, c_n = be.lstm_forward(
+            x, lengths, W_ih, W_hh, b_ih, b_hh, h0, c0
+        )
         return y, (h_n, c_n), DirectionCache(x, h0, c0, y, gates, cells)
     if kind == "gru":
         y, gates, hn, h_n = be.gru_forward(x, lengths, W_ih, W_hh, b_ih, b_hh, h0)
@@ -290,8 +313,8 @@ def forward(
     -------
     y : (T, B, H) unidirectional, (T, B, 2H) or (T, B, H) bidirectional; dtype of ``x``,
         zero at padded frames
-    cache : :class:`RNNCache`; ``cache.final_state`` is the state after each sequence's last
-        frame (the initial state where a length is zero)
+    cache : :class:`RNNCache`; ``cache.final_state`` is the state after each
+        sequence's last frame (the initial state where a length is zero)
 
     Raises
     ------
@@ -300,7 +323,9 @@ def forward(
     """
     x, lengths, H = _check_inputs(params, x, lengths, kind, bidirectional, merge)
     be = get_backend(backend)
-    states = _direction_states(initial_state, kind, bidirectional, x.shape[1], H, x.dtype)
+    states = _direction_states(
+        initial_state, kind, bidirectional, x.shape[1], H, x.dtype
+    )
 
     h0, c0 = states[0]
     y, final, direction = _run_direction(be, kind, x, lengths, params, "", h0, c0)
@@ -320,12 +345,14 @@ def forward(
         y = y + y_back
     else:
         y = np.concatenate([y, y_back], axis=2)  # (T, B, 2H)
-    cache = RNNCache(kind, True, merge, lengths, caches, (final, final_back), be, x.dtype)
+    cache = RNNCache(
+        kind, True, merge, lengths, caches, (final, final_back), be, x.dtype
+    )
     return y, cache
 
 
 def _backward_direction(be, kind, params, suffix, dy, d_final, cache, lengths):
-    """One direction's gradients: (dx, grads of its four parameters, d_initial_state)."""
+    """One direction's gradients: (dx, its four parameters' grads, d_initial_state)."""
     W_ih = np.ascontiguousarray(params["W_ih" + suffix])
     W_hh = np.ascontiguousarray(params["W_hh" + suffix])
     H = W_hh.shape[0]
@@ -334,20 +361,46 @@ def _backward_direction(be, kind, params, suffix, dy, d_final, cache, lengths):
     if kind == "lstm":
         dh_n, dc_n = (zeros, zeros) if d_final is None else d_final
         *grads, dh0, dc0 = be.lstm_backward(
-            dy, _as(dh_n, dy), _as(dc_n, dy), cache.x, lengths, W_ih, W_hh,
-            cache.h0, cache.c0, cache.y, cache.gates, cache.extra,
-        )  # fmt: skip
+            dy,
+            _as(dh_n, dy),
+            _as(dc_n, dy),
+            cache.x,
+            lengths,
+            W_ih,
+            W_hh,
+            cache.h0,
+            cache.c0,
+            cache.y,
+            cache.gates,
+            cache.extra,
+        )
         d_initial = (dh0, dc0)
     elif kind == "gru":
         dh_n = zeros if d_final is None else d_final
         *grads, d_initial = be.gru_backward(
-            dy, _as(dh_n, dy), cache.x, lengths, W_ih, W_hh,
-            cache.h0, cache.y, cache.gates, cache.extra,
-        )  # fmt: skip
+            dy,
+            _as(dh_n, dy),
+            cache.x,
+            lengths,
+            W_ih,
+            W_hh,
+            cache.h0,
+            cache.y,
+            cache.gates,
+            cache.extra,
+        )
     else:
         dh_n = zeros if d_final is None else d_final
         *grads, d_initial = be.rnn_backward(
-            dy, _as(dh_n, dy), cache.x, lengths, W_ih, W_hh, cache.h0, cache.y, RELU_CEILING
+            dy,
+            _as(dh_n, dy),
+            cache.x,
+            lengths,
+            W_ih,
+            W_hh,
+            cache.h0,
+            cache.y,
+            RELU_CEILING,
         )
     dx = grads[0]
     named = {name + suffix: grad for name, grad in zip(PARAM_NAMES, grads[1:])}
@@ -393,15 +446,29 @@ def backward_with_state(
         dy_forward, dy_back = dy, dy
     else:
         dy_forward, dy_back = dy[:, :, :H], dy[:, :, H:]
-    d_final_forward, d_final_back = (None, None) if d_final_state is None else d_final_state
+    d_final_forward, d_final_back = (
+        (None, None) if d_final_state is None else d_final_state
+    )
     dx, grads, d_initial_forward = _backward_direction(
-        be, kind, params, "", np.ascontiguousarray(dy_forward), d_final_forward,
-        cache.directions[0], lengths,
-    )  # fmt: skip
+        be,
+        kind,
+        params,
+        "",
+        np.ascontiguousarray(dy_forward),
+        d_final_forward,
+        cache.directions[0],
+        lengths,
+    )
     dx_back, grads_back, d_initial_back = _backward_direction(
-        be, kind, params, REVERSE_SUFFIX, reverse_sequences(dy_back, lengths),
-        d_final_back, cache.directions[1], lengths,
-    )  # fmt: skip
+        be,
+        kind,
+        params,
+        REVERSE_SUFFIX,
+        reverse_sequences(dy_back, lengths),
+        d_final_back,
+        cache.directions[1],
+        lengths,
+    )
     dx = dx + reverse_sequences(dx_back, lengths)
     grads.update(grads_back)
     return dx, grads, (d_initial_forward, d_initial_back)
@@ -410,6 +477,6 @@ def backward_with_state(
 def backward(
     params: dict[str, np.ndarray], dy: np.ndarray, cache: RNNCache
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Backpropagation through time: ``(dx, grads)`` (see :func:`backward_with_state`)."""
+    """Backpropagation through time: ``(dx, grads)``, as :func:`backward_with_state`."""
     dx, grads, _ = backward_with_state(params, dy, cache)
     return dx, grads

@@ -1,25 +1,26 @@
 """rnn kernels of the numba_cpu backend: the same names, signatures and results as
 ``numpy_ref.rnn`` (read that module for the equations and the shape legend).
 
-How the work is split, so that nearly all of it runs in BLAS:
+How the work is split:
 
 - forward: the input projection of every step at once, ``x W_ih + b`` as one GEMM of
-  ``(T*B, F) x (F, G*H)``; then one ``@njit`` function runs the whole time loop, computing
-  ``h W_hh`` per step with :func:`_small_batch_matmul` and fusing the gate math of each
-  step into one loop over ``(B, H)``;
-- backward: one ``@njit`` function runs the time loop backwards, fusing the per-step gate
-  gradients and computing ``d_pre W_hh^T`` per step the same way; it keeps every step's
-  pre-activation gradients ``(T, B, G*H)``, so the weight gradients and ``dx`` are three
-  large GEMMs after the loop: ``dW_hh = H_prev^T d_pre``, ``dW_ih = X^T d_pre``,
-  ``dx = d_pre W_ih^T``.
+  ``(T*B, F) x (F, G*H)``; then one ``@njit`` function runs the whole time loop,
+  computing ``h W_hh`` per step with :func:`_small_batch_matmul` and fusing the gate
+  math of each step into one loop over ``(B, H)``;
+- backward: one ``@njit`` function runs the time loop backwards, fusing the per-step
+  gate gradients and computing ``d_pre W_hh^T`` per step the same way; it keeps every
+  step's pre-activation gradients ``(T, B, G*H)``, so the weight gradients and ``dx``
+  are three large GEMMs after the loop: ``dW_hh = H_prev^T d_pre``,
+  ``dW_ih = X^T d_pre``, ``dx = d_pre W_ih^T``.
 
-Why not ``np.dot`` (BLAS) per step: with a batch of a few rows, OpenBLAS re-packs the whole
-``W_hh`` on every call and reached 3-10x less throughput than the register-tiled kernel
-below (measured on this project's machine for B=16, H=512 and 2048).
+Why not ``np.dot`` (BLAS) per step: with a batch of a few rows, OpenBLAS re-packs the
+whole ``W_hh`` on every call and reached 3-10x less throughput than the register-tiled
+kernel below (measured on this project's machine for B=16, H=512 and 2048).
 
-The gate loops are serial on purpose: per step they cost a few percent of the GEMM
-``h W_hh``, which BLAS already spreads over the threads; a parallel region per step would
-add a barrier per step and contend with BLAS's own threads.
+The time loops are serial: a parallel region per step adds a barrier per step, and a
+``prange`` over the output columns of the recurrent product measured several times
+slower than the serial kernel on the project's shared 2-core machine. The large GEMMs
+before and after the loops use BLAS's threads.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ __all__ = [
 
 
 def _project(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``x W + b`` for every step in one GEMM: (T, B, F) -> (T, B, G*H), C-contiguous."""
+    """``x W + b`` for every step in one GEMM: (T, B, F) -> (T, B, G*H),
+    C-contiguous."""
     T, B, F = x.shape
     out = x.reshape(T * B, F) @ W  # (T*B, G*H)
     out += b
@@ -48,8 +50,9 @@ def _project(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _weight_gradients(x, h_prev, d_in, d_rec, W_ih):
-    """The post-loop GEMMs: dx, dW_ih, dW_hh, db_ih, db_hh from the per-step gradients of
-    the input-side pre-activations ``d_in`` and recurrent-side ones ``d_rec`` (T, B, G*H)."""
+    """The post-loop GEMMs: dx, dW_ih, dW_hh, db_ih, db_hh from the per-step gradients
+    of the input-side pre-activations ``d_in`` and recurrent-side ones ``d_rec`` (T, B,
+    G*H)."""
     T, B, F = x.shape
     GH = d_in.shape[2]
     d_in2 = d_in.reshape(T * B, GH)
@@ -61,8 +64,9 @@ def _weight_gradients(x, h_prev, d_in, d_rec, W_ih):
 
 
 def _shifted_states(y: np.ndarray, h0: np.ndarray) -> np.ndarray:
-    """(T, B, H) state entering each step: h0, y[0], ..., y[T-2] (valid where it matters:
-    at active steps, since an active sequence was active at every earlier step)."""
+    """(T, B, H) state entering each step: h0, y[0], ..., y[T-2] (valid where it
+    matters: at active steps, since an active sequence was active at every earlier
+    step)."""
     h_prev = np.empty_like(y)
     h_prev[0] = h0
     h_prev[1:] = y[:-1]
@@ -79,7 +83,8 @@ def _small_batch_matmul(a, w_rows, out, zero):  # pragma: no cover - jit
 
     Each 4 x 4 block of ``out`` is kept in 16 accumulators while k runs over contiguous
     rows of both operands, so every loaded element feeds four multiply-adds and neither
-    operand is copied. ``zero`` is 0 in the arrays' dtype (the accumulators take its type).
+    operand is copied. ``zero`` is 0 in the arrays' dtype (the accumulators take its
+    type).
     """
     B, K = a.shape
     N = w_rows.shape[0]
@@ -132,10 +137,26 @@ def _small_batch_matmul(a, w_rows, out, zero):  # pragma: no cover - jit
             out[b, j] = s
 
 
+# float32 constants keep float32 arithmetic in float32; they widen exactly for float64
+_ONE = np.float32(1.0)
+_TWO = np.float32(2.0)
 
-# --- vanilla RNN with clipped ReLU ---------------------------------------------------------
-# In the loops below ``W_hh.T`` (G*H, H) gives the rows of the forward product h W_hh and
-# ``W_hh`` (H, G*H) itself the rows of the backward product d_pre W_hh^T.
+
+@njit(cache=True)
+def _sigmoid(a):  # pragma: no cover - jit
+    return _ONE / (_ONE + math.exp(-a))
+
+
+@njit(cache=True)
+def _tanh(a):  # pragma: no cover - jit
+    # tanh(a) = 2 sigmoid(2a) - 1: libm's exp is ~3x faster than its tanh, whose cost
+    # made the gate math as slow as the recurrent product. exp(-2a) = inf gives -1.
+    return _TWO / (_ONE + math.exp(-_TWO * a)) - _ONE
+
+
+# --- vanilla RNN with clipped ReLU ----------------------------------------------------
+# In the loops below ``W_hh.T`` (G*H, H) gives the rows of the forward product h W_hh
+# and ``W_hh`` (H, G*H) itself the rows of the backward product d_pre W_hh^T.
 
 
 @njit(cache=True)
@@ -156,7 +177,9 @@ def _rnn_forward_loop(xw, W_hh_T, lengths, h0, ceiling, y, zero):  # pragma: no 
 
 
 @njit(cache=True)
-def _rnn_backward_loop(dy, dh_n, lengths, W_hh, y, ceiling, d_pre, zero):  # pragma: no cover
+def _rnn_backward_loop(
+    dy, dh_n, lengths, W_hh, y, ceiling, d_pre, zero
+):  # pragma: no cover
     T, B, H = dy.shape
     dh = dh_n.copy()
     dh_prev = np.empty((B, H), dtype=dy.dtype)
@@ -190,16 +213,20 @@ def rnn_backward(dy, dh_n, x, lengths, W_ih, W_hh, h0, y, ceiling):
     """See ``numpy_ref.rnn.rnn_backward``."""
     d_pre = np.zeros(y.shape, dtype=x.dtype)
     ceiling = x.dtype.type(ceiling)
-    dh0 = _rnn_backward_loop(dy, dh_n, lengths, W_hh, y, ceiling, d_pre, x.dtype.type(0))
+    dh0 = _rnn_backward_loop(
+        dy, dh_n, lengths, W_hh, y, ceiling, d_pre, x.dtype.type(0)
+    )
     grads = _weight_gradients(x, _shifted_states(y, h0), d_pre, d_pre, W_ih)
     return (*grads, dh0)
 
 
-# --- LSTM ----------------------------------------------------------------------------------
+# --- LSTM -----------------------------------------------------------------------------
 
 
 @njit(cache=True)
-def _lstm_forward_loop(xw, W_hh_T, lengths, h0, c0, y, gates, cells, zero):  # pragma: no cover
+def _lstm_forward_loop(
+    xw, W_hh_T, lengths, h0, c0, y, gates, cells, zero
+):  # pragma: no cover
     T, B, H = y.shape
     h = h0.copy()
     c = c0.copy()
@@ -210,12 +237,12 @@ def _lstm_forward_loop(xw, W_hh_T, lengths, h0, c0, y, gates, cells, zero):  # p
             if t >= lengths[b]:
                 continue
             for k in range(H):
-                i = 1.0 / (1.0 + math.exp(-(xw[t, b, k] + hw[b, k])))
-                f = 1.0 / (1.0 + math.exp(-(xw[t, b, H + k] + hw[b, H + k])))
-                g = math.tanh(xw[t, b, 2 * H + k] + hw[b, 2 * H + k])
-                o = 1.0 / (1.0 + math.exp(-(xw[t, b, 3 * H + k] + hw[b, 3 * H + k])))
+                i = _sigmoid(xw[t, b, k] + hw[b, k])
+                f = _sigmoid(xw[t, b, H + k] + hw[b, H + k])
+                g = _tanh(xw[t, b, 2 * H + k] + hw[b, 2 * H + k])
+                o = _sigmoid(xw[t, b, 3 * H + k] + hw[b, 3 * H + k])
                 c_new = f * c[b, k] + i * g
-                h_new = o * math.tanh(c_new)
+                h_new = o * _tanh(c_new)
                 gates[t, b, k] = i
                 gates[t, b, H + k] = f
                 gates[t, b, 2 * H + k] = g
@@ -245,13 +272,13 @@ def _lstm_backward_loop(
                 g = gates[t, b, 2 * H + k]
                 o = gates[t, b, 3 * H + k]
                 c_prev = c0[b, k] if t == 0 else cells[t - 1, b, k]
-                tanh_c = math.tanh(cells[t, b, k])
+                tanh_c = _tanh(cells[t, b, k])
                 dh_t = dh[b, k] + dy[t, b, k]
-                dc_t = dc[b, k] + dh_t * o * (1.0 - tanh_c * tanh_c)
-                d_pre[t, b, k] = dc_t * g * i * (1.0 - i)
-                d_pre[t, b, H + k] = dc_t * c_prev * f * (1.0 - f)
-                d_pre[t, b, 2 * H + k] = dc_t * i * (1.0 - g * g)
-                d_pre[t, b, 3 * H + k] = dh_t * tanh_c * o * (1.0 - o)
+                dc_t = dc[b, k] + dh_t * o * (_ONE - tanh_c * tanh_c)
+                d_pre[t, b, k] = dc_t * g * i * (_ONE - i)
+                d_pre[t, b, H + k] = dc_t * c_prev * f * (_ONE - f)
+                d_pre[t, b, 2 * H + k] = dc_t * i * (_ONE - g * g)
+                d_pre[t, b, 3 * H + k] = dh_t * tanh_c * o * (_ONE - o)
                 dc[b, k] = dc_t * f
         _small_batch_matmul(d_pre[t], W_hh, dh_prev, zero)  # d_pre W_hh^T, (B, H)
         for b in range(B):
@@ -285,7 +312,7 @@ def lstm_backward(dy, dh_n, dc_n, x, lengths, W_ih, W_hh, h0, c0, y, gates, cell
     return (*grads, dh0, dc0)
 
 
-# --- GRU -----------------------------------------------------------------------------------
+# --- GRU ------------------------------------------------------------------------------
 
 
 @njit(cache=True)
@@ -301,12 +328,12 @@ def _gru_forward_loop(
             if t >= lengths[b]:
                 continue
             for k in range(H):
-                r = 1.0 / (1.0 + math.exp(-(xw[t, b, k] + hw[b, k] + b_hh[k])))
+                r = _sigmoid(xw[t, b, k] + hw[b, k] + b_hh[k])
                 a_z = xw[t, b, H + k] + hw[b, H + k] + b_hh[H + k]
-                z = 1.0 / (1.0 + math.exp(-a_z))
+                z = _sigmoid(a_z)
                 hn = hw[b, 2 * H + k] + b_hh[2 * H + k]
-                n = math.tanh(xw[t, b, 2 * H + k] + r * hn)
-                h_new = (1.0 - z) * n + z * h[b, k]
+                n = _tanh(xw[t, b, 2 * H + k] + r * hn)
+                h_new = (_ONE - z) * n + z * h[b, k]
                 gates[t, b, k] = r
                 gates[t, b, H + k] = z
                 gates[t, b, 2 * H + k] = n
@@ -334,9 +361,9 @@ def _gru_backward_loop(
                 n = gates[t, b, 2 * H + k]
                 h_prev = h0[b, k] if t == 0 else y[t - 1, b, k]
                 dh_t = dh[b, k] + dy[t, b, k]
-                d_n_pre = dh_t * (1.0 - z) * (1.0 - n * n)
-                d_r_pre = d_n_pre * hn_all[t, b, k] * r * (1.0 - r)
-                d_z_pre = dh_t * (h_prev - n) * z * (1.0 - z)
+                d_n_pre = dh_t * (_ONE - z) * (_ONE - n * n)
+                d_r_pre = d_n_pre * hn_all[t, b, k] * r * (_ONE - r)
+                d_z_pre = dh_t * (h_prev - n) * z * (_ONE - z)
                 d_in[t, b, k] = d_r_pre
                 d_in[t, b, H + k] = d_z_pre
                 d_in[t, b, 2 * H + k] = d_n_pre

@@ -1,13 +1,16 @@
-"""rnn kernels of the numpy_ref backend: one direction of a recurrent layer, forward in time.
+"""rnn kernels of the numpy_ref backend: one direction of a recurrent layer, run forward
+in time.
 
-Shape legend: T frames, B batch, F input features, H hidden units, G gates (4 for the LSTM,
-3 for the GRU, 1 for the vanilla RNN). Every kernel runs one direction forward in time over a
-time-major batch ``x (T, B, F)`` with ``lengths (B,)``; the layer in ``npspeech.nn.rnn`` runs
-the backward direction by reversing each sequence within its own length first.
+Shape legend: T frames, B batch, F input features, H hidden units, G gates (4 for the
+LSTM, 3 for the GRU, 1 for the vanilla RNN). Every kernel runs one direction forward in
+time over a time-major batch ``x (T, B, F)`` with ``lengths (B,)``; the layer in
+``npspeech.nn.rnn`` runs the backward direction by reversing each sequence within its
+own length first.
 
-Steps ``t >= lengths[b]`` leave sequence ``b``'s state untouched and its output zero, so the
-final state of ``b`` is its state after step ``lengths[b] - 1``. In the backward passes those
-steps pass the state gradient through unchanged and contribute nothing to any other gradient.
+Steps ``t >= lengths[b]`` leave sequence ``b``'s state untouched and its output zero, so
+the final state of ``b`` is its state after step ``lengths[b] - 1``. In the backward
+passes those steps pass the state gradient through unchanged and contribute nothing to
+any other gradient.
 
 Equations (PyTorch's, with ``x W`` for ``x @ W`` and gates fused along the last axis):
 
@@ -44,12 +47,12 @@ def _active(t: int, lengths: np.ndarray) -> np.ndarray:
 
 
 def _previous(t: int, y: np.ndarray, initial: np.ndarray) -> np.ndarray:
-    """The state entering step ``t`` of a sequence that is active there: ``y[t - 1]`` or the
-    initial state (an active sequence was active at every earlier step too)."""
+    """The state entering step ``t`` of a sequence that is active there: ``y[t - 1]`` or
+    the initial state (an active sequence was active at every earlier step too)."""
     return initial if t == 0 else y[t - 1]
 
 
-# --- vanilla RNN with clipped ReLU ---------------------------------------------------------
+# --- vanilla RNN with clipped ReLU ----------------------------------------------------
 
 
 def rnn_forward(x, lengths, W_ih, W_hh, b_ih, b_hh, h0, ceiling):
@@ -113,7 +116,7 @@ def rnn_backward(dy, dh_n, x, lengths, W_ih, W_hh, h0, y, ceiling):
     return dx, dW_ih, dW_hh, db, db.copy(), dh
 
 
-# --- LSTM ----------------------------------------------------------------------------------
+# --- LSTM -----------------------------------------------------------------------------
 
 
 def lstm_forward(x, lengths, W_ih, W_hh, b_ih, b_hh, h0, c0):
@@ -205,7 +208,7 @@ def lstm_backward(dy, dh_n, dc_n, x, lengths, W_ih, W_hh, h0, c0, y, gates, cell
     return dx, dW_ih, dW_hh, db, db.copy(), dh, dc
 
 
-# --- GRU -----------------------------------------------------------------------------------
+# --- GRU ------------------------------------------------------------------------------
 
 
 def gru_forward(x, lengths, W_ih, W_hh, b_ih, b_hh, h0):
@@ -277,8 +280,12 @@ def gru_backward(dy, dh_n, x, lengths, W_ih, W_hh, h0, y, gates, hn):
         d_r_pre = d_n_pre * hn[t] * r * (1.0 - r)
         d_z_pre = dh_t * (h_prev - n) * z * (1.0 - z)
         # the input side sees n's pre-activation; the recurrent side sees it through r
-        d_ax = np.where(active, np.concatenate([d_r_pre, d_z_pre, d_n_pre], axis=1), 0.0)
-        d_ah = np.where(active, np.concatenate([d_r_pre, d_z_pre, d_n_pre * r], axis=1), 0.0)
+        d_ax = np.where(
+            active, np.concatenate([d_r_pre, d_z_pre, d_n_pre], axis=1), 0.0
+        )
+        d_ah = np.where(
+            active, np.concatenate([d_r_pre, d_z_pre, d_n_pre * r], axis=1), 0.0
+        )
         dx[t] = d_ax @ W_ih.T
         dW_ih += x[t].T @ d_ax
         dW_hh += h_prev.T @ d_ah
