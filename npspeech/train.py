@@ -263,10 +263,12 @@ class Trainer:
         dlogits = dlogits / dlogits.dtype.type(B)  # mean over the batch, as DeepSpeech
         with np.errstate(all="ignore"):
             grads = models.backward(network, dlogits, cache, backend=self.backend)
-        if config.clip_norm > 0:
-            grads, norm = optim.clip_grad_norm(grads, config.clip_norm)
-        else:
-            norm = optim.global_norm(grads)
+            # A non-finite norm makes the clip factor 0 and inf * 0 = NaN: harmless, as
+            # such a batch is skipped just below.
+            if config.clip_norm > 0:
+                grads, norm = optim.clip_grad_norm(grads, config.clip_norm)
+            else:
+                norm = optim.global_norm(grads)
         if not math.isfinite(norm):
             self._skip(
                 f"non-finite gradient (norm {norm}) in batch {index} of epoch "

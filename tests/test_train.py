@@ -155,6 +155,28 @@ def test_non_finite_batch_is_skipped_and_named(config):
     )
 
 
+def test_non_finite_gradient_is_skipped(config, monkeypatch):
+    """A finite loss whose gradient overflows: the update is skipped, weights kept."""
+    trainer = train.Trainer(config)
+    batch = trainer.loader.batch(0, 0)
+    before = {
+        name: value.copy() for name, value in trainer.state.network.params.items()
+    }
+    real_backward = models.backward
+
+    def overflowing(network, dlogits, cache, backend=None):
+        grads = real_backward(network, dlogits, cache, backend=backend)
+        grads["layer_3/W"] = np.full_like(grads["layer_3/W"], np.inf)
+        return grads
+
+    monkeypatch.setattr(models, "backward", overflowing)
+    with pytest.warns(RuntimeWarning, match="non-finite gradient"):
+        result = trainer.train_step(batch, 0, 0)
+    assert result["skipped"] and trainer.state.step == 0
+    for name, value in before.items():
+        np.testing.assert_array_equal(trainer.state.network.params[name], value)
+
+
 def test_infeasible_target_is_skipped(config):
     """A transcript longer than its frames allow gives an infinite loss: skipped."""
     trainer = train.Trainer(config)

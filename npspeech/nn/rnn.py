@@ -179,8 +179,8 @@ def _check_inputs(params, x, lengths, kind, bidirectional, merge):
         raise ConfigError(
             f"lengths must lie in [0, {T}], got {lengths.min()}..{lengths.max()}"
         )
-    if "W_hh" not in params:
-        raise ConfigError("params lacks 'W_hh'")
+    if "W_hh" not in params or np.ndim(params["W_hh"]) != 2:
+        raise ConfigError("params needs a 2-D 'W_hh' of shape (H, G*H)")
     H = params["W_hh"].shape[0]
     expected = {
         "W_ih": (F, G * H),
@@ -241,10 +241,6 @@ def _state_array(state, B, H, dtype):
             f"initial_state arrays must have shape ({B}, {H}), got {state.shape}"
         )
     return np.ascontiguousarray(state, dtype=dtype)
-
-
-def _pack_state(kind, h, c):
-    return (h, c) if kind == "lstm" else h
 
 
 def reverse_sequences(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:

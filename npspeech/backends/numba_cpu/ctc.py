@@ -162,22 +162,26 @@ def _scaled_sequence(logits, b, frames, states, skip, grad):
     for t in range(frames):
         lo, hi = _band(t, frames, S)
         current = alpha[t]
+        total = 0.0  # summed in the same pass: each extra pass over S costs more
         if t == 0:
             for s in range(lo, hi):  # s is 0 or 1: a path starts there
-                current[s] = probs[0, states[s]]
+                value = probs[0, states[s]]
+                current[s] = value
+                total += value
         else:
             previous = alpha[t - 1]
-            for s in range(lo, min(hi, 2)):
+            for s in range(lo, min(hi, 2)):  # no skip into states 0 and 1
                 value = previous[s]
                 if s == 1:
                     value += previous[0]
-                current[s] = value * probs[t, states[s]]
+                value *= probs[t, states[s]]
+                current[s] = value
+                total += value
             for s in range(max(lo, 2), hi):
                 value = previous[s] + previous[s - 1] + skip_weight[s] * previous[s - 2]
-                current[s] = value * probs[t, states[s]]
-        total = 0.0
-        for s in range(lo, hi):
-            total += current[s]
+                value *= probs[t, states[s]]
+                current[s] = value
+                total += value
         if total < _UNDERFLOW:
             return _RETRY
         scale = 1.0 / total
@@ -201,9 +205,13 @@ def _scaled_sequence(logits, b, frames, states, skip, grad):
     row = np.empty(V)
     for t in range(frames - 1, -1, -1):
         lo, hi = _band(t, frames, S)
+        current = alpha[t]
+        total = 0.0
         if t == frames - 1:
             for s in range(lo, hi):  # a path ends in the last label or final blank
                 beta[s] = 1.0
+                posterior[s] = current[s]
+                total += current[s]
         else:
             next_lo, next_hi = _band(t + 1, frames, S)
             scale = inverse_scales[t + 1]
@@ -213,15 +221,14 @@ def _scaled_sequence(logits, b, frames, states, skip, grad):
             # of t + 1 that the frame before wrote and s + 1, s + 2 can read
             weighted[next_hi] = 0.0
             weighted[next_hi + 1] = 0.0
-            for s in range(lo, hi):
-                beta[s] = (
+            for s in range(lo, hi):  # beta of frame t, and the posterior in one pass
+                value = (
                     weighted[s] + weighted[s + 1] + skip_weight[s + 2] * weighted[s + 2]
                 )
-
-        total = 0.0
-        for s in range(lo, hi):
-            posterior[s] = alpha[t, s] * beta[s]
-            total += posterior[s]
+                beta[s] = value
+                product = current[s] * value
+                posterior[s] = product
+                total += product
         # The posterior sums to 1 up to rounding (~1e-13 even at T = 3000); anything
         # else (NaN from inf * 0, mass lost to underflow) sends the sequence to the
         # log-space path.

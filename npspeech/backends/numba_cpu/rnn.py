@@ -14,7 +14,7 @@ How the work is split:
   ``dW_ih = X^T d_pre``, ``dx = d_pre W_ih^T``.
 
 Why not ``np.dot`` (BLAS) per step: with a batch of a few rows, OpenBLAS re-packs the
-whole ``W_hh`` on every call and reached 3-10x less throughput than the register-tiled
+whole ``W_hh`` on every call and reached 2-10x less throughput than the register-tiled
 kernel below (measured on this project's machine for B=16, H=512 and 2048).
 
 The time loops are serial: a parallel region per step adds a barrier per step, and a
