@@ -22,7 +22,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -44,6 +43,7 @@ from .augment import (
     speed_output_length,
 )
 from .config import FeatureConfig, to_dict
+from .fileio import write_atomically
 from .corpus import (
     CSV_COLUMNS,
     DataProblem,
@@ -219,18 +219,10 @@ class FeatureCache:
     def _write_disk(self, key: str, features: np.ndarray) -> None:
         if self.directory is None:
             return
-        # Written under a temporary name and renamed, so a reader (or a crash) never
-        # sees half a file; os.replace is atomic within one filesystem.
-        handle, temporary = tempfile.mkstemp(
-            prefix=f".{key}.", suffix=".tmp", dir=self.directory
+        write_atomically(
+            self._path(key),
+            lambda stream: np.save(stream, features, allow_pickle=False),
         )
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.save(stream, features, allow_pickle=False)
-            os.replace(temporary, self._path(key))
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
 
 
 def feature_stats(

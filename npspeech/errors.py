@@ -39,5 +39,9 @@ class DecoderError(NpspeechError):
     """Decoder input of the wrong shape, dtype or contents."""
 
 
+class OutputError(NpspeechError):
+    """An output file or folder that cannot be written."""
+
+
 class ExtensionMissingError(NpspeechError):
     """A compiled extension was required (``NPSPEECH_REQUIRE_EXT=1``) but is not built."""

@@ -26,17 +26,16 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
 from .alphabet import Alphabet
 from .config import FeatureConfig, ModelConfig, from_dict, to_dict
 from .errors import ConfigError, ModelFileError
+from .fileio import write_atomically
 from .models import Network
 
 FORMAT_NAME = "npspeech-model"
@@ -69,54 +68,6 @@ class ModelFile:
     def sample_rate(self) -> int:
         """Hz the audio is resampled to before features."""
         return self.features.sample_rate
-
-
-# -- atomic writes ---------------------------------------------------------------------
-
-
-def write_atomically(
-    path: str | os.PathLike, write: Callable[[IO[bytes]], None]
-) -> Path:
-    """Write a file through ``write(handle)`` so the target is never seen half-written.
-
-    The bytes go to a temporary file in the target's folder (same filesystem, so the
-    rename is atomic), which is flushed and fsynced before :func:`os.replace`; the
-    folder is fsynced after the rename where the OS allows it, so the new name survives
-    a crash.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
-    try:
-        folder = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # Windows cannot open folders; the rename is still atomic there
-        return path
-    try:
-        os.fsync(folder)
-    except OSError:
-        pass
-    finally:
-        os.close(folder)
-    return path
-
-
-def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
-    """:func:`write_atomically` for UTF-8 text."""
-    return write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 # -- array archives with metadata (shared by model files and checkpoints) --------------

@@ -306,7 +306,7 @@ class Trainer:
         can be resumed)."""
         config, state = self.config, self.state
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        from .modelfile import write_text_atomically
+        from .fileio import write_text_atomically
 
         write_text_atomically(
             self.output_dir / CONFIG_FILE,
@@ -544,7 +544,7 @@ class Trainer:
                 event == "epoch" and entry.get("epoch", 0) < self.state.epoch
             ):
                 kept.append(line)
-        from .modelfile import write_text_atomically
+        from .fileio import write_text_atomically
 
         write_text_atomically(path, "".join(line + "\n" for line in kept))
 
@@ -707,7 +707,7 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:
         axes.grid(alpha=0.3)
     figure.tight_layout()
     path = Path(output) if output is not None else Path(run_dir) / PLOT_FILE
-    from .modelfile import write_atomically
+    from .fileio import write_atomically
 
     write_atomically(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
     plt.close(figure)

@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import data
     from ..inference import Model, evaluate
-    from ..modelfile import write_text_atomically
+    from ..fileio import write_text_atomically
 
     decode_config = decode_config_from(args)
     model = Model.load(args.model, backend=args.backend)

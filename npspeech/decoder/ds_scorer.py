@@ -44,7 +44,6 @@ import math
 import os
 import shutil
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -53,6 +52,7 @@ import numpy as np
 
 from ..alphabet import Alphabet, english
 from ..errors import ScorerError
+from ..fileio import write_atomically
 
 # --- KenLM binary header (lm/binary_format.cc) ---------------------------------------
 # The magic is the literal "...version 5\n\0" stored with sizeof(), so with its implicit
@@ -741,7 +741,7 @@ def write_deepspeech_scorer(
         handle.seek(scorer_offset + _ALPHA_OFFSET)
         handle.write(_ALPHA_BETA.pack(float(alpha), float(beta)))
 
-    atomic_write(destination, write)
+    write_atomically(destination, write)
     return destination
 
 
@@ -760,33 +760,3 @@ def read_deepspeech_scorer_offset(path: str | os.PathLike) -> int:
             raise ScorerError(f"{path}: a plain KenLM binary, not a DeepSpeech scorer")
         _read_scorer_header(handle, offset, path)
     return offset
-
-
-def atomic_write(destination: str | os.PathLike, write, mode: str = "w+b") -> None:
-    """Call ``write(handle)`` on a temporary file, then rename it to ``destination``.
-
-    The rename is atomic on POSIX and Windows, so readers see the old file or the new
-    one, never a partial write. The temporary file is removed if ``write`` fails.
-    """
-    destination = Path(destination)
-    directory = destination.parent if str(destination.parent) else Path(".")
-    try:
-        descriptor, temporary = tempfile.mkstemp(
-            prefix=f".{destination.name}.", suffix=".tmp", dir=directory
-        )
-    except OSError as error:
-        raise ScorerError(
-            f"{destination}: cannot write here ({error.strerror})"
-        ) from None
-    try:
-        with os.fdopen(descriptor, mode) as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, destination)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise

@@ -54,7 +54,7 @@ import numpy as np
 
 from .. import constants as C
 from ..alphabet import Alphabet, english
-from ..decoder.ds_scorer import atomic_write
+from ..fileio import write_atomically
 from ..errors import ConfigError, DataError, ScorerError
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
@@ -614,7 +614,7 @@ def write_arpa(model: NgramModel, path: str | os.PathLike) -> Path:
         text.flush()
         text.detach()
 
-    atomic_write(path, write)
+    write_atomically(path, write)
     return path
 
 

@@ -50,7 +50,7 @@ from typing import Any, BinaryIO
 from .. import __version__
 from ..alphabet import Alphabet
 from ..decoder import ds_scorer
-from ..decoder.ds_scorer import atomic_write
+from ..fileio import write_atomically
 from ..errors import ScorerError
 
 PACKAGE_MAGIC = b"NPSCORER"
@@ -399,7 +399,7 @@ def _unpacked_language_model(path: Path, layout: PackageLayout) -> Path:
                 "its metadata"
             )
 
-    atomic_write(target, write)
+    write_atomically(target, write)
     return target
 
 
@@ -498,7 +498,7 @@ def _write_package_file(
                 handle.write(block)
                 remaining -= len(block)
 
-    atomic_write(destination, write)
+    write_atomically(destination, write)
 
 
 def set_scorer_parameters(

@@ -17,18 +17,21 @@ Why not ``np.dot`` (BLAS) per step: with a batch of a few rows, OpenBLAS re-pack
 whole ``W_hh`` on every call and reached 2-10x less throughput than the register-tiled
 kernel below (measured on this project's machine for B=16, H=512 and 2048).
 
-The time loops are serial: a parallel region per step adds a barrier per step, and a
-``prange`` over the output columns of the recurrent product measured several times
-slower than the serial kernel on the project's shared 2-core machine. The large GEMMs
-before and after the loops use BLAS's threads.
+Threads: per step, the recurrent product splits its output columns and the gate math
+its batch rows over Numba's threads (``numba.set_num_threads``); the large GEMMs before
+and after the loops use BLAS's threads. The parallel regions cost a barrier per step:
+on 2 idle cores the split product ran 1.3-1.8x faster than one thread, but on
+oversubscribed cores every barrier waits for a descheduled thread, so a loaded machine
+does better with one Numba thread.
 """
 
 from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 __all__ = [
     "rnn_forward",
@@ -61,6 +64,12 @@ def _weight_gradients(x, h_prev, d_in, d_rec, W_ih):
     dW_ih = x.reshape(T * B, F).T @ d_in2
     dW_hh = h_prev.reshape(T * B, h_prev.shape[2]).T @ d_rec2
     return dx, dW_ih, dW_hh, d_in2.sum(axis=0), d_rec2.sum(axis=0)
+
+
+def _threads() -> int:
+    """Numba's thread count, read here because a compiled function that reads it cannot
+    be cached."""
+    return numba.get_num_threads()
 
 
 def _shifted_states(y: np.ndarray, h0: np.ndarray) -> np.ndarray:
@@ -137,6 +146,24 @@ def _small_batch_matmul(a, w_rows, out, zero):  # pragma: no cover - jit
             out[b, j] = s
 
 
+@njit(cache=True, parallel=True)
+def _recurrent_matmul(a, w_rows, out, zero, threads):  # pragma: no cover - jit
+    """:func:`_small_batch_matmul` with the output columns split over ``threads`` Numba
+    threads; one thread calls it directly."""
+    N = w_rows.shape[0]
+    n_blocks = min(threads, N // 4)
+    if n_blocks <= 1:
+        _small_batch_matmul(a, w_rows, out, zero)
+        return
+    width = (
+        N // n_blocks // 4 * 4
+    )  # whole 4-column tiles per block; the last takes the rest
+    for i in prange(n_blocks):
+        j0 = i * width
+        j1 = N if i == n_blocks - 1 else j0 + width
+        _small_batch_matmul(a, w_rows[j0:j1], out[:, j0:j1], zero)
+
+
 # float32 constants keep float32 arithmetic in float32; they widen exactly for float64
 _ONE = np.float32(1.0)
 _TWO = np.float32(2.0)
@@ -159,40 +186,42 @@ def _tanh(a):  # pragma: no cover - jit
 # and ``W_hh`` (H, G*H) itself the rows of the backward product d_pre W_hh^T.
 
 
-@njit(cache=True)
-def _rnn_forward_loop(xw, W_hh_T, lengths, h0, ceiling, y, zero):  # pragma: no cover
+@njit(cache=True, parallel=True)
+def _rnn_forward_loop(
+    xw, W_hh_T, lengths, h0, ceiling, y, zero, threads
+):  # pragma: no cover
     T, B, H = y.shape
     h = h0.copy()
     hw = np.empty((B, H), dtype=y.dtype)
     for t in range(T):
-        _small_batch_matmul(h, W_hh_T, hw, zero)  # hw = h W_hh, (B, H)
-        for b in range(B):
-            if t >= lengths[b]:
-                continue
-            for k in range(H):
-                v = min(max(xw[t, b, k] + hw[b, k], 0.0), ceiling)
-                y[t, b, k] = v
-                h[b, k] = v
+        _recurrent_matmul(h, W_hh_T, hw, zero, threads)  # hw = h W_hh, (B, H)
+        for b in prange(B):
+            if t < lengths[b]:
+                for k in range(H):
+                    v = min(max(xw[t, b, k] + hw[b, k], 0.0), ceiling)
+                    y[t, b, k] = v
+                    h[b, k] = v
     return h
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _rnn_backward_loop(
-    dy, dh_n, lengths, W_hh, y, ceiling, d_pre, zero
+    dy, dh_n, lengths, W_hh, y, ceiling, d_pre, zero, threads
 ):  # pragma: no cover
     T, B, H = dy.shape
     dh = dh_n.copy()
     dh_prev = np.empty((B, H), dtype=dy.dtype)
     for t in range(T - 1, -1, -1):
-        for b in range(B):
-            if t >= lengths[b]:
-                continue
-            for k in range(H):
-                v = y[t, b, k]
-                if v > 0.0 and v < ceiling:
-                    d_pre[t, b, k] = dh[b, k] + dy[t, b, k]
-        _small_batch_matmul(d_pre[t], W_hh, dh_prev, zero)  # d_pre W_hh^T, (B, H)
-        for b in range(B):
+        for b in prange(B):
+            if t < lengths[b]:
+                for k in range(H):
+                    v = y[t, b, k]
+                    if v > 0.0 and v < ceiling:
+                        d_pre[t, b, k] = dh[b, k] + dy[t, b, k]
+        _recurrent_matmul(
+            d_pre[t], W_hh, dh_prev, zero, threads
+        )  # d_pre W_hh^T, (B, H)
+        for b in prange(B):
             if t < lengths[b]:
                 dh[b, :] = dh_prev[b, :]
     return dh
@@ -205,7 +234,8 @@ def rnn_forward(x, lengths, W_ih, W_hh, b_ih, b_hh, h0, ceiling):
     y = np.zeros((T, B, W_hh.shape[0]), dtype=x.dtype)
     W_hh_T = np.ascontiguousarray(W_hh.T)
     zero = x.dtype.type(0)
-    h_n = _rnn_forward_loop(xw, W_hh_T, lengths, h0, x.dtype.type(ceiling), y, zero)
+    ceiling = x.dtype.type(ceiling)
+    h_n = _rnn_forward_loop(xw, W_hh_T, lengths, h0, ceiling, y, zero, _threads())
     return y, h_n
 
 
@@ -214,7 +244,7 @@ def rnn_backward(dy, dh_n, x, lengths, W_ih, W_hh, h0, y, ceiling):
     d_pre = np.zeros(y.shape, dtype=x.dtype)
     ceiling = x.dtype.type(ceiling)
     dh0 = _rnn_backward_loop(
-        dy, dh_n, lengths, W_hh, y, ceiling, d_pre, x.dtype.type(0)
+        dy, dh_n, lengths, W_hh, y, ceiling, d_pre, x.dtype.type(0), _threads()
     )
     grads = _weight_gradients(x, _shifted_states(y, h0), d_pre, d_pre, W_ih)
     return (*grads, dh0)
@@ -223,65 +253,65 @@ def rnn_backward(dy, dh_n, x, lengths, W_ih, W_hh, h0, y, ceiling):
 # --- LSTM -----------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _lstm_forward_loop(
-    xw, W_hh_T, lengths, h0, c0, y, gates, cells, zero
+    xw, W_hh_T, lengths, h0, c0, y, gates, cells, zero, threads
 ):  # pragma: no cover
     T, B, H = y.shape
     h = h0.copy()
     c = c0.copy()
     hw = np.empty((B, 4 * H), dtype=y.dtype)
     for t in range(T):
-        _small_batch_matmul(h, W_hh_T, hw, zero)  # hw = h W_hh, (B, 4H)
-        for b in range(B):
-            if t >= lengths[b]:
-                continue
-            for k in range(H):
-                i = _sigmoid(xw[t, b, k] + hw[b, k])
-                f = _sigmoid(xw[t, b, H + k] + hw[b, H + k])
-                g = _tanh(xw[t, b, 2 * H + k] + hw[b, 2 * H + k])
-                o = _sigmoid(xw[t, b, 3 * H + k] + hw[b, 3 * H + k])
-                c_new = f * c[b, k] + i * g
-                h_new = o * _tanh(c_new)
-                gates[t, b, k] = i
-                gates[t, b, H + k] = f
-                gates[t, b, 2 * H + k] = g
-                gates[t, b, 3 * H + k] = o
-                cells[t, b, k] = c_new
-                y[t, b, k] = h_new
-                c[b, k] = c_new
-                h[b, k] = h_new
+        _recurrent_matmul(h, W_hh_T, hw, zero, threads)  # hw = h W_hh, (B, 4H)
+        for b in prange(B):
+            if t < lengths[b]:
+                for k in range(H):
+                    i = _sigmoid(xw[t, b, k] + hw[b, k])
+                    f = _sigmoid(xw[t, b, H + k] + hw[b, H + k])
+                    g = _tanh(xw[t, b, 2 * H + k] + hw[b, 2 * H + k])
+                    o = _sigmoid(xw[t, b, 3 * H + k] + hw[b, 3 * H + k])
+                    c_new = f * c[b, k] + i * g
+                    h_new = o * _tanh(c_new)
+                    gates[t, b, k] = i
+                    gates[t, b, H + k] = f
+                    gates[t, b, 2 * H + k] = g
+                    gates[t, b, 3 * H + k] = o
+                    cells[t, b, k] = c_new
+                    y[t, b, k] = h_new
+                    c[b, k] = c_new
+                    h[b, k] = h_new
     return h, c
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _lstm_backward_loop(
-    dy, dh_n, dc_n, lengths, W_hh, c0, gates, cells, d_pre, zero
+    dy, dh_n, dc_n, lengths, W_hh, c0, gates, cells, d_pre, zero, threads
 ):  # pragma: no cover - jit
     T, B, H = dy.shape
     dh = dh_n.copy()
     dc = dc_n.copy()
     dh_prev = np.empty((B, H), dtype=dy.dtype)
     for t in range(T - 1, -1, -1):
-        for b in range(B):
-            if t >= lengths[b]:
-                continue
-            for k in range(H):
-                i = gates[t, b, k]
-                f = gates[t, b, H + k]
-                g = gates[t, b, 2 * H + k]
-                o = gates[t, b, 3 * H + k]
-                c_prev = c0[b, k] if t == 0 else cells[t - 1, b, k]
-                tanh_c = _tanh(cells[t, b, k])
-                dh_t = dh[b, k] + dy[t, b, k]
-                dc_t = dc[b, k] + dh_t * o * (_ONE - tanh_c * tanh_c)
-                d_pre[t, b, k] = dc_t * g * i * (_ONE - i)
-                d_pre[t, b, H + k] = dc_t * c_prev * f * (_ONE - f)
-                d_pre[t, b, 2 * H + k] = dc_t * i * (_ONE - g * g)
-                d_pre[t, b, 3 * H + k] = dh_t * tanh_c * o * (_ONE - o)
-                dc[b, k] = dc_t * f
-        _small_batch_matmul(d_pre[t], W_hh, dh_prev, zero)  # d_pre W_hh^T, (B, H)
-        for b in range(B):
+        for b in prange(B):
+            if t < lengths[b]:
+                for k in range(H):
+                    i = gates[t, b, k]
+                    f = gates[t, b, H + k]
+                    g = gates[t, b, 2 * H + k]
+                    o = gates[t, b, 3 * H + k]
+                    c_prev = c0[b, k] if t == 0 else cells[t - 1, b, k]
+                    tanh_c = _tanh(cells[t, b, k])
+                    dh_t = dh[b, k] + dy[t, b, k]
+                    dc_t = dc[b, k] + dh_t * o * (_ONE - tanh_c * tanh_c)
+                    d_pre[t, b, k] = dc_t * g * i * (_ONE - i)
+                    d_pre[t, b, H + k] = dc_t * c_prev * f * (_ONE - f)
+                    d_pre[t, b, 2 * H + k] = dc_t * i * (_ONE - g * g)
+                    d_pre[t, b, 3 * H + k] = dh_t * tanh_c * o * (_ONE - o)
+                    dc[b, k] = dc_t * f
+        _recurrent_matmul(
+            d_pre[t], W_hh, dh_prev, zero, threads
+        )  # d_pre W_hh^T, (B, H)
+        for b in prange(B):
             if t < lengths[b]:
                 dh[b, :] = dh_prev[b, :]
     return dh, dc
@@ -297,7 +327,7 @@ def lstm_forward(x, lengths, W_ih, W_hh, b_ih, b_hh, h0, c0):
     cells = np.zeros((T, B, H), dtype=x.dtype)
     W_hh_T = np.ascontiguousarray(W_hh.T)
     h_n, c_n = _lstm_forward_loop(
-        xw, W_hh_T, lengths, h0, c0, y, gates, cells, x.dtype.type(0)
+        xw, W_hh_T, lengths, h0, c0, y, gates, cells, x.dtype.type(0), _threads()
     )
     return y, gates, cells, h_n, c_n
 
@@ -306,7 +336,17 @@ def lstm_backward(dy, dh_n, dc_n, x, lengths, W_ih, W_hh, h0, c0, y, gates, cell
     """See ``numpy_ref.rnn.lstm_backward``."""
     d_pre = np.zeros(gates.shape, dtype=x.dtype)
     dh0, dc0 = _lstm_backward_loop(
-        dy, dh_n, dc_n, lengths, W_hh, c0, gates, cells, d_pre, x.dtype.type(0)
+        dy,
+        dh_n,
+        dc_n,
+        lengths,
+        W_hh,
+        c0,
+        gates,
+        cells,
+        d_pre,
+        x.dtype.type(0),
+        _threads(),
     )
     grads = _weight_gradients(x, _shifted_states(y, h0), d_pre, d_pre, W_ih)
     return (*grads, dh0, dc0)
@@ -315,64 +355,64 @@ def lstm_backward(dy, dh_n, dc_n, x, lengths, W_ih, W_hh, h0, c0, y, gates, cell
 # --- GRU ------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _gru_forward_loop(
-    xw, W_hh_T, b_hh, lengths, h0, y, gates, hn_all, zero
+    xw, W_hh_T, b_hh, lengths, h0, y, gates, hn_all, zero, threads
 ):  # pragma: no cover - jit
     T, B, H = y.shape
     h = h0.copy()
     hw = np.empty((B, 3 * H), dtype=y.dtype)
     for t in range(T):
-        _small_batch_matmul(h, W_hh_T, hw, zero)  # hw = h W_hh, (B, 3H)
-        for b in range(B):
-            if t >= lengths[b]:
-                continue
-            for k in range(H):
-                r = _sigmoid(xw[t, b, k] + hw[b, k] + b_hh[k])
-                a_z = xw[t, b, H + k] + hw[b, H + k] + b_hh[H + k]
-                z = _sigmoid(a_z)
-                hn = hw[b, 2 * H + k] + b_hh[2 * H + k]
-                n = _tanh(xw[t, b, 2 * H + k] + r * hn)
-                h_new = (_ONE - z) * n + z * h[b, k]
-                gates[t, b, k] = r
-                gates[t, b, H + k] = z
-                gates[t, b, 2 * H + k] = n
-                hn_all[t, b, k] = hn
-                y[t, b, k] = h_new
-                h[b, k] = h_new
+        _recurrent_matmul(h, W_hh_T, hw, zero, threads)  # hw = h W_hh, (B, 3H)
+        for b in prange(B):
+            if t < lengths[b]:
+                for k in range(H):
+                    r = _sigmoid(xw[t, b, k] + hw[b, k] + b_hh[k])
+                    a_z = xw[t, b, H + k] + hw[b, H + k] + b_hh[H + k]
+                    z = _sigmoid(a_z)
+                    hn = hw[b, 2 * H + k] + b_hh[2 * H + k]
+                    n = _tanh(xw[t, b, 2 * H + k] + r * hn)
+                    h_new = (_ONE - z) * n + z * h[b, k]
+                    gates[t, b, k] = r
+                    gates[t, b, H + k] = z
+                    gates[t, b, 2 * H + k] = n
+                    hn_all[t, b, k] = hn
+                    y[t, b, k] = h_new
+                    h[b, k] = h_new
     return h
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _gru_backward_loop(
-    dy, dh_n, lengths, W_hh, h0, y, gates, hn_all, d_in, d_rec, zero
+    dy, dh_n, lengths, W_hh, h0, y, gates, hn_all, d_in, d_rec, zero, threads
 ):  # pragma: no cover - jit
     T, B, H = dy.shape
     dh = dh_n.copy()
     dh_direct = np.zeros_like(dh)  # the part of dh_prev through h' = ... + z h
     dh_prev = np.empty((B, H), dtype=dy.dtype)
     for t in range(T - 1, -1, -1):
-        for b in range(B):
-            if t >= lengths[b]:
-                continue
-            for k in range(H):
-                r = gates[t, b, k]
-                z = gates[t, b, H + k]
-                n = gates[t, b, 2 * H + k]
-                h_prev = h0[b, k] if t == 0 else y[t - 1, b, k]
-                dh_t = dh[b, k] + dy[t, b, k]
-                d_n_pre = dh_t * (_ONE - z) * (_ONE - n * n)
-                d_r_pre = d_n_pre * hn_all[t, b, k] * r * (_ONE - r)
-                d_z_pre = dh_t * (h_prev - n) * z * (_ONE - z)
-                d_in[t, b, k] = d_r_pre
-                d_in[t, b, H + k] = d_z_pre
-                d_in[t, b, 2 * H + k] = d_n_pre
-                d_rec[t, b, k] = d_r_pre
-                d_rec[t, b, H + k] = d_z_pre
-                d_rec[t, b, 2 * H + k] = d_n_pre * r
-                dh_direct[b, k] = dh_t * z
-        _small_batch_matmul(d_rec[t], W_hh, dh_prev, zero)  # d_rec W_hh^T, (B, H)
-        for b in range(B):
+        for b in prange(B):
+            if t < lengths[b]:
+                for k in range(H):
+                    r = gates[t, b, k]
+                    z = gates[t, b, H + k]
+                    n = gates[t, b, 2 * H + k]
+                    h_prev = h0[b, k] if t == 0 else y[t - 1, b, k]
+                    dh_t = dh[b, k] + dy[t, b, k]
+                    d_n_pre = dh_t * (_ONE - z) * (_ONE - n * n)
+                    d_r_pre = d_n_pre * hn_all[t, b, k] * r * (_ONE - r)
+                    d_z_pre = dh_t * (h_prev - n) * z * (_ONE - z)
+                    d_in[t, b, k] = d_r_pre
+                    d_in[t, b, H + k] = d_z_pre
+                    d_in[t, b, 2 * H + k] = d_n_pre
+                    d_rec[t, b, k] = d_r_pre
+                    d_rec[t, b, H + k] = d_z_pre
+                    d_rec[t, b, 2 * H + k] = d_n_pre * r
+                    dh_direct[b, k] = dh_t * z
+        _recurrent_matmul(
+            d_rec[t], W_hh, dh_prev, zero, threads
+        )  # d_rec W_hh^T, (B, H)
+        for b in prange(B):
             if t < lengths[b]:
                 for k in range(H):
                     dh[b, k] = dh_prev[b, k] + dh_direct[b, k]
@@ -389,7 +429,7 @@ def gru_forward(x, lengths, W_ih, W_hh, b_ih, b_hh, h0):
     hn_all = np.zeros((T, B, H), dtype=x.dtype)
     W_hh_T = np.ascontiguousarray(W_hh.T)
     h_n = _gru_forward_loop(
-        xw, W_hh_T, b_hh, lengths, h0, y, gates, hn_all, x.dtype.type(0)
+        xw, W_hh_T, b_hh, lengths, h0, y, gates, hn_all, x.dtype.type(0), _threads()
     )
     return y, gates, hn_all, h_n
 
@@ -399,7 +439,18 @@ def gru_backward(dy, dh_n, x, lengths, W_ih, W_hh, h0, y, gates, hn):
     d_in = np.zeros(gates.shape, dtype=x.dtype)
     d_rec = np.zeros(gates.shape, dtype=x.dtype)
     dh0 = _gru_backward_loop(
-        dy, dh_n, lengths, W_hh, h0, y, gates, hn, d_in, d_rec, x.dtype.type(0)
+        dy,
+        dh_n,
+        lengths,
+        W_hh,
+        h0,
+        y,
+        gates,
+        hn,
+        d_in,
+        d_rec,
+        x.dtype.type(0),
+        _threads(),
     )
     grads = _weight_gradients(x, _shifted_states(y, h0), d_in, d_rec, W_ih)
     return (*grads, dh0)
