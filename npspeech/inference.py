@@ -11,23 +11,24 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from . import models
 from .alphabet import Alphabet
-from .config import DecodeConfig, FeatureConfig
+from .config import DecodeConfig, FeatureConfig, ModelConfig
 from .errors import ConfigError, DecoderError
 
 # -- decoders --------------------------------------------------------------------------
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Log-probabilities over the last axis, computed stably (max subtracted first)."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    """Log-probabilities over the last axis (the model's output layer)."""
+    from .nn.activations import log_softmax_forward
+
+    return log_softmax_forward(logits)[0]
 
 
 @dataclasses.dataclass
@@ -177,6 +178,11 @@ def make_decoder(
     raise ConfigError(f"decoder {config.decoder!r} is unknown; choose greedy or beam")
 
 
+def frame_seconds(config: ModelConfig, feature_config: FeatureConfig) -> float:
+    """Seconds between two output frames: the feature hop times the model's time stride."""
+    return feature_config.step_ms / 1000.0 * models.time_stride(config)
+
+
 # -- the public model ------------------------------------------------------------------
 
 
@@ -242,11 +248,7 @@ class Model:
     @property
     def frame_seconds(self) -> float:
         """Seconds between two output frames (the feature hop times the time stride)."""
-        stride = 1
-        if self.network.config.architecture != "deepspeech":
-            for s_time, _ in self.network.config.conv_strides:
-                stride *= int(s_time)
-        return self.features.step_ms / 1000.0 * stride
+        return frame_seconds(self.network.config, self.features)
 
     def set_decoder(self, config: DecodeConfig) -> None:
         """Use ``config`` for :meth:`transcribe` from now on."""
@@ -385,39 +387,18 @@ def evaluate(
     Features come from ``cache`` (a ``FeatureCache``; a fresh one when None). Rows are
     batched by length under ``frames_budget`` padded frames, without augmentation.
     """
-    from . import ctc, data, metrics
+    from . import ctc, metrics
 
-    if not utterances:
-        raise ConfigError("nothing to evaluate: no utterances")
-    cache = cache or data.FeatureCache(feature_config)
-    loader = data.BatchLoader(
-        utterances,
-        alphabet,
-        feature_config,
-        cache,
-        frames_budget=frames_budget,
-        shuffle=False,
-        sortagrad=False,
-        durations=durations,
-        prefetch=False,
+    decoder = make_decoder(
+        alphabet, decode_config, frame_seconds(network.config, feature_config)
     )
-    frame_seconds = feature_config.step_ms / 1000.0
-    if network.config.architecture != "deepspeech":
-        for s_time, _ in network.config.conv_strides:
-            frame_seconds *= int(s_time)
-    decoder = make_decoder(alphabet, decode_config, frame_seconds)
     slots: list[UtteranceResult | None] = [None] * len(utterances)
-    batches: Any = zip(loader.epoch_batches(0), loader.iterate(0))
-    if progress:
-        from tqdm import tqdm
-
-        batches = tqdm(
-            batches, total=len(loader), desc="evaluating", unit="batch", leave=False
-        )
-    for members, batch in batches:
-        logits, output_lengths, _ = models.forward(
-            network, batch.features, batch.lengths, training=False, backend=backend
-        )
+    outputs = _forward_batches(
+        network, utterances, alphabet, feature_config, cache=cache,
+        frames_budget=frames_budget, backend=backend, durations=durations,
+        progress=progress,
+    )
+    for members, batch, logits, output_lengths in outputs:
         losses, _ = ctc.ctc_loss(
             logits,
             batch.targets,
@@ -459,3 +440,82 @@ def evaluate(
     finite = [r.loss for r in results if np.isfinite(r.loss)]
     loss = float(np.mean(finite)) if finite else float("inf")
     return Evaluation(total.wer, total.cer, loss, results)
+
+
+def _forward_batches(
+    network: models.Network,
+    utterances: Sequence[Any],
+    alphabet: Alphabet,
+    feature_config: FeatureConfig,
+    *,
+    cache: Any,
+    frames_budget: int,
+    backend: Any,
+    durations: Sequence[float] | None,
+    progress: bool,
+) -> Iterator[tuple[list[int], Any, np.ndarray, np.ndarray]]:
+    """Run the model over corpus rows in padded batches, in eval mode.
+
+    Yields
+    ------
+    members : list of int
+        Indices into ``utterances`` of the batch's rows.
+    batch : npspeech.data.Batch
+    logits : float32 array, shape (T_out, B, V)
+    output_lengths : int32 array, shape (B,)
+    """
+    from . import data
+
+    if not utterances:
+        raise ConfigError("nothing to evaluate: no utterances")
+    cache = cache or data.FeatureCache(feature_config)
+    loader = data.BatchLoader(
+        utterances,
+        alphabet,
+        feature_config,
+        cache,
+        frames_budget=frames_budget,
+        shuffle=False,
+        sortagrad=False,
+        durations=durations,
+        prefetch=False,
+    )
+    batches: Any = zip(loader.epoch_batches(0), loader.iterate(0))
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(
+            batches, total=len(loader), desc="evaluating", unit="batch", leave=False
+        )
+    for members, batch in batches:
+        logits, output_lengths, _ = models.forward(
+            network, batch.features, batch.lengths, training=False, backend=backend
+        )
+        yield members, batch, logits, output_lengths
+
+
+def corpus_log_probs(
+    model: Model,
+    utterances: Sequence[Any],
+    *,
+    frames_budget: int = 16_000,
+    progress: bool = False,
+) -> list[np.ndarray]:
+    """Per-utterance log-probabilities of corpus rows, in corpus order.
+
+    Returns
+    -------
+    list of float32 arrays, shape (T_i, V)
+        Row ``i``'s output frames (padding removed), for decoding or LM tuning.
+    """
+    slots: list[np.ndarray | None] = [None] * len(utterances)
+    outputs = _forward_batches(
+        model.network, utterances, model.alphabet, model.features, cache=None,
+        frames_budget=frames_budget, backend=model.backend, durations=None,
+        progress=progress,
+    )
+    for members, _, logits, output_lengths in outputs:
+        log_probs = log_softmax(logits)
+        for b, index in enumerate(members):
+            slots[index] = np.ascontiguousarray(log_probs[: int(output_lengths[b]), b])
+    return [item for item in slots if item is not None]

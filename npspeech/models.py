@@ -212,6 +212,16 @@ def _conv_geometry(config: ModelConfig, n_input: int) -> Iterator[tuple[int, int
         channels_in = int(channels_out)
 
 
+def time_stride(config: ModelConfig) -> int:
+    """Feature frames per output frame: the product of the convolutions' time strides."""
+    if config.architecture == "deepspeech":
+        return 1
+    stride = 1
+    for s_time, _ in config.conv_strides:
+        stride *= int(s_time)
+    return stride
+
+
 def output_lengths(config: ModelConfig, lengths: np.ndarray) -> np.ndarray:
     """Output frames per sequence, ``(B,)`` int32 (strided convolutions shorten)."""
     lengths = np.asarray(lengths, dtype=np.int32)

@@ -279,6 +279,15 @@ def test_tune_arpa_without_output_fails_with_a_message(arpa, tmp_path, capsys):
             ["lm", "package", "{tmp}/absent.arpa", "-o", "{tmp}/p.npscorer"],
             "absent.arpa",
         ),
+        (["lm", "tune", "{corpus}", "--model", "{tmp}/m.npz"], "--model needs --dev"),
+        (
+            ["lm", "tune", "{corpus}", "--log-probs", "x.npz", "--dev", "a.csv"],
+            "--dev is used with --model",
+        ),
+        (
+            ["lm", "tune", "{corpus}", "--model", "{tmp}/m.npz", "--dev", "a.csv"],
+            "m.npz",
+        ),
     ],
 )
 def test_bad_input_exits_nonzero_naming_the_culprit(argv, message, tmp_path, capsys):

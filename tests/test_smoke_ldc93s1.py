@@ -101,3 +101,25 @@ def test_train_then_eval_reaches_the_exact_transcript(data_dir, tmp_path, capsys
     )
     assert npspeech.transcribe(wav, run_dir / "model.npz") == TRANSCRIPT
     assert model.training["dev_wer"] == 0.0
+
+    # Beam search with DeepSpeech's scorer, and alpha/beta tuned for this model on its
+    # own utterance (the smoke LM was built by DeepSpeech from text that includes it).
+    scorer = tmp_path / "tuned.scorer"
+    scorer.write_bytes((smoke / "lm" / "pruned_lm.scorer").read_bytes())
+    code = main(
+        [
+            "lm", "tune", str(scorer), "--model", str(run_dir / "model.npz"),
+            "--dev", csv, "--alphas", "0.5", "1.0", "--betas", "1.0", "2.0",
+            "--beam-width", "32", "--no-progress",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    assert "WER 0.0000" in capsys.readouterr().out
+    code = main(
+        [
+            "decode", "--model", str(run_dir / "model.npz"), "--decoder", "beam",
+            "--scorer", str(scorer), wav,
+        ]
+    )  # fmt: skip
+    assert code == 0
+    assert capsys.readouterr().out.strip() == TRANSCRIPT

@@ -168,17 +168,29 @@ def _register_tune(commands) -> None:
             "minimise corpus WER on a dev set, then write them into the scorer: an "
             "npspeech package gets new metadata, a DeepSpeech .scorer a new header, "
             "an ARPA/KenLM file becomes an npspeech package at --output. The dev set "
-            "is an .npz of acoustic-model outputs (arrays log_probs_0.. of shape "
+            "is either a model and its dev CSVs (--model M --dev CSV...), run once, or "
+            "an .npz of acoustic-model outputs (arrays log_probs_0.. of shape "
             "(T, V) and a string array 'references'; see "
             "npspeech.lm.tune.save_log_probs)."
         ),
     )
     parser.add_argument("scorer", metavar="SCORER", help="scorer or LM file to tune")
-    parser.add_argument(
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "--log-probs",
-        required=True,
         metavar="DEV.npz",
-        help="dev-set log-probabilities and references (required)",
+        help="dev-set log-probabilities and references, saved earlier",
+    )
+    source.add_argument(
+        "--model",
+        metavar="MODEL",
+        help="an npspeech model file: run it once over --dev to get the log-probabilities",
+    )
+    parser.add_argument(
+        "--dev",
+        nargs="+",
+        metavar="CSV",
+        help="DeepSpeech CSV(s) of the dev set (with --model)",
     )
     parser.add_argument(
         "-o",
@@ -327,7 +339,20 @@ def run_tune(args: argparse.Namespace) -> int:
         raise ConfigError(f"--beam-width must be >= 1, got {args.beam_width}")
     if args.grid_points < 1:
         raise ConfigError(f"--grid-points must be >= 1, got {args.grid_points}")
-    alphabet = _alphabet(args.alphabet)
+    if args.model and not args.dev:
+        raise ConfigError("--model needs --dev CSV... (the dev set to tune on)")
+    if args.dev and not args.model:
+        raise ConfigError("--dev is used with --model; with --log-probs leave it out")
+    model = None
+    if args.model:
+        from ..inference import Model
+
+        model = Model.load(args.model)
+        if args.alphabet:
+            raise ConfigError("--alphabet comes from the model with --model; leave it out")
+        alphabet = model.alphabet
+    else:
+        alphabet = _alphabet(args.alphabet)
     scorer = open_scorer(args.scorer, alphabet)
     if scorer.kind in ("arpa", "kenlm_binary") and not (args.output or args.dry_run):
         # Say so before the search, not after it.
@@ -335,9 +360,15 @@ def run_tune(args: argparse.Namespace) -> int:
             f"{scorer.path}: a {scorer.kind} file cannot hold alpha/beta; give "
             "--output OUT.npscorer to write an npspeech package"
         )
-    log_probs_list, references = load_log_probs(args.log_probs)
-    # Here a `--model MODEL --dev CSV` variant would run the acoustic model once to get
-    # the same (log_probs_list, references) pair.
+    if model is not None:
+        from ..data import read_csvs
+        from ..inference import corpus_log_probs
+
+        utterances = read_csvs(args.dev)
+        log_probs_list = corpus_log_probs(model, utterances, progress=not args.no_progress)
+        references = [utterance.transcript for utterance in utterances]
+    else:
+        log_probs_list, references = load_log_probs(args.log_probs)
     decode_fn = beam_decode_fn(scorer, alphabet, args.beam_width)
     alphas = args.alphas or default_grid(C.TUNE_ALPHA_RANGE, args.grid_points)
     betas = args.betas or default_grid(C.TUNE_BETA_RANGE, args.grid_points)
