@@ -14,9 +14,9 @@ How the work is split:
   ``dW_ih = X^T d_pre``, ``dx = d_pre W_ih^T``.
 
 Why not ``np.dot`` (BLAS) per step: with a batch of a few rows, BLAS packs the whole
-``W_hh`` again on every call. On this project's machine (B=16, H=512 and 2048), ``np.dot``
-inside Numba (SciPy's OpenBLAS) ran 2-10x slower than the register-tiled kernel below
-under load, and NumPy's ``@`` ~1.1x slower on an idle core.
+``W_hh`` again on every call. On this project's machine (B=16, H=512 and 2048),
+``np.dot`` inside Numba (SciPy's OpenBLAS) ran 2-10x slower than the register-tiled
+kernel below under load, and NumPy's ``@`` ~1.1x slower on an idle core.
 
 Threads: per step, the recurrent product splits its output columns and the gate math
 its batch rows over Numba's threads (``numba.set_num_threads``); the large GEMMs before
