@@ -44,6 +44,9 @@ def write_atomically(
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+            # mkstemp makes the file private (0600); give it the mode a plain open()
+            # would have: the replaced file's, else the default under the umask.
+            os.chmod(temporary, _file_mode(path))
         os.replace(temporary, path)
     except BaseException:
         try:
@@ -58,6 +61,15 @@ def write_atomically(
 def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
     """:func:`write_atomically` for UTF-8 text."""
     return write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def _file_mode(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _fsync_folder(folder: Path) -> None:

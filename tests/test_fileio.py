@@ -46,3 +46,15 @@ def test_unwritable_folder_is_a_clear_error(tmp_path):
     blocker.write_text("")
     with pytest.raises(OutputError, match="cannot write"):
         write_text_atomically(blocker / "out.txt", "x")
+
+
+def test_new_files_get_the_usual_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        target = write_text_atomically(tmp_path / "new.txt", "x")
+        assert target.stat().st_mode & 0o777 == 0o644
+        target.chmod(0o600)
+        write_text_atomically(target, "y")  # a replaced file keeps its mode
+        assert target.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(umask)

@@ -1,8 +1,8 @@
-"""``npspeech decode``: transcribe audio files (or the rows of a corpus CSV).
+"""`npspeech decode`: transcribe audio files (or the rows of a corpus CSV).
 
-Prints one transcript per file, or with ``--json`` one JSON object per file in the
-format of DeepSpeech's client (``{"transcripts": [{"confidence", "words": [{"word",
-"start_time", "duration"}]}]}``) with an added ``"audio"`` field naming the file.
+Prints one transcript per file, or with `--json` one JSON object per file in the
+format of DeepSpeech's client (`{"transcripts": [{"confidence", "words": [{"word",
+"start_time", "duration"}]}]}`) with an added `"audio"` field naming the file.
 """
 
 from __future__ import annotations

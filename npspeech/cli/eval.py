@@ -1,6 +1,6 @@
-"""``npspeech eval``: word and character error rates of a model on corpus CSVs.
+"""`npspeech eval`: word and character error rates of a model on corpus CSVs.
 
-Prints the corpus WER and CER and the worst utterances; ``--report`` writes a JSON
+Prints the corpus WER and CER and the worst utterances; `--report` writes a JSON
 report with every utterance's reference, hypothesis, CTC loss and error counts
 (atomically).
 """

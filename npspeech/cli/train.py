@@ -1,18 +1,17 @@
-"""``npspeech train``: train (or resume) a model from a recipe and command-line options.
+"""`npspeech train`: train (or resume) a model from a recipe and command-line options.
 
 Settings are layered, each layer overriding the one before:
 
-1. the defaults of :class:`~npspeech.config.TrainConfig`;
-2. the architecture preset (``--preset``, or ``preset = "..."`` at the top of the
-   recipe; ``deepspeech`` when neither names one): ``npspeech/presets/NAME.toml``;
-3. the recipe (``--config RECIPE.toml``) with ``[train]``, ``[model]``, ``[features]``
-   and ``[augment]`` tables;
-4. ``--set section.key=value`` options, in order (values are TOML: ``--set
-   train.epochs=10``, ``--set train.train_csv=["a.csv","b.csv"]``; a bare word is a
-   string);
-5. the explicit flags (``--epochs``, ``--n-hidden``, ...).
+1. the defaults of npspeech.config.TrainConfig;
+2. the architecture preset (--preset, or `preset = "..."` at the top of the recipe;
+   deepspeech when neither names one): npspeech/presets/NAME.toml;
+3. the recipe (--config RECIPE.toml) with [train], [model], [features] and [augment]
+   tables;
+4. --set section.key=value options, in order (values are TOML: --set train.epochs=10,
+   --set train.train_csv=["a.csv","b.csv"]; a bare word is a string);
+5. the explicit flags (--epochs, --n-hidden, ...).
 
-Paths in a recipe may use environment variables (``${NPSPEECH_DATA}/fsdd/train.csv``).
+Paths in a recipe may use environment variables (${NPSPEECH_DATA}/fsdd/train.csv).
 """
 
 from __future__ import annotations

@@ -23,19 +23,18 @@ its batch rows over Numba's threads (``numba.set_num_threads``); the large GEMMs
 and after the loops use BLAS's threads. The parallel regions cost a barrier per step:
 on 2 idle cores the split product ran 1.3-1.8x faster than one thread, but on
 oversubscribed cores every barrier waits for a descheduled thread, so a loaded machine
-does better with one Numba thread. With one thread the time loops run a serial build
-(no parallel region is entered at all): the parallel build's two regions per step cost
-~0.3 ms per step even on one thread, ~18% of an LSTM-512 forward loop (B=16, T=300).
+does better with one Numba thread.
 """
 
 from __future__ import annotations
 
 import math
-from types import FunctionType
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from llvmlite import ir
+from numba.extending import intrinsic, overload
 
 __all__ = [
     "rnn_forward",
@@ -84,28 +83,6 @@ def _shifted_states(y: np.ndarray, h0: np.ndarray) -> np.ndarray:
     h_prev[0] = h0
     h_prev[1:] = y[:-1]
     return h_prev
-
-
-class _SerialOrParallel:
-    """A time loop compiled serial and parallel, called as ``loop(*args, threads)``:
-    one thread runs the serial build."""
-
-    def __init__(self, func):
-        self.parallel = njit(cache=True, parallel=True)(func)
-        # A renamed twin, so that Numba's on-disk cache keeps the builds apart.
-        twin = FunctionType(
-            func.__code__,
-            func.__globals__,
-            func.__name__ + "_serial",
-            func.__defaults__,
-            func.__closure__,
-        )
-        twin.__qualname__ = func.__qualname__ + "_serial"
-        self.serial = njit(cache=True)(twin)
-
-    def __call__(self, *args):
-        threads = args[-1]
-        return (self.parallel if threads > 1 else self.serial)(*args)
 
 
 # Reductions may be reordered (vectorised over k); nothing here is in log space.
@@ -194,17 +171,95 @@ def _recurrent_matmul(a, w_rows, out, zero, threads):  # pragma: no cover - jit
 _ONE = np.float32(1.0)
 _TWO = np.float32(2.0)
 
+# The gate nonlinearities. This Numba has no vector math library, so ``math.exp``
+# compiles to a scalar libm call that keeps every gate loop from vectorising; on float32
+# data the gate math cost ~2/3 of the recurrent product. For float32 the exponential is
+# computed in float64 by branch-free arithmetic that LLVM vectorises (AVX2/AVX-512):
+# ``exp(x) = 2**n exp(r)`` with ``n = round(x / ln 2)``, ``r = x - n ln 2`` (ln 2 in two
+# parts, so ``r`` is exact to float64 rounding), ``exp(r)`` by its degree-10 Taylor
+# polynomial on ``|r| <= ln(2) / 2`` (truncation < 3e-13 relative) and ``2**n`` built
+# from its bits. Rounded to float32, the sigmoid and tanh built on it are correctly
+# rounded except in about one case in 10**5 (libm's float32 path is off by up to
+# ~2 ulp). float64 data (gradient checks) keeps libm's exp, exact to float64 rounding.
+_EXP_CLAMP = 110.0  # exp(110) overflows float32, exp(-110) underflows it to zero
+_LOG2E = 1.4426950408889634  # 1 / ln 2
+_LN2_HI = 0.6931471803691238  # ln 2 = _LN2_HI + _LN2_LO; n * _LN2_HI is exact, |n| < 2**11
+_LN2_LO = 1.9082149292705877e-10
+_FLOAT64_EXPONENT_BIAS = 1023
+_FLOAT64_MANTISSA_BITS = 52
+_TANH_SERIES_BELOW = 1e-3  # |a| below this: tanh by its series, free of cancellation
+
+
+@intrinsic
+def _bits_as_float64(typingctx, bits):  # pragma: no cover - jit
+    """The float64 whose IEEE-754 bits are the int64 ``bits`` (an LLVM bitcast)."""
+    signature = types.float64(types.int64)
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return signature, codegen
+
+
+@njit(cache=True, fastmath={"contract"})
+def _exp_float64_poly(x):  # pragma: no cover - jit
+    """exp(x) for float64 x by branch-free arithmetic (see above)."""
+    x = x if x > -_EXP_CLAMP else -_EXP_CLAMP  # selects, not branches
+    x = x if x < _EXP_CLAMP else _EXP_CLAMP
+    n = math.floor(x * _LOG2E + 0.5)
+    r = (x - n * _LN2_HI) - n * _LN2_LO
+    p = 1.0 / 3628800  # Horner's rule over 1 / k!, k = 10 .. 0
+    p = p * r + 1.0 / 362880
+    p = p * r + 1.0 / 40320
+    p = p * r + 1.0 / 5040
+    p = p * r + 1.0 / 720
+    p = p * r + 1.0 / 120
+    p = p * r + 1.0 / 24
+    p = p * r + 1.0 / 6
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    bits = (np.int64(n) + _FLOAT64_EXPONENT_BIAS) << _FLOAT64_MANTISSA_BITS
+    return p * _bits_as_float64(bits)  # p 2**n
+
 
 @njit(cache=True)
-def _sigmoid(a):  # pragma: no cover - jit
-    return _ONE / (_ONE + math.exp(-a))
+def _tanh_from(a, exp_minus_2a):  # pragma: no cover - jit
+    # tanh(a) = 2 sigmoid(2a) - 1; near zero that difference cancels, so small |a| takes
+    # the series a - a^3/3 + 2a^5/15 (next term 17 a^7 / 315: relative 5e-20 at the
+    # switch). Both are computed so that the choice is a select that vectorises.
+    a2 = a * a
+    series = a * (1.0 - a2 * (1.0 / 3.0 - a2 * (2.0 / 15.0)))
+    general = 2.0 / (1.0 + exp_minus_2a) - 1.0
+    return series if abs(a) < _TANH_SERIES_BELOW else general
 
 
-@njit(cache=True)
-def _tanh(a):  # pragma: no cover - jit
-    # tanh(a) = 2 sigmoid(2a) - 1: libm's exp is ~3x faster than its tanh, whose cost
-    # made the gate math as slow as the recurrent product. exp(-2a) = inf gives -1.
-    return _TWO / (_ONE + math.exp(-_TWO * a)) - _ONE
+def _sigmoid(a):  # pragma: no cover - jit code uses the overload below
+    return 1.0 / (1.0 + math.exp(-a))
+
+
+def _tanh(a):  # pragma: no cover - jit code uses the overload below
+    return math.tanh(a)
+
+
+def _is_float64(a) -> bool:
+    return isinstance(a, types.Float) and a.bitwidth == 64
+
+
+@overload(_sigmoid, jit_options={"cache": True, "error_model": "numpy"})
+def _sigmoid_overload(a):  # pragma: no cover - jit
+    """The logistic function; float64 for float32 ``a`` (rounded where stored)."""
+    if _is_float64(a):
+        return lambda a: 1.0 / (1.0 + math.exp(-a))
+    return lambda a: 1.0 / (1.0 + _exp_float64_poly(-float(a)))
+
+
+@overload(_tanh, jit_options={"cache": True, "error_model": "numpy"})
+def _tanh_overload(a):  # pragma: no cover - jit
+    """tanh; float64 for float32 ``a`` (rounded where stored)."""
+    if _is_float64(a):
+        return lambda a: _tanh_from(a, math.exp(-2.0 * a))
+    return lambda a: _tanh_from(float(a), _exp_float64_poly(-2.0 * float(a)))
 
 
 # --- vanilla RNN with clipped ReLU ----------------------------------------------------
@@ -212,7 +267,7 @@ def _tanh(a):  # pragma: no cover - jit
 # and ``W_hh`` (H, G*H) itself the rows of the backward product d_pre W_hh^T.
 
 
-@_SerialOrParallel
+@njit(cache=True, parallel=True)
 def _rnn_forward_loop(
     xw, W_hh_T, lengths, h0, ceiling, y, zero, threads
 ):  # pragma: no cover
@@ -230,7 +285,7 @@ def _rnn_forward_loop(
     return h
 
 
-@_SerialOrParallel
+@njit(cache=True, parallel=True)
 def _rnn_backward_loop(
     dy, dh_n, lengths, W_hh, y, ceiling, d_pre, zero, threads
 ):  # pragma: no cover
@@ -279,7 +334,30 @@ def rnn_backward(dy, dh_n, x, lengths, W_ih, W_hh, h0, y, ceiling):
 # --- LSTM -----------------------------------------------------------------------------
 
 
-@_SerialOrParallel
+@njit(cache=True, error_model="numpy")
+def _lstm_cell_forward(xw, hw, c, h, gates, cell, y):  # pragma: no cover - jit
+    """One sequence's LSTM step; every array 1-D: xw, hw, gates (4H,), the rest (H,).
+
+    Each loop below has a single kind of nonlinearity and no branch, so it vectorises.
+    """
+    H = c.shape[0]
+    for k in range(H):  # i
+        gates[k] = _sigmoid(xw[k] + hw[k])
+    for k in range(H, 2 * H):  # f
+        gates[k] = _sigmoid(xw[k] + hw[k])
+    for k in range(2 * H, 3 * H):  # g
+        gates[k] = _tanh(xw[k] + hw[k])
+    for k in range(3 * H, 4 * H):  # o
+        gates[k] = _sigmoid(xw[k] + hw[k])
+    for k in range(H):
+        cell[k] = gates[H + k] * c[k] + gates[k] * gates[2 * H + k]
+    for k in range(H):
+        y[k] = gates[3 * H + k] * _tanh(cell[k])
+    c[:] = cell
+    h[:] = y
+
+
+@njit(cache=True, parallel=True)
 def _lstm_forward_loop(
     xw, W_hh_T, lengths, h0, c0, y, gates, cells, zero, threads
 ):  # pragma: no cover
@@ -291,25 +369,32 @@ def _lstm_forward_loop(
         _recurrent_matmul(h, W_hh_T, hw, zero, threads)  # hw = h W_hh, (B, 4H)
         for b in prange(B):
             if t < lengths[b]:
-                for k in range(H):
-                    i = _sigmoid(xw[t, b, k] + hw[b, k])
-                    f = _sigmoid(xw[t, b, H + k] + hw[b, H + k])
-                    g = _tanh(xw[t, b, 2 * H + k] + hw[b, 2 * H + k])
-                    o = _sigmoid(xw[t, b, 3 * H + k] + hw[b, 3 * H + k])
-                    c_new = f * c[b, k] + i * g
-                    h_new = o * _tanh(c_new)
-                    gates[t, b, k] = i
-                    gates[t, b, H + k] = f
-                    gates[t, b, 2 * H + k] = g
-                    gates[t, b, 3 * H + k] = o
-                    cells[t, b, k] = c_new
-                    y[t, b, k] = h_new
-                    c[b, k] = c_new
-                    h[b, k] = h_new
+                _lstm_cell_forward(
+                    xw[t, b], hw[b], c[b], h[b], gates[t, b], cells[t, b], y[t, b]
+                )
     return h, c
 
 
-@_SerialOrParallel
+@njit(cache=True, error_model="numpy")
+def _lstm_cell_backward(gates, cell, c_prev, dy, dh, dc, d_pre):  # pragma: no cover
+    """One sequence's LSTM step backwards; gates, d_pre (4H,), the rest (H,)."""
+    H = dh.shape[0]
+    for k in range(H):
+        i = gates[k]
+        f = gates[H + k]
+        g = gates[2 * H + k]
+        o = gates[3 * H + k]
+        tanh_c = cell.dtype.type(_tanh(cell[k]))
+        dh_t = dh[k] + dy[k]
+        dc_t = dc[k] + dh_t * o * (_ONE - tanh_c * tanh_c)
+        d_pre[k] = dc_t * g * i * (_ONE - i)
+        d_pre[H + k] = dc_t * c_prev[k] * f * (_ONE - f)
+        d_pre[2 * H + k] = dc_t * i * (_ONE - g * g)
+        d_pre[3 * H + k] = dh_t * tanh_c * o * (_ONE - o)
+        dc[k] = dc_t * f
+
+
+@njit(cache=True, parallel=True)
 def _lstm_backward_loop(
     dy, dh_n, dc_n, lengths, W_hh, c0, gates, cells, d_pre, zero, threads
 ):  # pragma: no cover - jit
@@ -320,20 +405,10 @@ def _lstm_backward_loop(
     for t in range(T - 1, -1, -1):
         for b in prange(B):
             if t < lengths[b]:
-                for k in range(H):
-                    i = gates[t, b, k]
-                    f = gates[t, b, H + k]
-                    g = gates[t, b, 2 * H + k]
-                    o = gates[t, b, 3 * H + k]
-                    c_prev = c0[b, k] if t == 0 else cells[t - 1, b, k]
-                    tanh_c = _tanh(cells[t, b, k])
-                    dh_t = dh[b, k] + dy[t, b, k]
-                    dc_t = dc[b, k] + dh_t * o * (_ONE - tanh_c * tanh_c)
-                    d_pre[t, b, k] = dc_t * g * i * (_ONE - i)
-                    d_pre[t, b, H + k] = dc_t * c_prev * f * (_ONE - f)
-                    d_pre[t, b, 2 * H + k] = dc_t * i * (_ONE - g * g)
-                    d_pre[t, b, 3 * H + k] = dh_t * tanh_c * o * (_ONE - o)
-                    dc[b, k] = dc_t * f
+                c_prev = c0[b] if t == 0 else cells[t - 1, b]
+                _lstm_cell_backward(
+                    gates[t, b], cells[t, b], c_prev, dy[t, b], dh[b], dc[b], d_pre[t, b]
+                )
         _recurrent_matmul(
             d_pre[t], W_hh, dh_prev, zero, threads
         )  # d_pre W_hh^T, (B, H)
@@ -381,7 +456,7 @@ def lstm_backward(dy, dh_n, dc_n, x, lengths, W_ih, W_hh, h0, c0, y, gates, cell
 # --- GRU ------------------------------------------------------------------------------
 
 
-@_SerialOrParallel
+@njit(cache=True, parallel=True)
 def _gru_forward_loop(
     xw, W_hh_T, b_hh, lengths, h0, y, gates, hn_all, zero, threads
 ):  # pragma: no cover - jit
@@ -408,7 +483,7 @@ def _gru_forward_loop(
     return h
 
 
-@_SerialOrParallel
+@njit(cache=True, parallel=True)
 def _gru_backward_loop(
     dy, dh_n, lengths, W_hh, h0, y, gates, hn_all, d_in, d_rec, zero, threads
 ):  # pragma: no cover - jit
