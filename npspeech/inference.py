@@ -19,6 +19,7 @@ import numpy as np
 from . import models
 from .alphabet import Alphabet
 from .config import DecodeConfig, FeatureConfig, ModelConfig
+from .decoder.results import CandidateTranscript
 from .errors import ConfigError, DecoderError
 
 # -- decoders --------------------------------------------------------------------------
@@ -31,119 +32,40 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return log_softmax_forward(logits)[0]
 
 
-@dataclasses.dataclass
-class Transcript:
-    """One decoded utterance.
-
-    Attributes
-    ----------
-    text : str
-    confidence : float
-        Greedy: the sum over frames of the best class's log-probability; beam: the
-        decoder's own score.
-    words : list of (str, float, float)
-        ``(word, start_time, duration)`` in seconds.
-    """
-
-    text: str
-    confidence: float
-    words: list[tuple[str, float, float]]
-
-    def to_json(self) -> dict[str, Any]:
-        """A DeepSpeech client ``transcripts`` entry."""
-        return {
-            "confidence": self.confidence,
-            "words": [
-                {
-                    "word": word,
-                    "start_time": round(start, 4),
-                    "duration": round(length, 4),
-                }
-                for word, start, length in self.words
-            ],
-        }
-
-
-def _words_from_labels(
-    text: str, starts: Sequence[float], frame_seconds: float
-) -> list[tuple[str, float, float]]:
-    """Word timings from each character's start time, grouped as DeepSpeech does."""
-    words: list[tuple[str, float, float]] = []
-    word, word_start, last = "", 0.0, 0.0
-    for character, start in zip(text, starts):
-        if character == " ":
-            if word:
-                words.append((word, word_start, max(last - word_start, 0.0)))
-            word = ""
-            continue
-        if not word:
-            word_start = start
-        word += character
-        last = start + frame_seconds
-    if word:
-        words.append((word, word_start, max(last - word_start, 0.0)))
-    return words
-
-
 class GreedyDecoder:
-    """Best-path decoding (``npspeech.decoder.greedy``)."""
+    """Best-path decoding (:func:`npspeech.decoder.greedy.greedy_decode`)."""
 
     def __init__(self, alphabet: Alphabet, frame_seconds: float):
         self.alphabet = alphabet
         self.frame_seconds = frame_seconds
 
-    def decode(self, log_probs: np.ndarray, n_best: int = 1) -> list[Transcript]:
+    def decode(
+        self, log_probs: np.ndarray, n_best: int = 1
+    ) -> list[CandidateTranscript]:
         """Decode ``(T, V)`` log-probabilities; greedy has exactly one candidate."""
-        from .decoder.greedy import best_path
+        from .decoder.greedy import greedy_decode
 
-        labels, frames = best_path(log_probs, self.alphabet.blank)
-        text = self.alphabet.decode(labels)
-        confidence = float(log_probs.max(axis=1).sum()) if log_probs.size else 0.0
-        starts = [int(frame) * self.frame_seconds for frame in frames]
-        words = _words_from_labels(text, starts, self.frame_seconds)
-        return [Transcript(text, confidence, words)]
+        return [greedy_decode(log_probs, self.alphabet, self.frame_seconds)]
 
 
-class BeamDecoder:
-    """The prefix beam search with an optional KenLM scorer and hot-words."""
+def _beam_decoder(alphabet: Alphabet, config: DecodeConfig, frame_seconds: float):
+    """The prefix beam search that ``config`` describes (scorer and hot-words)."""
+    from .decoder.beam import BeamSearchDecoder
 
-    def __init__(self, alphabet: Alphabet, config: DecodeConfig, frame_seconds: float):
-        try:
-            from .decoder import beam
-        except ImportError as error:
-            raise ConfigError(
-                f"the beam decoder is not available in this build ({error}); "
-                "use --decoder greedy"
-            ) from None
-        scorer = None
-        if config.scorer:
-            from .decoder.scorer import Scorer
+    scorer = None
+    if config.scorer:
+        from .decoder.scorer import Scorer
 
-            scorer = Scorer.from_file(
-                config.scorer, alpha=config.alpha, beta=config.beta
-            )
-        hotwords = _parse_hotwords(config.hotwords) or None
-        self._decoder = beam.BeamSearchDecoder(
-            alphabet,
-            config.beam_width,
-            config.cutoff_top_n,
-            config.cutoff_prob,
-            scorer=scorer,
-            hotwords=hotwords,
-            frame_step_seconds=frame_seconds,
-        )
-
-    def decode(self, log_probs: np.ndarray, n_best: int = 1) -> list[Transcript]:
-        """Decode ``(T, V)`` log-probabilities into up to ``n_best`` candidates."""
-        candidates = self._decoder.decode(log_probs, n_best=n_best)
-        return [
-            Transcript(
-                c.text,
-                float(c.confidence),
-                [(w.word, float(w.start_time), float(w.duration)) for w in c.words],
-            )
-            for c in candidates
-        ]
+        scorer = Scorer.from_file(config.scorer, alpha=config.alpha, beta=config.beta)
+    return BeamSearchDecoder(
+        alphabet,
+        config.beam_width,
+        config.cutoff_top_n,
+        config.cutoff_prob,
+        scorer=scorer,
+        hotwords=_parse_hotwords(config.hotwords) or None,
+        frame_step_seconds=frame_seconds,
+    )
 
 
 def _parse_hotwords(pairs: Sequence[str]) -> dict[str, float]:
@@ -168,18 +90,18 @@ def _parse_hotwords(pairs: Sequence[str]) -> dict[str, float]:
 
 def make_decoder(
     alphabet: Alphabet, config: DecodeConfig | None, frame_seconds: float
-) -> GreedyDecoder | BeamDecoder:
+) -> Any:
     """The decoder ``config`` names (greedy when None)."""
     config = config or DecodeConfig()
     if config.decoder == "greedy":
         return GreedyDecoder(alphabet, frame_seconds)
     if config.decoder == "beam":
-        return BeamDecoder(alphabet, config, frame_seconds)
+        return _beam_decoder(alphabet, config, frame_seconds)
     raise ConfigError(f"decoder {config.decoder!r} is unknown; choose greedy or beam")
 
 
 def frame_seconds(config: ModelConfig, feature_config: FeatureConfig) -> float:
-    """Seconds between two output frames: the feature hop times the model's time stride."""
+    """Seconds between output frames: the feature hop times the model's time stride."""
     return feature_config.step_ms / 1000.0 * models.time_stride(config)
 
 
@@ -293,7 +215,7 @@ class Model:
 
     def transcribe_full(
         self, audio_or_path: np.ndarray | str | os.PathLike, n_best: int = 1
-    ) -> list[Transcript]:
+    ) -> list[CandidateTranscript]:
         """Candidate transcripts (confidences, word timings) of one utterance."""
         feats = self.compute_features(audio_or_path)  # (T, F)
         log_probs, lengths = self.log_probs(

@@ -1,6 +1,7 @@
 """Decoders: per-frame class log-probabilities in, text out.
 
 - :mod:`.greedy`: best-path decoding.
+- :mod:`.results`: what both return (``CandidateTranscript`` with token and word timings).
 - :mod:`.beam`: CTC prefix beam search with KenLM, hot-words, n-best, timings, streams.
 - :mod:`.scorer`: the KenLM adapter (``Scorer``, ``LOG10_TO_LN``).
 
@@ -13,12 +14,14 @@ import importlib
 
 _EXPORTS = {
     "best_path": "greedy",
+    "greedy_decode": "greedy",
+    "make_candidate": "results",
     "BeamSearchDecoder": "beam",
     "BeamDecoderStream": "beam",
-    "CandidateTranscript": "beam",
-    "Token": "beam",
-    "Word": "beam",
-    "to_deepspeech_json": "beam",
+    "CandidateTranscript": "results",
+    "Token": "results",
+    "Word": "results",
+    "to_deepspeech_json": "results",
     "Scorer": "scorer",
     "LOG10_TO_LN": "scorer",
     "log10_to_ln": "scorer",

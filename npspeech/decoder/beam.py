@@ -35,7 +35,6 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -45,6 +44,13 @@ from ..alphabet import Alphabet
 from ..errors import AlphabetError, ConfigError, DecoderError
 from ._beam_ref import ReferenceBeamSearch, viterbi_align_reference
 from .hotwords import LabelTrie, empty_trie, hotword_trie, vocabulary_trie
+from .results import (  # noqa: F401 - re-exported: the decoder's result types
+    CandidateTranscript,
+    Token,
+    Word,
+    make_candidate,
+    to_deepspeech_json,
+)
 from .scorer import Scorer
 
 _compiled = load_extension("ctc_beam")
@@ -53,69 +59,6 @@ _compiled = load_extension("ctc_beam")
 _LOG_PROB_CEILING = 1e-3
 # The LM sees words as one byte per class id.
 _MAX_CLASSES_WITH_LM = 256
-
-
-@dataclass(frozen=True)
-class Token:
-    """One emitted label: its text, first frame on the best alignment and start time."""
-
-    text: str
-    frame: int
-    start_time: float
-
-
-@dataclass(frozen=True)
-class Word:
-    """A word with DeepSpeech's timing fields and a confidence in [0, 1]."""
-
-    word: str
-    start_time: float
-    duration: float
-    confidence: float
-
-
-@dataclass(frozen=True)
-class CandidateTranscript:
-    """One transcript of the n-best list.
-
-    Attributes
-    ----------
-    text
-        The transcript.
-    confidence
-        Posterior over the returned n-best (softmax of ``log_score``).
-    tokens
-        Every label with its timing.
-    words
-        Words with start time, duration and confidence.
-    log_score
-        Final search score: ``ln P_ctc`` plus the weighted LM and hot-word terms.
-    """
-
-    text: str
-    confidence: float
-    tokens: list[Token] = field(default_factory=list)
-    words: list[Word] = field(default_factory=list)
-    log_score: float = 0.0
-
-    def to_deepspeech_dict(self) -> dict:
-        """This transcript as one entry of DeepSpeech JSON's ``transcripts`` list."""
-        return {
-            "confidence": self.confidence,
-            "words": [
-                {"word": w.word, "start_time": w.start_time, "duration": w.duration}
-                for w in self.words
-            ],
-        }
-
-    def to_deepspeech_json(self) -> dict:
-        """``{"transcripts": [...]}`` holding this transcript alone."""
-        return {"transcripts": [self.to_deepspeech_dict()]}
-
-
-def to_deepspeech_json(candidates: Sequence[CandidateTranscript]) -> dict:
-    """The n-best list in the structure DeepSpeech's client writes with ``--json``."""
-    return {"transcripts": [candidate.to_deepspeech_dict() for candidate in candidates]}
 
 
 class _LanguageModelBridge:
@@ -414,30 +357,16 @@ class BeamSearchDecoder:
         labels = np.ascontiguousarray(labels, dtype=np.int32)
         fold_space = self.space if self.scorer is not None else -1
         frames, token_log_probs = align(log_probs, labels, self.blank, fold_space)
-        step = self.frame_step_seconds
-        tokens = [
-            Token(self._class_text[label], int(frame), float(frame) * step)
-            for label, frame in zip(labels, frames)
-        ]
-        words: list[Word] = []
-        letters: list[int] = []  # token indices of the word being read
-        for index, token in enumerate(tokens):
-            is_space = labels[index] == self.space
-            if not is_space:
-                letters.append(index)
-            if (is_space or index == len(tokens) - 1) and letters:
-                start = tokens[letters[0]].start_time
-                words.append(
-                    Word(
-                        word="".join(tokens[i].text for i in letters),
-                        start_time=start,
-                        duration=max(0.0, token.start_time - start),
-                        confidence=float(np.exp(np.mean(token_log_probs[letters]))),
-                    )
-                )
-                letters = []
-        text = "".join(token.text for token in tokens)
-        return CandidateTranscript(text, confidence, tokens, words, score)
+        return make_candidate(
+            labels,
+            frames,
+            token_log_probs,
+            self._class_text,
+            self.space,
+            self.frame_step_seconds,
+            confidence,
+            score,
+        )
 
     def _hotword_trie(self, hotwords) -> LabelTrie:
         try:

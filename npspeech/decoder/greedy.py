@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from .._native import load_extension
+from ..alphabet import Alphabet
 from ..errors import DecoderError
+from .results import CandidateTranscript, make_candidate
 
 _compiled = load_extension("ctc_greedy")
 
@@ -55,3 +57,38 @@ def best_path(log_probs: np.ndarray, blank: int) -> tuple[np.ndarray, np.ndarray
         return best_path_reference(log_probs, blank)
     log_probs = np.ascontiguousarray(log_probs, dtype=np.float32)
     return _compiled.best_path(log_probs, int(blank))
+
+
+def greedy_decode(
+    log_probs: np.ndarray, alphabet: Alphabet, frame_step_seconds: float
+) -> CandidateTranscript:
+    """The best path of one utterance as a transcript with token and word timings.
+
+    Parameters
+    ----------
+    log_probs : float array, shape (T, V)
+        Per-frame log-probabilities, the blank last (``alphabet.blank``).
+    alphabet : Alphabet
+    frame_step_seconds : float
+        Seconds between frames (0.02 for DeepSpeech models).
+
+    Returns
+    -------
+    CandidateTranscript
+        ``confidence`` 1.0 (the only candidate); ``log_score`` the best path's
+        log-probability, the sum over frames of the largest log-probability.
+    """
+    labels, frames = best_path(log_probs, alphabet.blank)
+    log_probs = np.asarray(log_probs)
+    token_log_probs = log_probs[frames, labels].astype(np.float64)
+    log_score = float(log_probs.max(axis=1).sum()) if log_probs.shape[0] else 0.0
+    return make_candidate(
+        labels,
+        frames,
+        token_log_probs,
+        alphabet.labels,
+        alphabet.space,
+        frame_step_seconds,
+        1.0,
+        log_score,
+    )

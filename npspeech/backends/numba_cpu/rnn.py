@@ -5,8 +5,9 @@ How the work is split:
 
 - forward: the input projection of every step at once, ``x W_ih + b`` as one GEMM of
   ``(T*B, F) x (F, G*H)``; then one ``@njit`` function runs the whole time loop,
-  computing ``h W_hh`` per step with :func:`_small_batch_matmul` and fusing the gate
-  math of each step into one loop over ``(B, H)``;
+  computing ``h W_hh`` per step with :func:`_small_batch_matmul`, then each sequence's
+  gate math in branch-free loops that vectorise (one per kind of nonlinearity, with
+  the vectorisable exponential described at ``_exp_float64_poly``);
 - backward: one ``@njit`` function runs the time loop backwards, fusing the per-step
   gate gradients and computing ``d_pre W_hh^T`` per step the same way; it keeps every
   step's pre-activation gradients ``(T, B, G*H)``, so the weight gradients and ``dx``
@@ -32,8 +33,8 @@ import math
 
 import numba
 import numpy as np
-from numba import njit, prange, types
 from llvmlite import ir
+from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
 __all__ = [
@@ -167,9 +168,8 @@ def _recurrent_matmul(a, w_rows, out, zero, threads):  # pragma: no cover - jit
         _small_batch_matmul(a, w_rows[j0:j1], out[:, j0:j1], zero)
 
 
-# float32 constants keep float32 arithmetic in float32; they widen exactly for float64
+# a float32 constant keeps float32 arithmetic in float32; it widens exactly for float64
 _ONE = np.float32(1.0)
-_TWO = np.float32(2.0)
 
 # The gate nonlinearities. This Numba has no vector math library, so ``math.exp``
 # compiles to a scalar libm call that keeps every gate loop from vectorising; on float32
@@ -183,7 +183,8 @@ _TWO = np.float32(2.0)
 # ~2 ulp). float64 data (gradient checks) keeps libm's exp, exact to float64 rounding.
 _EXP_CLAMP = 110.0  # exp(110) overflows float32, exp(-110) underflows it to zero
 _LOG2E = 1.4426950408889634  # 1 / ln 2
-_LN2_HI = 0.6931471803691238  # ln 2 = _LN2_HI + _LN2_LO; n * _LN2_HI is exact, |n| < 2**11
+# ln 2 = _LN2_HI + _LN2_LO; _LN2_HI ends in zero bits, so n * _LN2_HI is exact
+_LN2_HI = 0.6931471803691238
 _LN2_LO = 1.9082149292705877e-10
 _FLOAT64_EXPONENT_BIAS = 1023
 _FLOAT64_MANTISSA_BITS = 52
@@ -204,8 +205,9 @@ def _bits_as_float64(typingctx, bits):  # pragma: no cover - jit
 @njit(cache=True, fastmath={"contract"})
 def _exp_float64_poly(x):  # pragma: no cover - jit
     """exp(x) for float64 x by branch-free arithmetic (see above)."""
-    x = x if x > -_EXP_CLAMP else -_EXP_CLAMP  # selects, not branches
-    x = x if x < _EXP_CLAMP else _EXP_CLAMP
+    # selects, not branches; a NaN fails both tests and stays NaN
+    x = -_EXP_CLAMP if x < -_EXP_CLAMP else x
+    x = _EXP_CLAMP if x > _EXP_CLAMP else x
     n = math.floor(x * _LOG2E + 0.5)
     r = (x - n * _LN2_HI) - n * _LN2_LO
     p = 1.0 / 3628800  # Horner's rule over 1 / k!, k = 10 .. 0
@@ -335,20 +337,29 @@ def rnn_backward(dy, dh_n, x, lengths, W_ih, W_hh, h0, y, ceiling):
 
 
 @njit(cache=True, error_model="numpy")
+def _sigmoid_of_sum(a, b, out):  # pragma: no cover - jit
+    """out = sigmoid(a + b), all (N,): one branch-free loop that vectorises."""
+    for k in range(out.size):
+        out[k] = _sigmoid(a[k] + b[k])
+
+
+@njit(cache=True, error_model="numpy")
+def _tanh_of_sum(a, b, out):  # pragma: no cover - jit
+    """out = tanh(a + b), all (N,)."""
+    for k in range(out.size):
+        out[k] = _tanh(a[k] + b[k])
+
+
+@njit(cache=True, error_model="numpy")
 def _lstm_cell_forward(xw, hw, c, h, gates, cell, y):  # pragma: no cover - jit
     """One sequence's LSTM step; every array 1-D: xw, hw, gates (4H,), the rest (H,).
 
-    Each loop below has a single kind of nonlinearity and no branch, so it vectorises.
+    One loop per gate block and kind of nonlinearity, so that each vectorises.
     """
-    H = c.shape[0]
-    for k in range(H):  # i
-        gates[k] = _sigmoid(xw[k] + hw[k])
-    for k in range(H, 2 * H):  # f
-        gates[k] = _sigmoid(xw[k] + hw[k])
-    for k in range(2 * H, 3 * H):  # g
-        gates[k] = _tanh(xw[k] + hw[k])
-    for k in range(3 * H, 4 * H):  # o
-        gates[k] = _sigmoid(xw[k] + hw[k])
+    H = c.size
+    _sigmoid_of_sum(xw[: 2 * H], hw[: 2 * H], gates[: 2 * H])  # i, f
+    _tanh_of_sum(xw[2 * H : 3 * H], hw[2 * H : 3 * H], gates[2 * H : 3 * H])  # g
+    _sigmoid_of_sum(xw[3 * H :], hw[3 * H :], gates[3 * H :])  # o
     for k in range(H):
         cell[k] = gates[H + k] * c[k] + gates[k] * gates[2 * H + k]
     for k in range(H):
@@ -456,6 +467,34 @@ def lstm_backward(dy, dh_n, dc_n, x, lengths, W_ih, W_hh, h0, c0, y, gates, cell
 # --- GRU ------------------------------------------------------------------------------
 
 
+@njit(cache=True, error_model="numpy")
+def _gru_cell_forward(xw, hw, b_hh, h, gates, hn, y):  # pragma: no cover - jit
+    """One sequence's GRU step; xw, hw, b_hh, gates (3H,), the rest (H,)."""
+    H = h.size
+    _sigmoid_of_sum3(xw[: 2 * H], hw[: 2 * H], b_hh[: 2 * H], gates[: 2 * H])  # r, z
+    for k in range(H):
+        hn[k] = hw[2 * H + k] + b_hh[2 * H + k]
+    _gru_candidate(xw[2 * H :], gates[:H], hn, gates[2 * H :])  # n
+    for k in range(H):
+        z = gates[H + k]
+        y[k] = (_ONE - z) * gates[2 * H + k] + z * h[k]
+    h[:] = y
+
+
+@njit(cache=True, error_model="numpy")
+def _sigmoid_of_sum3(a, b, c, out):  # pragma: no cover - jit
+    """out = sigmoid((a + b) + c), all (N,)."""
+    for k in range(out.size):
+        out[k] = _sigmoid(a[k] + b[k] + c[k])
+
+
+@njit(cache=True, error_model="numpy")
+def _gru_candidate(xw_n, r, hn, out):  # pragma: no cover - jit
+    """out = tanh(xw_n + r hn), all (H,): the GRU's candidate state n."""
+    for k in range(out.size):
+        out[k] = _tanh(xw_n[k] + r[k] * hn[k])
+
+
 @njit(cache=True, parallel=True)
 def _gru_forward_loop(
     xw, W_hh_T, b_hh, lengths, h0, y, gates, hn_all, zero, threads
@@ -467,19 +506,9 @@ def _gru_forward_loop(
         _recurrent_matmul(h, W_hh_T, hw, zero, threads)  # hw = h W_hh, (B, 3H)
         for b in prange(B):
             if t < lengths[b]:
-                for k in range(H):
-                    r = _sigmoid(xw[t, b, k] + hw[b, k] + b_hh[k])
-                    a_z = xw[t, b, H + k] + hw[b, H + k] + b_hh[H + k]
-                    z = _sigmoid(a_z)
-                    hn = hw[b, 2 * H + k] + b_hh[2 * H + k]
-                    n = _tanh(xw[t, b, 2 * H + k] + r * hn)
-                    h_new = (_ONE - z) * n + z * h[b, k]
-                    gates[t, b, k] = r
-                    gates[t, b, H + k] = z
-                    gates[t, b, 2 * H + k] = n
-                    hn_all[t, b, k] = hn
-                    y[t, b, k] = h_new
-                    h[b, k] = h_new
+                _gru_cell_forward(
+                    xw[t, b], hw[b], b_hh, h[b], gates[t, b], hn_all[t, b], y[t, b]
+                )
     return h
 
 
