@@ -115,7 +115,9 @@ def main(argv=None) -> int:
                 cutoff_prob=args.cutoff_prob,
                 scorer=scorer if use_lm else None,
             )
-            texts, seconds = timed(lambda lp, d=decoder: d.decode(lp)[0].text, log_probs)
+            texts, seconds = timed(
+                lambda lp, d=decoder: d.decode(lp)[0].text, log_probs
+            )
             peer_texts, peer_seconds = None, None
             if peers:
                 peer = peers[use_lm]
@@ -134,7 +136,9 @@ def main(argv=None) -> int:
     )
     for label, texts, seconds, peer in rows:
         counts = corpus_error_counts(references, texts)
-        line = f"{label:<16} {counts.wer:>7.4f} {counts.cer:>7.4f} {seconds * 1e3:>8.2f} |"
+        line = (
+            f"{label:<16} {counts.wer:>7.4f} {counts.cer:>7.4f} {seconds * 1e3:>8.2f} |"
+        )
         if peer and peer[0] is not None:
             peer_counts = corpus_error_counts(references, peer[0])
             line += (

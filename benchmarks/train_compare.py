@@ -54,33 +54,62 @@ LOSS_RTOL = 1e-4
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--recipe", default=str(DEFAULT_RECIPE),
-                        help="training recipe TOML (default: %(default)s)")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK_ROWS['train']} train / {QUICK_ROWS['dev']} dev / "
-                             f"{QUICK_ROWS['test']} test rows per CSV and "
-                             f"{QUICK_EPOCHS} epochs (default: the whole recipe)")
-    parser.add_argument("--epochs", type=int,
-                        help="override the recipe's epochs (default: the recipe's)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="threads for each side: Numba, PyTorch and BLAS "
-                             "(default: %(default)s)")
-    parser.add_argument("--test-csv", nargs="+",
-                        help="test CSVs (default: $NPSPEECH_DATA/" +
-                             " and $NPSPEECH_DATA/".join(TEST_CSVS) + ")")
-    parser.add_argument("--torch-first", action="store_true",
-                        help="train the PyTorch twin first (default: npspeech first), "
-                             "to see whether the order shifts the timing on a busy "
-                             "machine")
-    parser.add_argument("--sizing", type=int, metavar="BATCHES",
-                        help="only time this many real batches of epoch 1 on each side "
-                             "and project the time of a full epoch's steps (default: "
-                             "train and compare)")
-    parser.add_argument("--output-dir",
-                        help="npspeech's run folder (default: a temporary folder)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="SECTION.KEY=VALUE",
-                        help="recipe override, as `npspeech train --set` (repeatable)")
+    parser.add_argument(
+        "--recipe",
+        default=str(DEFAULT_RECIPE),
+        help="training recipe TOML (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_ROWS['train']} train / {QUICK_ROWS['dev']} dev / "
+        f"{QUICK_ROWS['test']} test rows per CSV and "
+        f"{QUICK_EPOCHS} epochs (default: the whole recipe)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        help="override the recipe's epochs (default: the recipe's)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="threads for each side: Numba, PyTorch and BLAS (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--test-csv",
+        nargs="+",
+        help="test CSVs (default: $NPSPEECH_DATA/"
+        + " and $NPSPEECH_DATA/".join(TEST_CSVS)
+        + ")",
+    )
+    parser.add_argument(
+        "--torch-first",
+        action="store_true",
+        help="train the PyTorch twin first (default: npspeech first), "
+        "to see whether the order shifts the timing on a busy "
+        "machine",
+    )
+    parser.add_argument(
+        "--sizing",
+        type=int,
+        metavar="BATCHES",
+        help="only time this many real batches of epoch 1 on each side "
+        "and project the time of a full epoch's steps (default: "
+        "train and compare)",
+    )
+    parser.add_argument(
+        "--output-dir", help="npspeech's run folder (default: a temporary folder)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="recipe override, as `npspeech train --set` (repeatable)",
+    )
     return parser.parse_args(argv)
 
 
@@ -122,8 +151,14 @@ def load_config(args: argparse.Namespace, output_dir: Path, scratch: Path):
     from npspeech.cli import build_parser
     from npspeech.cli import train as cli_train
 
-    command = ["train", "--config", args.recipe, "--no-progress",
-               "--output-dir", str(output_dir)]
+    command = [
+        "train",
+        "--config",
+        args.recipe,
+        "--no-progress",
+        "--output-dir",
+        str(output_dir),
+    ]
     for override in args.overrides:
         command += ["--set", override]
     if args.epochs is not None:
@@ -135,10 +170,14 @@ def load_config(args: argparse.Namespace, output_dir: Path, scratch: Path):
     if args.quick:
         config = dataclasses.replace(
             config,
-            train_csv=tuple(subset_csv(p, QUICK_ROWS["train"], scratch / "train")
-                            for p in config.train_csv),
-            dev_csv=tuple(subset_csv(p, QUICK_ROWS["dev"], scratch / "dev")
-                          for p in config.dev_csv),
+            train_csv=tuple(
+                subset_csv(p, QUICK_ROWS["train"], scratch / "train")
+                for p in config.train_csv
+            ),
+            dev_csv=tuple(
+                subset_csv(p, QUICK_ROWS["dev"], scratch / "dev")
+                for p in config.dev_csv
+            ),
             epochs=args.epochs or QUICK_EPOCHS,
         )
         tests = [subset_csv(p, QUICK_ROWS["test"], scratch / "test") for p in tests]
@@ -155,28 +194,43 @@ def check_first_batch(trainer, twin, loader) -> dict[str, float]:
     network = trainer.state.network.copy()
     network.config = dataclasses.replace(network.config, dropout=0.0)
     batch = loader.batch(0, 0)
-    ours, lengths, _ = models.forward(network, batch.features, batch.lengths,
-                                      backend=trainer.backend)
+    ours, lengths, _ = models.forward(
+        network, batch.features, batch.lengths, backend=trainer.backend
+    )
     model = twin.from_network(network)
     model.eval()
     with torch.no_grad():
-        theirs = model(twin.model_input(batch.features, batch.lengths,
-                                        network.config.n_context)).numpy()
+        theirs = model(
+            twin.model_input(batch.features, batch.lengths, network.config.n_context)
+        ).numpy()
     valid = models.frame_mask(lengths, ours.shape[0], bool)[:, :, 0]
     difference = float(np.abs(theirs[valid] - ours[valid]).max())
     assert difference < LOGITS_ATOL, f"twin logits differ by {difference}"
-    loss_ours = float(ctc.ctc_loss(ours, batch.targets, lengths, batch.target_lengths,
-                                   reduction="mean")[0])
-    loss_theirs = float(torch.nn.functional.ctc_loss(
-        torch.from_numpy(theirs).log_softmax(-1),
-        torch.from_numpy(batch.targets.astype(np.int64)),
-        torch.from_numpy(lengths.astype(np.int64)),
-        torch.from_numpy(batch.target_lengths.astype(np.int64)),
-        blank=theirs.shape[-1] - 1, reduction="sum") / len(batch.utterances))
+    loss_ours = float(
+        ctc.ctc_loss(
+            ours, batch.targets, lengths, batch.target_lengths, reduction="mean"
+        )[0]
+    )
+    loss_theirs = float(
+        torch.nn.functional.ctc_loss(
+            torch.from_numpy(theirs).log_softmax(-1),
+            torch.from_numpy(batch.targets.astype(np.int64)),
+            torch.from_numpy(lengths.astype(np.int64)),
+            torch.from_numpy(batch.target_lengths.astype(np.int64)),
+            blank=theirs.shape[-1] - 1,
+            reduction="sum",
+        )
+        / len(batch.utterances)
+    )
     assert abs(loss_ours - loss_theirs) <= LOSS_RTOL * loss_ours, (
-        loss_ours, loss_theirs)
-    return {"logits_max_abs_diff": difference, "loss_npspeech": loss_ours,
-            "loss_torch": loss_theirs}
+        loss_ours,
+        loss_theirs,
+    )
+    return {
+        "logits_max_abs_diff": difference,
+        "loss_npspeech": loss_ours,
+        "loss_torch": loss_theirs,
+    }
 
 
 def warm_up(trainer, twin, loader) -> None:
@@ -186,15 +240,31 @@ def warm_up(trainer, twin, loader) -> None:
     batch = loader.batch(0, 0)
     network = trainer.state.network.copy()
     rng = np.random.default_rng(0)
-    logits, lengths, cache = models.forward(network, batch.features, batch.lengths,
-                                            training=True, rng=rng,
-                                            backend=trainer.backend)
-    _, dlogits = ctc.ctc_loss(logits, batch.targets, lengths, batch.target_lengths,
-                              reduction="mean", backend=trainer.backend)
+    logits, lengths, cache = models.forward(
+        network,
+        batch.features,
+        batch.lengths,
+        training=True,
+        rng=rng,
+        backend=trainer.backend,
+    )
+    _, dlogits = ctc.ctc_loss(
+        logits,
+        batch.targets,
+        lengths,
+        batch.target_lengths,
+        reduction="mean",
+        backend=trainer.backend,
+    )
     grads = models.backward(network, dlogits, cache, backend=trainer.backend)
     grads, _ = optim.clip_grad_norm(grads, 400.0)
-    optim.adam_step(network.params, grads, optim.adam_init(network.params), 1e-3,
-                    backend=trainer.backend)
+    optim.adam_step(
+        network.params,
+        grads,
+        optim.adam_init(network.params),
+        1e-3,
+        backend=trainer.backend,
+    )
     scratch = twin.TorchTrainer(trainer.state.network, trainer.config, seed=0)
     scratch.train_step(batch)
 
@@ -217,6 +287,7 @@ def timed_bookkeeping(trainer, seconds: dict[str, float]):
                 return function(*args, **kwargs)
             finally:
                 seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - started
+
         return wrapper
 
     saved = (checkpoint.save, train.plot_run)
@@ -252,16 +323,31 @@ def evaluate_tests(network, model, tests, trainer, twin) -> list[dict[str, objec
     rows = []
     for path in tests:
         utterances, durations = data.validate_corpus(
-            data.read_csvs([path]), trainer.alphabet, trainer.features, progress=False)
-        ours = evaluate(network, utterances, trainer.alphabet, trainer.features,
-                        cache=trainer.cache, frames_budget=trainer.config.batch_frames,
-                        backend=trainer.backend, durations=durations)
-        theirs = twin.evaluate(model, utterances, trainer.alphabet, trainer.features,
-                               network.config.n_context, cache=trainer.cache,
-                               frames_budget=trainer.config.batch_frames,
-                               durations=durations)
-        rows.append({"csv": path, "n": len(utterances), "npspeech": ours,
-                     "torch": theirs})
+            data.read_csvs([path]), trainer.alphabet, trainer.features, progress=False
+        )
+        ours = evaluate(
+            network,
+            utterances,
+            trainer.alphabet,
+            trainer.features,
+            cache=trainer.cache,
+            frames_budget=trainer.config.batch_frames,
+            backend=trainer.backend,
+            durations=durations,
+        )
+        theirs = twin.evaluate(
+            model,
+            utterances,
+            trainer.alphabet,
+            trainer.features,
+            network.config.n_context,
+            cache=trainer.cache,
+            frames_budget=trainer.config.batch_frames,
+            durations=durations,
+        )
+        rows.append(
+            {"csv": path, "n": len(utterances), "npspeech": ours, "torch": theirs}
+        )
     return rows
 
 
@@ -284,15 +370,19 @@ def project_epoch(trainer, twin, count: int) -> None:
         torch_trainer.train_step(batch)
         ended = time.perf_counter()
         T, B, _ = batch.features.shape
-        print(f"batch {index:4d}: {T:4d} frames x {B:2d}  npspeech "
-              f"{middle - started:6.3f} s  torch {ended - middle:6.3f} s")
+        print(
+            f"batch {index:4d}: {T:4d} frames x {B:2d}  npspeech "
+            f"{middle - started:6.3f} s  torch {ended - middle:6.3f} s"
+        )
         ours, theirs = ours + middle - started, theirs + ended - middle
         frames += T * B
     total = sum(padded)
-    print(f"per padded frame: npspeech {ours / frames * 1e3:.3f} ms, torch "
-          f"{theirs / frames * 1e3:.3f} ms; an epoch ({len(plan)} batches, {total:,} "
-          f"padded frames) of steps: npspeech {ours / frames * total:.0f} s, torch "
-          f"{theirs / frames * total:.0f} s (ratio {ours / theirs:.2f})")
+    print(
+        f"per padded frame: npspeech {ours / frames * 1e3:.3f} ms, torch "
+        f"{theirs / frames * 1e3:.3f} ms; an epoch ({len(plan)} batches, {total:,} "
+        f"padded frames) of steps: npspeech {ours / frames * total:.0f} s, torch "
+        f"{theirs / frames * total:.0f} s (ratio {ours / theirs:.2f})"
+    )
 
 
 @dataclasses.dataclass
@@ -320,25 +410,39 @@ def run_npspeech(trainer) -> Side:
     log = train.read_log(trainer.output_dir)
     epochs = [entry for entry in log if entry["event"] == "epoch"]
     steps = [entry for entry in log if entry["event"] == "step"]
-    detail = (f"{result.epochs} epochs, {result.steps} steps, "
-              f"{result.skipped_batches} skipped; whole run {run_seconds:.1f} s, of "
-              "which writing files " +
-              ", ".join(f"{key} {value:.1f} s" for key, value in files.items()))
-    return Side("npspeech", epochs, run_seconds - sum(files.values()),
-                npspeech_step_seconds(steps, trainer.loader, trainer.features.step_ms),
-                result.stopped, detail)
+    detail = (
+        f"{result.epochs} epochs, {result.steps} steps, "
+        f"{result.skipped_batches} skipped; whole run {run_seconds:.1f} s, of "
+        "which writing files "
+        + ", ".join(f"{key} {value:.1f} s" for key, value in files.items())
+    )
+    return Side(
+        "npspeech",
+        epochs,
+        run_seconds - sum(files.values()),
+        npspeech_step_seconds(steps, trainer.loader, trainer.features.step_ms),
+        result.stopped,
+        detail,
+    )
 
 
 def run_torch(twin, initial, trainer) -> tuple[Side, object]:
     """The PyTorch twin on the same loader; returns the side and its best model."""
     torch_trainer = twin.TorchTrainer(initial, trainer.config, seed=trainer.config.seed)
     started = time.perf_counter()
-    history = torch_trainer.fit(trainer.loader, trainer.dev_set, trainer.alphabet,
-                                trainer.features, cache=trainer.cache,
-                                dev_durations=trainer.dev_durations)
+    history = torch_trainer.fit(
+        trainer.loader,
+        trainer.dev_set,
+        trainer.alphabet,
+        trainer.features,
+        cache=trainer.cache,
+        dev_durations=trainer.dev_durations,
+    )
     seconds = time.perf_counter() - started
-    detail = (f"{len(history)} epochs, {torch_trainer.steps} steps, "
-              f"{torch_trainer.skipped} skipped; best epoch {torch_trainer.best_epoch}")
+    detail = (
+        f"{len(history)} epochs, {torch_trainer.steps} steps, "
+        f"{torch_trainer.skipped} skipped; best epoch {torch_trainer.best_epoch}"
+    )
     side = Side("torch", history, seconds, torch_trainer.step_seconds, "", detail)
     return side, torch_trainer.best_model()
 
@@ -346,10 +450,12 @@ def run_torch(twin, initial, trainer) -> tuple[Side, object]:
 def print_side(side: Side) -> None:
     print(f"\n== {side.name} ==")
     for entry in side.epochs:
-        print(f"epoch {entry['epoch']}: train loss {entry['train_loss']:.3f}  "
-              f"dev loss {entry.get('dev_loss', float('nan')):.3f}  "
-              f"dev WER {entry.get('dev_wer', float('nan')):.3f}  "
-              f"CER {entry.get('dev_cer', float('nan')):.3f}  lr {entry['lr']:.2e}")
+        print(
+            f"epoch {entry['epoch']}: train loss {entry['train_loss']:.3f}  "
+            f"dev loss {entry.get('dev_loss', float('nan')):.3f}  "
+            f"dev WER {entry.get('dev_wer', float('nan')):.3f}  "
+            f"CER {entry.get('dev_cer', float('nan')):.3f}  lr {entry['lr']:.2e}"
+        )
     print(f"{side.detail}; training + dev evaluation {side.seconds:.1f} s")
 
 
@@ -371,13 +477,15 @@ def main(argv: list[str] | None = None) -> int:
         if augmentation is not None:
             print("note: augmentation is on; both sides get the same augmented batches")
         trainer = train.Trainer(config, augmentation=augmentation)
-        print(f"recipe {args.recipe}{' (--quick)' if args.quick else ''}: "
-              f"{len(trainer.train_set)} train / {len(trainer.dev_set)} dev rows, "
-              f"{trainer.train_seconds / 60:.1f} min of training audio, "
-              f"{len(trainer.loader)} batches per epoch, up to {config.epochs} epochs, "
-              f"n_hidden {config.model.n_hidden}, "
-              f"{trainer.state.network.n_parameters():,} parameters, "
-              f"{args.threads} thread(s) per side")
+        print(
+            f"recipe {args.recipe}{' (--quick)' if args.quick else ''}: "
+            f"{len(trainer.train_set)} train / {len(trainer.dev_set)} dev rows, "
+            f"{trainer.train_seconds / 60:.1f} min of training audio, "
+            f"{len(trainer.loader)} batches per epoch, up to {config.epochs} epochs, "
+            f"n_hidden {config.model.n_hidden}, "
+            f"{trainer.state.network.n_parameters():,} parameters, "
+            f"{args.threads} thread(s) per side"
+        )
         if args.sizing:
             warm_up(trainer, twin, trainer.loader)
             project_epoch(trainer, twin, args.sizing)
@@ -389,9 +497,11 @@ def main(argv: list[str] | None = None) -> int:
         initial = trainer.state.network.copy()
         warm_up(trainer, twin, trainer.loader)
         check = check_first_batch(trainer, twin, trainer.loader)
-        print(f"first batch, no dropout: logits differ by at most "
-              f"{check['logits_max_abs_diff']:.2e}; CTC loss npspeech "
-              f"{check['loss_npspeech']:.4f}, torch {check['loss_torch']:.4f}")
+        print(
+            f"first batch, no dropout: logits differ by at most "
+            f"{check['logits_max_abs_diff']:.2e}; CTC loss npspeech "
+            f"{check['loss_npspeech']:.4f}, torch {check['loss_torch']:.4f}"
+        )
 
         if args.torch_first:
             theirs, torch_model = run_torch(twin, initial, trainer)
@@ -405,26 +515,34 @@ def main(argv: list[str] | None = None) -> int:
         rows = evaluate_tests(best, torch_model, tests, trainer, twin)
 
     print("\n== best epoch on dev, greedy decoding ==")
-    print(f"{'test CSV':32s} {'n':>4s} {'npspeech WER':>13s} {'CER':>6s} "
-          f"{'torch WER':>10s} {'CER':>6s}")
+    print(
+        f"{'test CSV':32s} {'n':>4s} {'npspeech WER':>13s} {'CER':>6s} "
+        f"{'torch WER':>10s} {'CER':>6s}"
+    )
     for row in rows:
         name = "/".join(Path(row["csv"]).parts[-2:])
-        print(f"{name:32s} {row['n']:4d} {row['npspeech'].wer:13.3f} "
-              f"{row['npspeech'].cer:6.3f} {row['torch'].wer:10.3f} "
-              f"{row['torch'].cer:6.3f}")
-    print(f"\nwall time of training + dev evaluation (features cached, JIT warm, "
-          f"{args.threads} thread(s), {'torch' if args.torch_first else 'npspeech'} "
-          f"first): npspeech {ours.seconds:.1f} s for {len(ours.epochs)} epochs, "
-          f"torch {theirs.seconds:.1f} s for {len(theirs.epochs)} epochs; "
-          f"ratio npspeech / torch {ours.seconds / theirs.seconds:.2f}")
+        print(
+            f"{name:32s} {row['n']:4d} {row['npspeech'].wer:13.3f} "
+            f"{row['npspeech'].cer:6.3f} {row['torch'].wer:10.3f} "
+            f"{row['torch'].cer:6.3f}"
+        )
+    print(
+        f"\nwall time of training + dev evaluation (features cached, JIT warm, "
+        f"{args.threads} thread(s), {'torch' if args.torch_first else 'npspeech'} "
+        f"first): npspeech {ours.seconds:.1f} s for {len(ours.epochs)} epochs, "
+        f"torch {theirs.seconds:.1f} s for {len(theirs.epochs)} epochs; "
+        f"ratio npspeech / torch {ours.seconds / theirs.seconds:.2f}"
+    )
     ours_median = statistics.median(ours.step_seconds)
     theirs_median = statistics.median(theirs.step_seconds)
-    print(f"training steps alone: npspeech {sum(ours.step_seconds):.1f} s over "
-          f"{len(ours.step_seconds)} steps (median {ours_median:.3f} s), torch "
-          f"{sum(theirs.step_seconds):.1f} s over {len(theirs.step_seconds)} steps "
-          f"(median {theirs_median:.3f} s); ratio of sums "
-          f"{sum(ours.step_seconds) / sum(theirs.step_seconds):.2f}, of medians "
-          f"{ours_median / theirs_median:.2f}")
+    print(
+        f"training steps alone: npspeech {sum(ours.step_seconds):.1f} s over "
+        f"{len(ours.step_seconds)} steps (median {ours_median:.3f} s), torch "
+        f"{sum(theirs.step_seconds):.1f} s over {len(theirs.step_seconds)} steps "
+        f"(median {theirs_median:.3f} s); ratio of sums "
+        f"{sum(ours.step_seconds) / sum(theirs.step_seconds):.2f}, of medians "
+        f"{ours_median / theirs_median:.2f}"
+    )
     for side in (ours, theirs):
         losses = [entry["train_loss"] for entry in side.epochs]
         assert all(np.isfinite(losses)), f"{side.name}: non-finite epoch loss {losses}"

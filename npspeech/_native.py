@@ -39,5 +39,7 @@ def load_extension(name: str) -> ModuleType | None:
         )
         if extensions_required():
             raise ExtensionMissingError(message) from error
-        warnings.warn(message + "; using the slower Python path", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            message + "; using the slower Python path", RuntimeWarning, stacklevel=2
+        )
         return None

@@ -46,7 +46,9 @@ class Alphabet:
         seen: dict[str, int] = {}
         for index, label in enumerate(labels):
             if not isinstance(label, str) or label == "":
-                raise AlphabetError(f"label {index} is empty or not a string: {label!r}")
+                raise AlphabetError(
+                    f"label {index} is empty or not a string: {label!r}"
+                )
             if label in seen:
                 raise AlphabetError(
                     f"label {label!r} appears twice (classes {seen[label]} and {index})"
@@ -72,7 +74,9 @@ class Alphabet:
         except FileNotFoundError:
             raise AlphabetError(f"{path}: alphabet file not found") from None
         except IsADirectoryError:
-            raise AlphabetError(f"{path}: is a directory, not an alphabet file") from None
+            raise AlphabetError(
+                f"{path}: is a directory, not an alphabet file"
+            ) from None
         except UnicodeDecodeError as error:
             raise AlphabetError(f"{path}: not UTF-8 text ({error})") from None
         labels: list[str] = []
@@ -108,7 +112,9 @@ class Alphabet:
     def to_file(self, path: str | os.PathLike) -> None:
         """Write in DeepSpeech's format (``#`` escaped as ``\\#``)."""
         lines = ["# Each line is one label; the CTC blank is implicit and last."]
-        lines += ["\\" + label if label.startswith("#") else label for label in self._labels]
+        lines += [
+            "\\" + label if label.startswith("#") else label for label in self._labels
+        ]
         Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     # -- queries -------------------------------------------------------------------------
@@ -220,7 +226,11 @@ class Alphabet:
                 folded = unicodedata.normalize("NFKD", character)
                 pieces.extend(c for c in folded if c in self._index)
         words = "".join(pieces).split(" ")
-        return " ".join(word for word in words if word) if " " in self._index else "".join(words)
+        return (
+            " ".join(word for word in words if word)
+            if " " in self._index
+            else "".join(words)
+        )
 
     def _match(self, text: str, position: int) -> int:
         """Length of the longest label starting at ``text[position]`` (0 if none)."""

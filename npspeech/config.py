@@ -42,10 +42,16 @@ class FeatureConfig:
     n_mels: int = C.DS_N_MEL_CHANNELS  # mel channels (mfcc, fbank)
     lower_frequency: float = C.DS_LOWER_FREQUENCY  # Hz, lowest mel edge
     upper_frequency: float = C.DS_UPPER_FREQUENCY  # Hz, highest mel edge
-    log_floor: float = C.DS_LOG_FLOOR  # log(max(x, floor)) for mfcc/fbank, and "log" mode
-    log_mode: str = "log1p"  # spectrogram only: "log1p" (log(1 + x)) or "log" (with floor)
+    log_floor: float = (
+        C.DS_LOG_FLOOR
+    )  # log(max(x, floor)) for mfcc/fbank, and "log" mode
+    log_mode: str = (
+        "log1p"  # spectrogram only: "log1p" (log(1 + x)) or "log" (with floor)
+    )
     normalize: str = "none"  # "none", "utterance" (per-utterance mean/var) or "global"
-    n_context: int = 0  # frames of context each side (DeepSpeech uses 9; the model preset sets it)
+    n_context: int = (
+        0  # frames of context each side (DeepSpeech uses 9; the model preset sets it)
+    )
 
     @property
     def window_samples(self) -> int:
@@ -72,13 +78,17 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def from_dict(cls: type[ConfigT], values: dict[str, Any], *, where: str = "") -> ConfigT:
+def from_dict(
+    cls: type[ConfigT], values: dict[str, Any], *, where: str = ""
+) -> ConfigT:
     """Build ``cls`` from ``values``; unknown keys are an error naming ``where``.
 
     Nested dataclass fields accept a dict. Missing keys take the field's default.
     """
     if not isinstance(values, dict):
-        raise ConfigError(f"{where or cls.__name__}: expected a table, got {type(values).__name__}")
+        raise ConfigError(
+            f"{where or cls.__name__}: expected a table, got {type(values).__name__}"
+        )
     fields = {field.name: field for field in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:

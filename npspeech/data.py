@@ -43,7 +43,6 @@ from .augment import (
     speed_output_length,
 )
 from .config import FeatureConfig, to_dict
-from .fileio import write_atomically
 from .corpus import (
     CSV_COLUMNS,
     DataProblem,
@@ -59,6 +58,7 @@ from .corpus import (
     validate_corpus,
 )
 from .errors import AlphabetError, AudioError, ConfigError, DataError
+from .fileio import write_atomically
 
 __all__ = [
     "CSV_COLUMNS",

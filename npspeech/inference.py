@@ -316,8 +316,14 @@ def evaluate(
     )
     slots: list[UtteranceResult | None] = [None] * len(utterances)
     outputs = _forward_batches(
-        network, utterances, alphabet, feature_config, cache=cache,
-        frames_budget=frames_budget, backend=backend, durations=durations,
+        network,
+        utterances,
+        alphabet,
+        feature_config,
+        cache=cache,
+        frames_budget=frames_budget,
+        backend=backend,
+        durations=durations,
         progress=progress,
     )
     for members, batch, logits, output_lengths in outputs:
@@ -432,8 +438,14 @@ def corpus_log_probs(
     """
     slots: list[np.ndarray | None] = [None] * len(utterances)
     outputs = _forward_batches(
-        model.network, utterances, model.alphabet, model.features, cache=None,
-        frames_budget=frames_budget, backend=model.backend, durations=None,
+        model.network,
+        utterances,
+        model.alphabet,
+        model.features,
+        cache=None,
+        frames_budget=frames_budget,
+        backend=model.backend,
+        durations=None,
         progress=progress,
     )
     for members, _, logits, output_lengths in outputs:

@@ -64,7 +64,9 @@ def error_counts(reference: str, hypothesis: str) -> ErrorCounts:
     )
 
 
-def corpus_error_counts(references: Sequence[str], hypotheses: Sequence[str]) -> ErrorCounts:
+def corpus_error_counts(
+    references: Sequence[str], hypotheses: Sequence[str]
+) -> ErrorCounts:
     """Summed counts over aligned lists of references and hypotheses."""
     if len(references) != len(hypotheses):
         raise ValueError(

@@ -34,7 +34,11 @@ def test_round_trip_through_file(tmp_path):
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("", "no labels"), ("# only\n", "no labels"), ("a\nb\na\n", r"alphabet.txt:3: .*line 1")],
+    [
+        ("", "no labels"),
+        ("# only\n", "no labels"),
+        ("a\nb\na\n", r"alphabet.txt:3: .*line 1"),
+    ],
 )
 def test_bad_files_name_the_problem(tmp_path, text, message):
     with pytest.raises(AlphabetError, match=message):

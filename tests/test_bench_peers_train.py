@@ -38,8 +38,14 @@ def _twin():
 
 def _network(rng, scheme="pytorch"):
     # The PyTorch-style dense init gives non-zero biases, so bias copies are exercised.
-    config = ModelConfig(architecture="deepspeech", n_hidden=H, n_context=N_CONTEXT,
-                         dropout=0.0, relu_clip=1.5, init_scheme=scheme)
+    config = ModelConfig(
+        architecture="deepspeech",
+        n_hidden=H,
+        n_context=N_CONTEXT,
+        dropout=0.0,
+        relu_clip=1.5,
+        init_scheme=scheme,
+    )
     return models.init(config, F, V, rng, dtype=np.float64)
 
 
@@ -54,8 +60,9 @@ def test_twin_logits_match_npspeech(rng):
     twin = _twin()
     network = _network(rng)
     features = _batch(rng)
-    ours, _, _ = models.forward(network, features, LENGTHS, training=False,
-                                backend="numpy")
+    ours, _, _ = models.forward(
+        network, features, LENGTHS, training=False, backend="numpy"
+    )
     model = twin.from_network(network)
     model.eval()
     x = twin.model_input(features, LENGTHS, N_CONTEXT, dtype=model.layer_1.weight.dtype)
@@ -77,20 +84,33 @@ def test_twin_gradients_match_npspeech(rng):
     target_lengths = np.array([t.size for t in TARGETS], dtype=np.int32)
     B = LENGTHS.size
     # npspeech's training step: per-utterance CTC, averaged over the batch
-    logits, output_lengths, cache = models.forward(network, features, LENGTHS,
-                                                   training=True, backend="numpy")
-    losses, dlogits = ctc.ctc_loss(logits, targets, output_lengths, target_lengths,
-                                   reduction="none", backend="numpy")
+    logits, output_lengths, cache = models.forward(
+        network, features, LENGTHS, training=True, backend="numpy"
+    )
+    losses, dlogits = ctc.ctc_loss(
+        logits,
+        targets,
+        output_lengths,
+        target_lengths,
+        reduction="none",
+        backend="numpy",
+    )
     grads = models.backward(network, dlogits / B, cache, backend="numpy")
     # the twin's: CTC summed over the batch, divided by B
     model = twin.from_network(network)
     model.train()  # dropout is 0: training mode changes nothing but must run
     out = model(twin.model_input(features, LENGTHS, N_CONTEXT, dtype=torch.float64))
-    loss = torch.nn.functional.ctc_loss(
-        out.log_softmax(-1), torch.from_numpy(targets.astype(np.int64)),
-        torch.from_numpy(LENGTHS.astype(np.int64)),
-        torch.from_numpy(target_lengths.astype(np.int64)), blank=V - 1, reduction="sum",
-    ) / B
+    loss = (
+        torch.nn.functional.ctc_loss(
+            out.log_softmax(-1),
+            torch.from_numpy(targets.astype(np.int64)),
+            torch.from_numpy(LENGTHS.astype(np.int64)),
+            torch.from_numpy(target_lengths.astype(np.int64)),
+            blank=V - 1,
+            reduction="sum",
+        )
+        / B
+    )
     loss.backward()
     np.testing.assert_allclose(loss.item(), losses.mean(), rtol=0.0, atol=TWIN_ATOL)
     theirs = twin.network_params(model)  # layout mapping for the gradients below
@@ -107,16 +127,23 @@ def test_twin_gradients_match_npspeech(rng):
         torch_grads[f"layer_4/{ours_name}"] = grad.T if grad.ndim == 2 else grad
     for name, grad in grads.items():
         assert np.abs(grad).max() > 0, name  # every layer takes part
-        np.testing.assert_allclose(torch_grads[name], grad, rtol=0.0, atol=TWIN_ATOL,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            torch_grads[name], grad, rtol=0.0, atol=TWIN_ATOL, err_msg=name
+        )
 
 
 def test_twin_rejects_other_architectures(rng):
     twin = _twin()
-    config = ModelConfig(architecture="ds2-stream", n_hidden=4, rnn_layers=1,
-                         conv_channels=(2,), conv_kernels=((3, 3),),
-                         conv_strides=((1, 1),), conv_padding=((1, 1),),
-                         lookahead_context=1)
+    config = ModelConfig(
+        architecture="ds2-stream",
+        n_hidden=4,
+        rnn_layers=1,
+        conv_channels=(2,),
+        conv_kernels=((3, 3),),
+        conv_strides=((1, 1),),
+        conv_padding=((1, 1),),
+        lookahead_context=1,
+    )
     network = models.init(config, 8, V, rng, dtype=np.float64)
     with pytest.raises(ValueError, match="deepspeech"):
         twin.from_network(network)

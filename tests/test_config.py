@@ -1,13 +1,26 @@
 import pytest
 
-from npspeech.config import FeatureConfig, from_dict, from_json, read_toml, to_dict, to_json
+from npspeech.config import (
+    FeatureConfig,
+    from_dict,
+    from_json,
+    read_toml,
+    to_dict,
+    to_json,
+)
 from npspeech.errors import ConfigError
 
 
 def test_deepspeech_defaults():
     config = FeatureConfig()
-    assert (config.window_samples, config.step_samples, config.fft_size) == (512, 320, 512)
-    assert FeatureConfig(window_ms=20, step_ms=10).fft_size == 512  # 320 -> next power of 2
+    assert (config.window_samples, config.step_samples, config.fft_size) == (
+        512,
+        320,
+        512,
+    )
+    assert (
+        FeatureConfig(window_ms=20, step_ms=10).fft_size == 512
+    )  # 320 -> next power of 2
 
 
 def test_round_trips():

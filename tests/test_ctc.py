@@ -7,13 +7,6 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from npspeech.backends import get_backend
-from npspeech.backends.numpy_ref.ctc import log_softmax
-from npspeech.ctc import ctc_loss, flatten_targets
-from npspeech.errors import ConfigError
 from helpers.gradcheck import assert_gradient_close
 from helpers.tolerances import (
     BACKEND_ATOL_FLOAT32,
@@ -23,6 +16,13 @@ from helpers.tolerances import (
     CTC_FLOAT32_ATOL,
     CTC_FLOAT32_RTOL,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from npspeech.backends import get_backend
+from npspeech.backends.numpy_ref.ctc import log_softmax
+from npspeech.ctc import ctc_loss, flatten_targets
+from npspeech.errors import ConfigError
 
 
 def random_batch(rng, T, B, V, max_label=None, dtype=np.float64, repeats=True):

@@ -61,10 +61,15 @@ def test_greedy_decode_gives_text_timings_and_words():
     blank = alphabet.blank
     ids = alphabet.encode("ab c")
     classes = [ids[0], ids[0], blank, ids[1], ids[2], blank, ids[3], ids[3]]
-    candidate = greedy_decode(one_hot_frames(classes, alphabet.n_classes), alphabet, 0.02)
+    candidate = greedy_decode(
+        one_hot_frames(classes, alphabet.n_classes), alphabet, 0.02
+    )
     assert candidate.text == "ab c" and candidate.confidence == 1.0
     assert [token.frame for token in candidate.tokens] == [0, 3, 4, 6]
-    assert [(w.word, w.start_time) for w in candidate.words] == [("ab", 0.0), ("c", 0.12)]
+    assert [(w.word, w.start_time) for w in candidate.words] == [
+        ("ab", 0.0),
+        ("c", 0.12),
+    ]
     assert candidate.words[0].duration == pytest.approx(0.08)  # up to the space's start
     assert candidate.log_score == pytest.approx(0.0)
     entry = candidate.to_deepspeech_dict()

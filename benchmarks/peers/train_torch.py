@@ -69,8 +69,14 @@ class TorchDeepSpeech(torch.nn.Module):
         Dropout rate after layers 1, 2, 3 and 5 while training.
     """
 
-    def __init__(self, n_input: int, n_hidden: int, n_classes: int,
-                 relu_clip: float, dropout: float):
+    def __init__(
+        self,
+        n_input: int,
+        n_hidden: int,
+        n_classes: int,
+        relu_clip: float,
+        dropout: float,
+    ):
         super().__init__()
         self.relu_clip = float(relu_clip)
         self.dropout = float(dropout)
@@ -131,8 +137,11 @@ def from_network(network: models.Network, dtype: Any = None) -> TorchDeepSpeech:
     if dtype is None:
         dtype = torch.float64 if network.dtype == np.float64 else torch.float32
     model = TorchDeepSpeech(
-        params["layer_1/W"].shape[0], config.n_hidden, network.n_classes,
-        config.relu_clip, config.dropout,
+        params["layer_1/W"].shape[0],
+        config.n_hidden,
+        network.n_classes,
+        config.relu_clip,
+        config.dropout,
     ).to(dtype)
     with torch.no_grad():
         for name in DENSE_LAYERS:
@@ -163,8 +172,12 @@ def network_params(model: TorchDeepSpeech) -> dict[str, np.ndarray]:
     return params
 
 
-def model_input(features: np.ndarray, lengths: np.ndarray, n_context: int,
-                dtype: Any = torch.float32) -> torch.Tensor:
+def model_input(
+    features: np.ndarray,
+    lengths: np.ndarray,
+    n_context: int,
+    dtype: Any = torch.float32,
+) -> torch.Tensor:
     """npspeech's context stacking of a loader batch, as a tensor.
 
     Parameters
@@ -209,8 +222,15 @@ def evaluate(
     :func:`npspeech.metrics.error_counts`: only the network runs in PyTorch.
     """
     loader = data.BatchLoader(
-        utterances, alphabet, feature_config, cache, frames_budget=frames_budget,
-        shuffle=False, sortagrad=False, durations=durations, prefetch=False,
+        utterances,
+        alphabet,
+        feature_config,
+        cache,
+        frames_budget=frames_budget,
+        shuffle=False,
+        sortagrad=False,
+        durations=durations,
+        prefetch=False,
     )
     decoder = make_decoder(alphabet, None, feature_config.step_ms / 1000.0)
     dtype = next(model.parameters()).dtype
@@ -222,10 +242,12 @@ def evaluate(
             logits = model(model_input(batch.features, batch.lengths, n_context, dtype))
             log_probs = functional.log_softmax(logits, dim=-1)
             loss = functional.ctc_loss(
-                log_probs, torch.from_numpy(batch.targets.astype(np.int64)),
+                log_probs,
+                torch.from_numpy(batch.targets.astype(np.int64)),
                 torch.from_numpy(batch.lengths.astype(np.int64)),
                 torch.from_numpy(batch.target_lengths.astype(np.int64)),
-                blank=logits.shape[-1] - 1, reduction="none",
+                blank=logits.shape[-1] - 1,
+                reduction="none",
             )
             losses += [value for value in loss.tolist() if math.isfinite(value)]
             scores = log_softmax(logits.numpy())  # npspeech's, for identical decoding
@@ -257,13 +279,18 @@ class TorchTrainer:
         self.dtype = torch.float32
         optimizer = torch.optim.AdamW if config.weight_decay > 0 else torch.optim.Adam
         self.optimizer = optimizer(
-            self.model.parameters(), lr=config.learning_rate,
-            betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon,
+            self.model.parameters(),
+            lr=config.learning_rate,
+            betas=(config.adam_beta1, config.adam_beta2),
+            eps=config.adam_epsilon,
             weight_decay=config.weight_decay,
         )
         self.schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, mode="min", factor=config.plateau_factor,
-            patience=config.plateau_patience, min_lr=config.min_learning_rate,
+            self.optimizer,
+            mode="min",
+            factor=config.plateau_factor,
+            patience=config.plateau_patience,
+            min_lr=config.min_learning_rate,
         )
         self.generator_seed = int(seed)
         torch.manual_seed(self.generator_seed)
@@ -293,10 +320,12 @@ class TorchTrainer:
         log_probs = functional.log_softmax(logits, dim=-1)
         B = len(batch.utterances)
         total = functional.ctc_loss(
-            log_probs, torch.from_numpy(batch.targets.astype(np.int64)),
+            log_probs,
+            torch.from_numpy(batch.targets.astype(np.int64)),
             torch.from_numpy(batch.lengths.astype(np.int64)),
             torch.from_numpy(batch.target_lengths.astype(np.int64)),
-            blank=logits.shape[-1] - 1, reduction="sum",
+            blank=logits.shape[-1] - 1,
+            reduction="sum",
         )
         loss = total / B  # the per-utterance mean, as npspeech's trainer
         if not torch.isfinite(loss):
@@ -365,18 +394,27 @@ class TorchTrainer:
                 if not step["skipped"]:
                     loss_sum += step["loss"] * len(batch.utterances)
                     count += len(batch.utterances)
-            record: dict[str, Any] = {"epoch": epoch, "lr": self.learning_rate,
-                                      "train_loss": loss_sum / max(count, 1)}
+            record: dict[str, Any] = {
+                "epoch": epoch,
+                "lr": self.learning_rate,
+                "train_loss": loss_sum / max(count, 1),
+            }
             metric = record["train_loss"]
             improved = True
             if dev:
                 scores = evaluate(
-                    self.model, dev, alphabet, feature_config, self.n_context,
-                    cache=cache, frames_budget=config.batch_frames,
+                    self.model,
+                    dev,
+                    alphabet,
+                    feature_config,
+                    self.n_context,
+                    cache=cache,
+                    frames_budget=config.batch_frames,
                     durations=dev_durations,
                 )
-                record.update(dev_loss=scores.loss, dev_wer=scores.wer,
-                              dev_cer=scores.cer)
+                record.update(
+                    dev_loss=scores.loss, dev_wer=scores.wer, dev_cer=scores.cer
+                )
                 key = (scores.wer, scores.loss)
                 improved = best_key is None or key < best_key
                 if improved:
@@ -395,8 +433,11 @@ class TorchTrainer:
             history.append(record)
             if report is not None:
                 report(record)
-            if dev and 0 <= config.target_dev_wer and record["dev_wer"] <= \
-                    config.target_dev_wer:
+            if (
+                dev
+                and 0 <= config.target_dev_wer
+                and record["dev_wer"] <= config.target_dev_wer
+            ):
                 break
             if 0 < config.early_stop_patience <= without_improvement:
                 break

@@ -31,7 +31,9 @@ BACKEND_ENV = "NPSPEECH_BACKEND"
 
 def default_backend_name() -> str:
     """``$NPSPEECH_BACKEND`` when set, else ``numba``."""
-    return os.environ.get(BACKEND_ENV, DEFAULT_BACKEND).strip().lower() or DEFAULT_BACKEND
+    return (
+        os.environ.get(BACKEND_ENV, DEFAULT_BACKEND).strip().lower() or DEFAULT_BACKEND
+    )
 
 
 def get_backend(name: str | ModuleType | None = None) -> ModuleType:

@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Run `npspeech COMMAND --help` for the options of a command.",
     )
-    parser.add_argument("--version", action="version", version=f"npspeech {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"npspeech {__version__}"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(subparsers)

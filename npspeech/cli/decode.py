@@ -76,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             output = {
                 "audio": str(path),
-                "transcripts": [candidate.to_deepspeech_dict() for candidate in candidates],
+                "transcripts": [
+                    candidate.to_deepspeech_dict() for candidate in candidates
+                ],
             }
             print(json.dumps(output))
         else:

@@ -139,8 +139,8 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from .. import data
-    from ..inference import Model, evaluate
     from ..fileio import write_text_atomically
+    from ..inference import Model, evaluate
 
     decode_config = decode_config_from(args)
     model = Model.load(args.model, backend=args.backend)

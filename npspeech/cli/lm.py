@@ -349,7 +349,9 @@ def run_tune(args: argparse.Namespace) -> int:
 
         model = Model.load(args.model)
         if args.alphabet:
-            raise ConfigError("--alphabet comes from the model with --model; leave it out")
+            raise ConfigError(
+                "--alphabet comes from the model with --model; leave it out"
+            )
         alphabet = model.alphabet
     else:
         alphabet = _alphabet(args.alphabet)
@@ -365,7 +367,9 @@ def run_tune(args: argparse.Namespace) -> int:
         from ..inference import corpus_log_probs
 
         utterances = read_csvs(args.dev)
-        log_probs_list = corpus_log_probs(model, utterances, progress=not args.no_progress)
+        log_probs_list = corpus_log_probs(
+            model, utterances, progress=not args.no_progress
+        )
         references = [utterance.transcript for utterance in utterances]
     else:
         log_probs_list, references = load_log_probs(args.log_probs)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+
 @dataclass(frozen=True)
 class Token:
     """One emitted label: its text, first frame on the best alignment and start time."""

@@ -54,8 +54,8 @@ import numpy as np
 
 from .. import constants as C
 from ..alphabet import Alphabet, english
-from ..fileio import write_atomically
 from ..errors import ConfigError, DataError, ScorerError
+from ..fileio import write_atomically
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2  # word ids of the special tokens

@@ -50,8 +50,8 @@ from typing import Any, BinaryIO
 from .. import __version__
 from ..alphabet import Alphabet
 from ..decoder import ds_scorer
-from ..fileio import write_atomically
 from ..errors import ScorerError
+from ..fileio import write_atomically
 
 PACKAGE_MAGIC = b"NPSCORER"
 PACKAGE_VERSION = 1

@@ -49,7 +49,9 @@ def assert_gradient_close(
 ) -> None:
     """Assert that ``analytic`` equals the finite-difference gradient of ``scalar_fn``."""
     numeric = numerical_gradient(scalar_fn, array, eps)
-    assert analytic.shape == array.shape, f"{name}: shape {analytic.shape} != {array.shape}"
+    assert analytic.shape == array.shape, (
+        f"{name}: shape {analytic.shape} != {array.shape}"
+    )
     np.testing.assert_allclose(analytic, numeric, rtol=rtol, atol=atol, err_msg=name)
 
 
