@@ -26,15 +26,16 @@ ConfigT = TypeVar("ConfigT")
 
 @dataclasses.dataclass(frozen=True)
 class FeatureConfig:
-    """How audio becomes model inputs. The defaults are DeepSpeech 0.9's MFCC front end."""
+    """How audio becomes model inputs; the defaults are DeepSpeech 0.9's MFCC."""
 
-    # "mfcc" (DeepSpeech), "spectrogram" (DeepSpeech2 log-spectrogram) or "fbank" (log-mel).
+    # "mfcc" (DeepSpeech), "spectrogram" (DeepSpeech2 log-spectrogram) or "fbank"
+    # (log-mel filterbank).
     kind: str = "mfcc"
     sample_rate: int = C.SAMPLE_RATE  # Hz; audio is resampled to this on load
     window_ms: float = 32.0  # analysis window; 512 samples at 16 kHz
     step_ms: float = 20.0  # hop between frames; 320 samples at 16 kHz
     # FFT size; None = the window length rounded up to a power of 2 (mfcc, fbank: TF's
-    # AudioSpectrogram) or the window length itself (spectrogram: DS2's 161 bins at 16 kHz)
+    # AudioSpectrogram) or the window length itself (spectrogram: DS2's 161 bins).
     n_fft: int | None = None
     # "hann_periodic" (TF), "hann_symmetric" (numpy.hanning) or "hamming" (periodic)
     window: str = "hann_periodic"
@@ -42,16 +43,14 @@ class FeatureConfig:
     n_mels: int = C.DS_N_MEL_CHANNELS  # mel channels (mfcc, fbank)
     lower_frequency: float = C.DS_LOWER_FREQUENCY  # Hz, lowest mel edge
     upper_frequency: float = C.DS_UPPER_FREQUENCY  # Hz, highest mel edge
-    log_floor: float = (
-        C.DS_LOG_FLOOR
-    )  # log(max(x, floor)) for mfcc/fbank, and "log" mode
-    log_mode: str = (
-        "log1p"  # spectrogram only: "log1p" (log(1 + x)) or "log" (with floor)
-    )
-    normalize: str = "none"  # "none", "utterance" (per-utterance mean/var) or "global"
-    n_context: int = (
-        0  # frames of context each side (DeepSpeech uses 9; the model preset sets it)
-    )
+    # log(max(x, floor)) for mfcc and fbank, and for the spectrogram's "log" mode
+    log_floor: float = C.DS_LOG_FLOOR
+    # spectrogram only: "log1p" (log(1 + x)) or "log" (with the floor)
+    log_mode: str = "log1p"
+    # "none", "utterance" (per-utterance mean/variance) or "global" (corpus statistics)
+    normalize: str = "none"
+    # frames of context each side (DeepSpeech uses 9; the model preset sets it)
+    n_context: int = 0
 
     @property
     def window_samples(self) -> int:

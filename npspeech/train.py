@@ -42,9 +42,8 @@ MODEL_FILE = "model.npz"
 LOG_FILE = "log.jsonl"
 PLOT_FILE = "curves.png"
 CONFIG_FILE = "config.json"
-_DROPOUT_STREAM = (
-    0x0D50  # the fourth seed word of the dropout generators (see _step_rng)
-)
+# the fourth seed word of the dropout generators (see _step_rng)
+_DROPOUT_STREAM = 0x0D50
 
 
 @dataclasses.dataclass
