@@ -67,7 +67,10 @@ def _weight_gradients(x, h_prev, d_in, d_rec, W_ih):
     dx = (d_in2 @ W_ih.T).reshape(T, B, F)
     dW_ih = x.reshape(T * B, F).T @ d_in2
     dW_hh = h_prev.reshape(T * B, h_prev.shape[2]).T @ d_rec2
-    return dx, dW_ih, dW_hh, d_in2.sum(axis=0), d_rec2.sum(axis=0)
+    db_ih = d_in2.sum(axis=0)
+    # the LSTM and the RNN pass one array for both: its column sums once, not twice
+    db_hh = db_ih.copy() if d_rec is d_in else d_rec2.sum(axis=0)
+    return dx, dW_ih, dW_hh, db_ih, db_hh
 
 
 def _threads() -> int:
@@ -418,7 +421,13 @@ def _lstm_backward_loop(
             if t < lengths[b]:
                 c_prev = c0[b] if t == 0 else cells[t - 1, b]
                 _lstm_cell_backward(
-                    gates[t, b], cells[t, b], c_prev, dy[t, b], dh[b], dc[b], d_pre[t, b]
+                    gates[t, b],
+                    cells[t, b],
+                    c_prev,
+                    dy[t, b],
+                    dh[b],
+                    dc[b],
+                    d_pre[t, b],
                 )
         _recurrent_matmul(
             d_pre[t], W_hh, dh_prev, zero, threads
