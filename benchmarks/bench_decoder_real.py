@@ -61,6 +61,12 @@ def main(argv=None) -> int:
         default=1.0,
         help="npspeech's per-frame cumulative-probability pruning (DeepSpeech: 1.0)",
     )
+    parser.add_argument(
+        "--oov-penalty",
+        type=float,
+        default=None,
+        help="npspeech's per-letter out-of-vocabulary penalty (default: the Scorer's)",
+    )
     parser.add_argument("--max-utterances", type=int, default=0, help="0: all")
     parser.add_argument("--skip-peer", action="store_true")
     args = parser.parse_args(argv)
@@ -87,7 +93,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         arpa = Path(folder) / "train.arpa"
         write_arpa(build_arpa(lm_text, args.order, alphabet=alphabet), arpa)
-        scorer = Scorer.from_file(arpa, alpha=args.alpha, beta=args.beta)
+        options = {} if args.oov_penalty is None else {"oov_penalty": args.oov_penalty}
+        scorer = Scorer.from_file(arpa, alpha=args.alpha, beta=args.beta, **options)
         vocabulary = list(scorer.vocabulary or ())
 
         rows = []
