@@ -67,6 +67,12 @@ def main(argv=None) -> int:
         default=None,
         help="npspeech's per-letter out-of-vocabulary penalty (default: the Scorer's)",
     )
+    parser.add_argument(
+        "--oov-word-penalty",
+        type=float,
+        default=None,
+        help="npspeech's penalty where a word leaves the vocabulary (default: Scorer's)",
+    )
     parser.add_argument("--max-utterances", type=int, default=0, help="0: all")
     parser.add_argument("--skip-peer", action="store_true")
     args = parser.parse_args(argv)
@@ -93,7 +99,11 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         arpa = Path(folder) / "train.arpa"
         write_arpa(build_arpa(lm_text, args.order, alphabet=alphabet), arpa)
-        options = {} if args.oov_penalty is None else {"oov_penalty": args.oov_penalty}
+        options = {}
+        if args.oov_penalty is not None:
+            options["oov_penalty"] = args.oov_penalty
+        if args.oov_word_penalty is not None:
+            options["oov_word_penalty"] = args.oov_word_penalty
         scorer = Scorer.from_file(arpa, alpha=args.alpha, beta=args.beta, **options)
         vocabulary = list(scorer.vocabulary or ())
 

@@ -103,6 +103,8 @@ cdef class PrefixBeamSearch:
         LM weight and per-word bonus (ignored without ``lm``).
     oov_penalty : float
         Added for every letter spelled outside the vocabulary trie (<= 0; -inf prunes).
+    oov_word_penalty : float
+        Added once more at the letter where a word leaves the vocabulary trie (<= 0).
     use_vocabulary : bool
         Whether the vocabulary trie is checked.
     vocab_start, vocab_label, vocab_node : int32 arrays
@@ -124,7 +126,7 @@ cdef class PrefixBeamSearch:
     cdef vector[pair[double, int]] classes
     cdef unordered_map[string, LmEntry] lm_cache
     cdef int n_classes, blank, space, beam_width, cutoff_top_n
-    cdef double cutoff_prob, alpha, beta, oov_penalty, cutoff_slack
+    cdef double cutoff_prob, alpha, beta, oov_penalty, oov_word_penalty, cutoff_slack
     cdef bint use_lm, use_vocabulary, use_hotwords, failed
     cdef object lm
     cdef object error
@@ -151,6 +153,7 @@ cdef class PrefixBeamSearch:
         double alpha,
         double beta,
         double oov_penalty,
+        double oov_word_penalty,
         bint use_vocabulary,
         const int[::1] vocab_start,
         const int[::1] vocab_label,
@@ -172,6 +175,7 @@ cdef class PrefixBeamSearch:
         self.alpha = alpha
         self.beta = beta
         self.oov_penalty = oov_penalty
+        self.oov_word_penalty = oov_word_penalty
         self.use_vocabulary = use_vocabulary
         self.vocab_start = vocab_start
         self.vocab_label = vocab_label
@@ -281,6 +285,7 @@ cdef class PrefixBeamSearch:
             parent == ROOT or self.nodes[parent].label == self.space
         )
         cdef int nxt
+        cdef bint was_in_vocabulary = vocab >= 0
         if c == self.space:
             if self.use_lm and not at_word_start:
                 word_log_prob = self.lm_word(lm_state, self.word_of(parent), &lm_state)
@@ -324,8 +329,11 @@ cdef class PrefixBeamSearch:
                 else:
                     hot = -1
             if self.use_vocabulary and vocab < 0 and hot <= 0:
-                # every letter spelled outside the vocabulary (and outside a hot-word)
+                # every letter spelled outside the vocabulary (and outside a hot-word),
+                # and once more the letter where the word leaves it
                 bonus += self.oov_penalty
+                if was_in_vocabulary:
+                    bonus += self.oov_word_penalty
         cdef int index
         if self.free_nodes.size() > 0:
             index = self.free_nodes.back()

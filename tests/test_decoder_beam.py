@@ -19,7 +19,7 @@ from npspeech.decoder._beam_ref import viterbi_align_reference
 from npspeech.decoder.beam import BeamSearchDecoder, to_deepspeech_json
 from npspeech.decoder.greedy import best_path
 from npspeech.decoder.scorer import Scorer, read_arpa_unigrams
-from npspeech.errors import ConfigError, DecoderError
+from npspeech.errors import ConfigError, DecoderError, ScorerError
 from npspeech.metrics import cer
 
 TINY_ARPA = Path(__file__).parent / "data" / "tiny_bigram.arpa"
@@ -197,6 +197,36 @@ def test_oov_penalty_is_per_letter_outside_the_vocabulary(rng):
     assert boosted.log_score - free.log_score == pytest.approx(3 * 0.5, abs=1e-3)
     # -inf admits vocabulary words only, as DeepSpeech's decoder does
     assert decode(-math.inf).text != "ccc"
+
+
+def test_oov_word_penalty_is_charged_once_where_a_word_leaves_the_vocabulary(rng):
+    model = kenlm.Model(str(TINY_ARPA))
+    vocabulary = read_arpa_unigrams(TINY_ARPA)
+    # "c" starts the vocabulary word "cab": "ccc" leaves the trie once (second letter)
+    log_probs = peaky_log_probs(rng, SMALL, "ccc", noise=0.1, peak=12.0)
+
+    def decode(word_penalty):
+        scorer = Scorer(
+            model,
+            1.0,
+            0.0,
+            vocabulary=vocabulary,
+            oov_penalty=-2.0,
+            oov_word_penalty=word_penalty,
+        )
+        decoder = BeamSearchDecoder(SMALL, beam_width=16, scorer=scorer)
+        assert_same_search(decoder, log_probs, 3)  # compiled and oracle agree
+        return decoder.decode(log_probs)[0]
+
+    per_letter_only = decode(0.0)
+    assert per_letter_only.text == "ccc"
+    charged = decode(-1.5)
+    assert charged.text == "ccc"
+    assert charged.log_score - per_letter_only.log_score == pytest.approx(
+        -1.5, abs=1e-3
+    )
+    with pytest.raises(ScorerError, match="oov_word_penalty"):
+        Scorer(model, 1.0, 0.0, vocabulary=vocabulary, oov_word_penalty=1.0)
 
 
 @pytest.mark.data

@@ -22,6 +22,7 @@ class PrefixBeamSearch:
         alpha: float,
         beta: float,
         oov_penalty: float,
+        oov_word_penalty: float,
         use_vocabulary: bool,
         vocab_start: npt.NDArray[np.int32],
         vocab_label: npt.NDArray[np.int32],

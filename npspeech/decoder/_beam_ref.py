@@ -95,6 +95,7 @@ class ReferenceBeamSearch:
         alpha: float = 0.0,
         beta: float = 0.0,
         oov_penalty: float = 0.0,
+        oov_word_penalty: float = 0.0,
         use_vocabulary: bool = False,
         vocabulary: LabelTrie | None = None,
         hotwords: LabelTrie | None = None,
@@ -110,6 +111,7 @@ class ReferenceBeamSearch:
         self.alpha = alpha
         self.beta = beta
         self.oov_penalty = oov_penalty
+        self.oov_word_penalty = oov_word_penalty
         self.use_vocabulary = use_vocabulary
         self.vocabulary = vocabulary if vocabulary is not None else LabelTrie.build([])
         self.hotwords = hotwords if hotwords is not None else LabelTrie.build([])
@@ -140,6 +142,7 @@ class ReferenceBeamSearch:
         partial = parent.hot_partial
         at_word_start = parent.parent is None or parent.label == self.space
         hot_trie = self.hotwords
+        was_in_vocabulary = vocab >= 0
         if c == self.space:
             if self.use_lm and not at_word_start:
                 word_log_prob, lm_state = self.lm.score_word(
@@ -182,6 +185,8 @@ class ReferenceBeamSearch:
                     hot = -1
             if self.use_vocabulary and vocab < 0 and hot <= 0:
                 bonus += self.oov_penalty
+                if was_in_vocabulary:  # the letter where the word leaves the vocabulary
+                    bonus += self.oov_word_penalty
         child = Node(parent, c)
         child.bonus = bonus
         child.lm_state = lm_state

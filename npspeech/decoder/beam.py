@@ -13,7 +13,8 @@ beta`` for every completed word, where a word completes at a space and the last 
 the end of the utterance, followed by ``alpha * ln P_lm(</s> | history)``. Hot-words add
 their boost per matched character (rules in :mod:`npspeech.decoder.hotwords`); each
 letter spelled outside the scorer's vocabulary trie (and outside a hot-word) adds the
-scorer's ``oov_penalty``. With a scorer, a space only ends a word: a space that would
+scorer's ``oov_penalty``, and the letter where a word leaves the trie adds its
+``oov_word_penalty`` once more. With a scorer, a space only ends a word: a space that would
 start the text or double another is folded into the prefix like a blank.
 
 Results
@@ -310,6 +311,7 @@ class BeamSearchDecoder:
             alpha=0.0 if self.scorer is None else self.scorer.alpha,
             beta=0.0 if self.scorer is None else self.scorer.beta,
             oov_penalty=_oov_penalty(self.scorer),
+            oov_word_penalty=_oov_word_penalty(self.scorer),
             use_vocabulary=self._use_vocabulary,
         )
         if reference or _compiled is None:
@@ -451,6 +453,12 @@ def align(
     if _compiled is None:
         return viterbi_align_reference(log_probs, labels, blank, fold_space)
     return _compiled.viterbi_align(log_probs, labels, blank, fold_space)
+
+
+def _oov_word_penalty(scorer: Scorer | None) -> float:
+    if scorer is None or scorer.oov_penalty is None:
+        return 0.0
+    return scorer.oov_word_penalty
 
 
 def _oov_penalty(scorer: Scorer | None) -> float:

@@ -52,7 +52,13 @@ class Scorer:
         vocabulary) switches that check off.
     oov_penalty
         Natural-log penalty per letter spelled outside the vocabulary trie, <= 0;
-        ``-inf`` allows vocabulary words only (as DeepSpeech); None switches it off.
+        ``-inf`` allows vocabulary words only (as DeepSpeech); None switches the
+        vocabulary check off.
+    oov_word_penalty
+        Natural-log penalty added once, at the letter where a word leaves the
+        vocabulary trie, <= 0: it makes short out-of-vocabulary fragments expensive
+        from their first letter, where the per-letter penalty alone favours run-on
+        spellings.
     unk_score
         Natural-log score given to a word the LM does not know instead of KenLM's
         ``<unk>`` probability; None keeps KenLM's.
@@ -72,6 +78,7 @@ class Scorer:
         beta: float,
         vocabulary: Iterable[str] | None = None,
         oov_penalty: float | None = constants.OOV_PENALTY,
+        oov_word_penalty: float = constants.OOV_WORD_PENALTY,
         unk_score: float | None = None,
         end_of_sentence: bool = True,
     ):
@@ -85,6 +92,8 @@ class Scorer:
                 raise ScorerError(f"{name} must be finite, got {value}")
         if oov_penalty is not None and (math.isnan(oov_penalty) or oov_penalty > 0):
             raise ScorerError(f"oov_penalty must be <= 0 (or None), got {oov_penalty}")
+        if math.isnan(oov_word_penalty) or oov_word_penalty > 0:
+            raise ScorerError(f"oov_word_penalty must be <= 0, got {oov_word_penalty}")
         if unk_score is not None and not math.isfinite(unk_score):
             raise ScorerError(f"unk_score must be finite or None, got {unk_score}")
         self.language_model = language_model
@@ -92,6 +101,7 @@ class Scorer:
         self.beta = float(beta)
         self.vocabulary = None if vocabulary is None else tuple(vocabulary)
         self.oov_penalty = None if oov_penalty is None else float(oov_penalty)
+        self.oov_word_penalty = float(oov_word_penalty)
         self.unk_score = None if unk_score is None else float(unk_score)
         self.end_of_sentence = bool(end_of_sentence)
         start = kenlm.State()
