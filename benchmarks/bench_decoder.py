@@ -27,16 +27,15 @@ from npspeech.alphabet import Alphabet
 from npspeech.decoder.beam import BeamSearchDecoder
 from npspeech.decoder.scorer import Scorer
 from npspeech.metrics import cer
+from npspeech.nn import activations
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "deepspeech_smoke"
 SCORER = DATA / "lm" / "pruned_lm.scorer"
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    return (shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))).astype(
-        np.float32
-    )
+    """float32 log-probabilities of float64 logits (computed in float64)."""
+    return activations.log_softmax(logits).astype(np.float32)
 
 
 def synthesize(

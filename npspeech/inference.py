@@ -21,15 +21,9 @@ from .alphabet import Alphabet
 from .config import DecodeConfig, FeatureConfig, ModelConfig
 from .decoder.results import CandidateTranscript
 from .errors import ConfigError, DecoderError
+from .nn.activations import log_softmax
 
 # -- decoders --------------------------------------------------------------------------
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Log-probabilities over the last axis (the model's output layer)."""
-    from .nn.activations import log_softmax_forward
-
-    return log_softmax_forward(logits)[0]
 
 
 class GreedyDecoder:

@@ -20,9 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from npspeech.backends import get_backend
-from npspeech.backends.numpy_ref.ctc import log_softmax
 from npspeech.ctc import ctc_loss, flatten_targets
 from npspeech.errors import ConfigError
+from npspeech.nn.activations import log_softmax
 
 
 def random_batch(rng, T, B, V, max_label=None, dtype=np.float64, repeats=True):

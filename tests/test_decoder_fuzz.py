@@ -18,6 +18,7 @@ from npspeech.decoder import beam as beam_module
 from npspeech.decoder.beam import BeamSearchDecoder
 from npspeech.decoder.scorer import Scorer, read_arpa_unigrams
 from npspeech.errors import DecoderError
+from npspeech.nn.activations import log_softmax
 
 TINY_ARPA = Path(__file__).parent / "data" / "tiny_bigram.arpa"
 SMALL = Alphabet([" ", "a", "b", "c"])  # V = 5
@@ -35,11 +36,6 @@ DECODERS = [
 ]
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-
-
 @st.composite
 def valid_log_probs(draw):
     """(T, 5) float32 log-softmax values, some classes impossible (-inf) per frame."""
@@ -48,7 +44,7 @@ def valid_log_probs(draw):
         arrays(np.float64, (T, SMALL.n_classes), elements=st.floats(-30, 30, width=32))
     )
     impossible = draw(arrays(np.bool_, (T, SMALL.n_classes)))
-    log_probs = _log_softmax(logits)
+    log_probs = log_softmax(logits)
     # keep each frame's likeliest class possible
     impossible[np.arange(T), np.argmax(log_probs, axis=1)] = False
     log_probs[impossible] = -np.inf

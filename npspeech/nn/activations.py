@@ -173,6 +173,16 @@ def log_softmax_forward(
     return np.moveaxis(y, -1, axis), cache
 
 
+def log_softmax(x: np.ndarray, axis: int = -1, *, backend=None) -> np.ndarray:
+    """Log-probabilities along ``axis`` (:func:`log_softmax_forward` without its cache).
+
+    Returns
+    -------
+    array shaped like x, x's dtype
+    """
+    return log_softmax_forward(x, axis, backend=backend)[0]
+
+
 def log_softmax_backward(
     dy: np.ndarray, cache: LogSoftmaxCache, *, backend=None
 ) -> np.ndarray:

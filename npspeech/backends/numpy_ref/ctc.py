@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .layers import log_softmax_forward
+
 __all__ = ["ctc_loss_and_grad"]
 
 
@@ -110,12 +112,6 @@ def min_frames(labels: np.ndarray) -> int:
     return len(labels) + repeats
 
 
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    """Log-softmax over the last axis, stable for any finite scores (same shape)."""
-    shifted = x - x.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
 def _sequence(
     x: np.ndarray, labels: np.ndarray, blank: int
 ) -> tuple[float, np.ndarray]:
@@ -126,7 +122,7 @@ def _sequence(
         return np.inf, grad
     if frames == 0:  # zero frames can only emit the empty target, with probability 1
         return 0.0, grad
-    log_probs = log_softmax(x)  # (T_b, V)
+    log_probs = log_softmax_forward(x)  # (T_b, V)
     states = extended_labels(labels, blank)  # (S,)
     S = len(states)
     emit = log_probs[:, states]  # (T_b, S): log-probability of each state's class
