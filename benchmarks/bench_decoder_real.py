@@ -7,7 +7,8 @@ function from the *training* CSVs' transcripts only (the script refuses to run i
 test transcript occurs among them), so no test sentence reaches it. Both beam decoders
 get the same alphabet order (blank last), the same beam width, the same KenLM model and
 vocabulary and the same alpha/beta. Times are medians of per-utterance process CPU time,
-one thread; the script prints WER/CER and the time ratio.
+one thread; the script prints WER/CER and the time ratio, and fails when the two beam
+searches without an LM disagree by more than 0.01 CER (they run the same search).
 
 Run::
 
@@ -151,7 +152,10 @@ def main(argv=None) -> int:
         f"{'decoder':<16} {'WER':>7} {'CER':>7} {'ms/utt':>8} | "
         f"{'peer WER':>8} {'peer CER':>8} {'peer ms':>8} {'speed-up':>8}"
     )
+    failures = []
     for label, texts, seconds, peer in rows:
+        if len(texts) != len(references):
+            failures.append(f"{label}: {len(texts)} transcripts for {len(references)}")
         counts = corpus_error_counts(references, texts)
         line = (
             f"{label:<16} {counts.wer:>7.4f} {counts.cer:>7.4f} {seconds * 1e3:>8.2f} |"
@@ -162,8 +166,15 @@ def main(argv=None) -> int:
                 f" {peer_counts.wer:>8.4f} {peer_counts.cer:>8.4f}"
                 f" {peer[1] * 1e3:>8.1f} {peer[1] / seconds:>7.1f}x"
             )
+            # Without an LM both run the same CTC prefix search: they must agree closely.
+            if "LM" not in label and counts.cer > peer_counts.cer + 0.01:
+                failures.append(
+                    f"{label}: CER {counts.cer:.4f} vs {peer_counts.cer:.4f}"
+                )
         print(line)
-    return 0
+    for failure in failures:
+        print("FAILED:", failure)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
