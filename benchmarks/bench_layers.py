@@ -153,7 +153,10 @@ class DeepSpeechStack:
         while caches:
             name, dense_cache, clip_cache = caches.pop()
             dh = activations.clipped_relu_backward(dh, clip_cache)
-            dh, g = dense.backward(self._layer(name), dh, dense_cache)
+            # the first layer's input is data: no gradient for it (as in PyTorch)
+            dh, g = dense.backward(
+                self._layer(name), dh, dense_cache, input_grad=name != "fc1"
+            )
             grads.update({f"{name}/{k}": v for k, v in g.items()})
         return float(loss), grads
 
@@ -302,7 +305,9 @@ class DeepSpeech2Stack:
                 self._layer(f"conv{i}_bn"), dh, bn_cache
             )
             keep(f"conv{i}_bn", g)
-            dh, g = conv.backward(self._layer(f"conv{i}"), dh, conv_cache)
+            dh, g = conv.backward(
+                self._layer(f"conv{i}"), dh, conv_cache, input_grad=i > 0
+            )
             keep(f"conv{i}", g)
         return float(loss), grads
 

@@ -501,7 +501,12 @@ def backward(
     dy = np.asarray(dlogits, dtype=network.dtype)
     params = network.params
     kw = {} if backend is None else {"backend": backend}
-    for op, name, payload in reversed(cache.tape):
+    # Nothing before the first layer with parameters needs a gradient: the features are
+    # data. That layer skips its input gradient (dense, conv) and the walk stops there.
+    with_params = [op in _BACKWARD and _BACKWARD[op][2] for op, _, _ in cache.tape]
+    first = with_params.index(True)
+    for index in range(len(cache.tape) - 1, first - 1, -1):
+        op, name, payload = cache.tape[index]
         if op == "mask":
             dy = dy * payload
             continue
@@ -513,7 +518,9 @@ def backward(
             importlib.import_module(f"npspeech.nn.{module_name}"), function_name
         )
         # The recurrent cache remembers its backend; the other layers take it again.
-        options = {} if op == "rnn" else kw
+        options = {} if op == "rnn" else dict(kw)
+        if index == first and op in ("dense", "conv"):
+            options["input_grad"] = False
         if not has_params:
             dy = function(dy, payload, **options)
             continue

@@ -45,7 +45,8 @@ def test_output_lengths_formula():
 
 
 @pytest.mark.parametrize(
-    "stride, padding", [((1, 1), (0, 0)), ((2, 1), (1, 1)), ((2, 2), (2, 1))]
+    "stride, padding",
+    [((1, 1), (0, 0)), ((2, 1), (1, 1)), ((2, 2), (2, 1)), ((1, 2), (2, 1))],
 )
 def test_gradients_with_mixed_lengths(rng, backend, stride, padding):
     C_in, C_out, kernel = 2, 3, (3, 2)
@@ -86,23 +87,42 @@ def test_batch_gives_each_sequence_its_own_result(rng, backend):
         np.testing.assert_allclose(y[:n, b], alone[:, 0], rtol=1e-12, atol=1e-12)
 
 
-def test_chunked_unfold_equals_single_unfold(rng, monkeypatch, backend):
+@pytest.mark.parametrize("stride", [(2, 1), (1, 2)])
+def test_chunked_unfold_equals_single_unfold(rng, monkeypatch, backend, stride):
+    from npspeech.backends.numba_cpu import conv as numba_conv
+
     params = conv.init(rng, 2, 3, (3, 3), dtype=np.float64)
     lengths = np.array([9, 5])
     x = _padded_batch(rng, 9, lengths, 2, 6)
-    dy = rng.standard_normal((4, 2, 3, 4))
-    whole_y, cache = conv.forward(params, x, lengths, (2, 1), (0, 0), backend=backend)
+    whole_y, cache = conv.forward(params, x, lengths, stride, (0, 0), backend=backend)
+    dy = rng.standard_normal(whole_y.shape)
     whole_dx, whole_grads = conv.backward(params, dy, cache, backend=backend)
     # one output frame per GEMM slice
     monkeypatch.setattr(ref_layers, "CONV_CHUNK_BYTES", 1)
-    y, cache = conv.forward(params, x, lengths, (2, 1), (0, 0), backend=backend)
+    monkeypatch.setattr(numba_conv, "CONV_CHUNK_BYTES", 1)
+    y, cache = conv.forward(params, x, lengths, stride, (0, 0), backend=backend)
     dx, grads = conv.backward(params, dy, cache, backend=backend)
     np.testing.assert_allclose(y, whole_y, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(dx, whole_dx, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(grads["W"], whole_grads["W"], rtol=1e-12, atol=1e-13)
 
 
-def test_backends_agree(rng):
+@pytest.mark.parametrize("stride", [(2, 1), (1, 1)])
+def test_input_grad_false_skips_dx_only(rng, backend, stride):
+    params = conv.init(rng, 2, 3, (3, 3), dtype=np.float64)
+    lengths = np.array([9, 5])
+    x = _padded_batch(rng, 9, lengths, 2, 6)
+    y, cache = conv.forward(params, x, lengths, stride, (0, 0), backend=backend)
+    dy = rng.standard_normal(y.shape)
+    _, grads = conv.backward(params, dy, cache, backend=backend)
+    dx, skipped = conv.backward(params, dy, cache, input_grad=False, backend=backend)
+    assert dx is None
+    for name in grads:
+        np.testing.assert_array_equal(skipped[name], grads[name], err_msg=name)
+
+
+@pytest.mark.parametrize("stride", [(2, 2), (1, 2)])
+def test_backends_agree(rng, stride):
     for dtype, rtol, atol in (
         (np.float32, BACKEND_RTOL_FLOAT32, BACKEND_ATOL_FLOAT32),
         (np.float64, BACKEND_RTOL_FLOAT64, BACKEND_ATOL_FLOAT64),
@@ -112,7 +132,7 @@ def test_backends_agree(rng):
         x = _padded_batch(rng, 12, lengths, 3, 10, dtype)
         results = {}
         for name in ("numpy", "numba"):
-            y, cache = conv.forward(params, x, lengths, (2, 2), (2, 1), backend=name)
+            y, cache = conv.forward(params, x, lengths, stride, (2, 1), backend=name)
             dy = np.random.default_rng(0).standard_normal(y.shape).astype(dtype)
             dx, grads = conv.backward(params, dy, cache, backend=name)
             assert y.dtype == dx.dtype == grads["W"].dtype == dtype
@@ -155,7 +175,8 @@ def test_init_schemes(rng):
     "C_in, C_out, kernel, stride, padding",
     [
         (1, 4, (9, 5), (2, 2), (4, 2)),  # DS2's first layer, scaled down
-        (4, 4, (5, 5), (2, 1), (2, 2)),  # DS2's second layer, scaled down
+        (4, 4, (5, 5), (2, 1), (2, 2)),
+        (4, 4, (5, 5), (1, 2), (2, 2)),  # DS2's second layer, scaled down
         (2, 3, (3, 2), (1, 3), (0, 1)),
     ],
 )

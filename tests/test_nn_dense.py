@@ -57,6 +57,18 @@ def test_gradients_rows(rng, backend):
     assert_gradient_close(grads["b"], loss, params["b"], name="db")
 
 
+def test_input_grad_false_skips_dx_only(rng, backend):
+    params = dense.init(rng, 4, 3, dtype=np.float64)
+    x = rng.standard_normal((5, 2, 4))
+    dy = rng.standard_normal((5, 2, 3))
+    _, cache = dense.forward(params, x, np.array([5, 3]), backend=backend)
+    _, grads = dense.backward(params, dy, cache, backend=backend)
+    dx, skipped = dense.backward(params, dy, cache, input_grad=False, backend=backend)
+    assert dx is None
+    for name in grads:
+        np.testing.assert_array_equal(skipped[name], grads[name], err_msg=name)
+
+
 def test_backends_agree_and_keep_dtype(rng):
     for dtype, rtol, atol in (
         (np.float32, BACKEND_RTOL_FLOAT32, BACKEND_ATOL_FLOAT32),

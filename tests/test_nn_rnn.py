@@ -147,20 +147,36 @@ def test_backend_matches_reference(rng, backend, kind, bidirectional, merge, dty
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize(
-    "B_, K, N", [(16, 8, 12), (5, 7, 6), (3, 4, 9), (1, 1, 1), (8, 3, 3)]
+    "B_, K, N",
+    [(16, 8, 12), (5, 7, 6), (3, 4, 9), (1, 1, 1), (8, 3, 3), (15, 37, 70), (17, 64, 33)],
 )
-def test_small_batch_matmul_matches_numpy(rng, dtype, B_, K, N):
-    """The Numba loops' recurrent product (4 x 4 tiles plus edges) against ``@``."""
-    from npspeech.backends.numba_cpu.rnn import _small_batch_matmul
+@pytest.mark.parametrize("threads", [1, 2])
+def test_packed_matmul_matches_numpy(rng, dtype, B_, K, N, threads):
+    """The Numba loops' recurrent product (packed panels, register tiles of 8, 4, 2 and
+    1 rows, K and N not multiples of the tile) against ``@``; the padding columns of
+    the output are zero and the output is written whole (it starts as NaN)."""
+    from npspeech.backends.numba_cpu import packed_matmul
 
     a = rng.standard_normal((B_, K)).astype(dtype)
-    w_rows = rng.standard_normal((N, K)).astype(dtype)
-    out = np.full((B_, N), np.nan, dtype=dtype)
-    _small_batch_matmul(a, w_rows, out, dtype(0))
+    w = rng.standard_normal((K, N)).astype(dtype)
+    w_packed = packed_matmul.pack_panels(w)
+    a_t, out = packed_matmul.buffers(w_packed, B_)
+    out[:] = np.nan
+    packed_matmul.rows_times(a, a_t, w_packed, out, threads)
     tol = {"rtol": BACKEND_RTOL_FLOAT32, "atol": BACKEND_ATOL_FLOAT32}
     if dtype == np.float64:
         tol = {"rtol": BACKEND_RTOL_FLOAT64, "atol": BACKEND_ATOL_FLOAT64}
-    np.testing.assert_allclose(out, a @ w_rows.T, **tol)
+    np.testing.assert_allclose(out[:, :N], a @ w, **tol)
+    np.testing.assert_array_equal(out[:, N:], 0)
+
+
+def test_packed_matmul_rejects_mismatched_operands(rng):
+    from npspeech.backends.numba_cpu import packed_matmul
+
+    w_packed = packed_matmul.pack_panels(rng.standard_normal((8, 12)))
+    a_t, out = packed_matmul.buffers(w_packed, 3)
+    with pytest.raises(ValueError, match="shapes do not match"):
+        packed_matmul.matmul(a_t, w_packed, out[:2], 1)
 
 
 # --- padding, batching, streaming -----------------------------------------------------

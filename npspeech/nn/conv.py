@@ -199,8 +199,9 @@ def backward(
     dy: np.ndarray,
     cache: ConvCache,
     *,
+    input_grad: bool = True,
     backend=None,
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
     """Gradients of :func:`forward`.
 
     Parameters
@@ -210,10 +211,13 @@ def backward(
     dy : array, shape (T', B, C_out, F'), the forward output's dtype
         Values on padded output frames are ignored (those outputs are constant zero).
     cache : ConvCache
+    input_grad : bool
+        False skips ``dx`` (returned as None) and its col2im, for a first layer whose
+        input is data.
 
     Returns
     -------
-    dx : array, shape (T, B, C_in, F); zero on padded frames
+    dx : array, shape (T, B, C_in, F); zero on padded frames; or None
     grads : dict with ``W`` (C_out, C_in, kt, kf) and ``b`` (C_out,)
     """
     kernels = get_backend(backend)
@@ -226,7 +230,9 @@ def backward(
     expected = (output_size(T, kt, st, pt), B, C_out, output_size(F, kf, sf, pf))
     _checks.expect_shape("conv dy", dy, expected)
     dy = kernels.mask_padded(dy, cache.out_lengths)
-    dxp, dW, db = kernels.conv2d_backward(dy, cache.xp, W, st, sf)
+    dxp, dW, db = kernels.conv2d_backward(dy, cache.xp, W, st, sf, need_dx=input_grad)
+    if dxp is None:
+        return None, {"W": dW, "b": db}
     dx = np.ascontiguousarray(dxp[pt : pt + T, :, :, pf : pf + F])
     # inputs past a sequence's end were replaced by zeros, so they get no gradient
     dx = kernels.mask_padded(dx, cache.lengths, out=dx)

@@ -130,8 +130,9 @@ def backward(
     dy: np.ndarray,
     cache: DenseCache,
     *,
+    input_grad: bool = True,
     backend=None,
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
     """Gradients of :func:`forward`.
 
     Parameters
@@ -140,10 +141,12 @@ def backward(
         The parameters given to :func:`forward`.
     dy : array, shaped like the forward output, its dtype
     cache : DenseCache
+    input_grad : bool
+        False skips ``dx`` (returned as None), for a first layer whose input is data.
 
     Returns
     -------
-    dx : array shaped like the forward input
+    dx : array shaped like the forward input, or None
     grads : dict with ``W`` (F_in, F_out) and ``b`` (F_out,)
     """
     kernels = get_backend(backend)
@@ -155,5 +158,9 @@ def backward(
     if cache.lengths is not None:
         # padded outputs were set to zero, so no gradient flows back through them
         dy = kernels.mask_padded(dy, cache.lengths)
-    dx, dW, db = kernels.dense_backward(cache.x, W, dy.reshape(-1, W.shape[1]))
-    return dx.reshape(cache.shape), {"W": dW, "b": db}
+    dx, dW, db = kernels.dense_backward(
+        cache.x, W, dy.reshape(-1, W.shape[1]), need_dx=input_grad
+    )
+    if dx is not None:
+        dx = dx.reshape(cache.shape)
+    return dx, {"W": dW, "b": db}

@@ -4,6 +4,7 @@ Kernels live in one module per area and are re-exported here; each area module l
 kernels in ``__all__``.
 """
 
+from .conv import *  # noqa: F403
 from .ctc import *  # noqa: F403
 from .features import *  # noqa: F403
 from .layers import *  # noqa: F403

@@ -1,10 +1,9 @@
 """layers kernels of the numba_cpu backend.
 
 Same names, signatures and results as :mod:`npspeech.backends.numpy_ref.layers`, which
-is the spec. Matrix products (dense, the conv GEMMs, im2col's strided copy) stay in
-NumPy, whose BLAS is already the fast path; the element-wise and reduction parts run
-here as fused Numba loops, so each array is read once instead of once per NumPy
-temporary.
+is the spec. Matrix products (dense) stay in NumPy, whose BLAS is already the fast
+path; the element-wise and reduction parts run here as fused Numba loops, so each array
+is read once instead of once per NumPy temporary. The convolution is in :mod:`.conv`.
 
 The ``_kernel`` functions take flat or fixed-rank C-contiguous arrays; the public
 wrappers reshape to and from the caller's shape. Kernels with independent work items
@@ -23,11 +22,8 @@ import numpy as np
 from numba import njit, prange
 
 from ..numpy_ref.layers import (
-    _conv2d_backward,
-    _conv2d_forward,
     dense_backward,
     dense_forward,
-    im2col,
     sgd_update,
 )
 
@@ -37,13 +33,9 @@ __all__ = [
     "batch_norm_backward",
     "clip_backward",
     "clip_forward",
-    "col2im_add",
-    "conv2d_backward",
-    "conv2d_forward",
     "dense_backward",
     "dense_forward",
     "dropout_apply",
-    "im2col",
     "layer_norm_backward",
     "layer_norm_forward",
     "log_softmax_backward",
@@ -194,44 +186,6 @@ def dropout_apply(x, keep, scale):
         x.size, x.reshape(-1), keep.reshape(-1), x.dtype.type(scale), y.reshape(-1)
     )
     return y
-
-
-# --- col2im --------------------------------------------------------------------------
-
-
-@_SerialOrParallel
-def _col2im_kernel(patches, dxp, st, sf, t_start):
-    # patches: (n_t, B, F', C, kt, kf); dxp: (Tp, B, C, Fp)
-    n_t, B, F_out, C, kt, kf = patches.shape
-    # Each batch entry writes only its own slice of dxp, so prange over B has no races.
-    for b in prange(B):
-        for t in range(n_t):
-            t0 = (t_start + t) * st
-            for f in range(F_out):
-                f0 = f * sf
-                for c in range(C):
-                    for i in range(kt):
-                        for j in range(kf):
-                            dxp[t0 + i, b, c, f0 + j] += patches[t, b, f, c, i, j]
-
-
-def col2im_add(dcols, dxp, kt, kf, st, sf, t_start):
-    """Scatter-add patch gradients onto ``dxp`` in place; see the numpy_ref spec."""
-    _, B, C, Fp = dxp.shape
-    F_out = (Fp - kf) // sf + 1
-    n_t = dcols.shape[0] // (B * F_out)
-    patches = dcols.reshape(n_t, B, F_out, C, kt, kf)
-    _col2im_kernel(patches.size, patches, dxp, int(st), int(sf), int(t_start))
-
-
-def conv2d_forward(xp, W, b, st, sf):
-    """2D convolution as im2col + GEMM; see the numpy_ref spec."""
-    return _conv2d_forward(xp, W, b, int(st), int(sf), im2col)
-
-
-def conv2d_backward(dy, xp, W, st, sf):
-    """Gradients of the convolution, with the Numba col2im; see the numpy_ref spec."""
-    return _conv2d_backward(dy, xp, W, int(st), int(sf), im2col, col2im_add)
 
 
 # --- batch norm ----------------------------------------------------------------------

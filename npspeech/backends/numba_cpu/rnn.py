@@ -5,21 +5,20 @@ How the work is split:
 
 - forward: the input projection of every step at once, ``x W_ih + b`` as one GEMM of
   ``(T*B, F) x (F, G*H)``; then one ``@njit`` function runs the whole time loop,
-  computing ``h W_hh`` per step with :func:`_small_batch_matmul`, then each sequence's
-  gate math in branch-free loops that vectorise (one per kind of nonlinearity, with
-  the vectorisable exponential described at ``_exp_float64_poly``);
+  computing ``h W_hh`` per step with :mod:`.packed_matmul` (``W_hh`` packed once per
+  call), then each sequence's gate math in branch-free loops that vectorise (one per
+  kind of nonlinearity, with the vectorisable exponential described at
+  ``_exp_float64_poly``);
 - backward: one ``@njit`` function runs the time loop backwards, fusing the per-step
-  gate gradients and computing ``d_pre W_hh^T`` per step the same way; it keeps every
-  step's pre-activation gradients ``(T, B, G*H)``, so the weight gradients and ``dx``
-  are three large GEMMs after the loop: ``dW_hh = H_prev^T d_pre``,
-  ``dW_ih = X^T d_pre``, ``dx = d_pre W_ih^T``.
+  gate gradients and computing ``d_pre W_hh^T`` per step the same way (``W_hh^T``
+  packed once); it keeps every step's pre-activation gradients ``(T, B, G*H)``, so the
+  weight gradients and ``dx`` are three large GEMMs after the loop:
+  ``dW_hh = H_prev^T d_pre``, ``dW_ih = X^T d_pre``, ``dx = d_pre W_ih^T``.
 
 Why not ``np.dot`` (BLAS) per step: with a batch of a few rows, BLAS packs the whole
-``W_hh`` again on every call. On this project's machine (B=16, H=512 and 2048),
-``np.dot`` inside Numba (SciPy's OpenBLAS) ran 2-10x slower than the register-tiled
-kernel below under load, and NumPy's ``@`` ~1.1x slower on an idle core.
+``W_hh`` again on every call; :mod:`.packed_matmul` says more.
 
-Threads: per step, the recurrent product splits its output columns and the gate math
+Threads: per step, the recurrent product splits its column panels and the gate math
 its batch rows over Numba's threads (``numba.set_num_threads``); the large GEMMs before
 and after the loops use BLAS's threads. The parallel regions cost a barrier per step:
 on 2 idle cores the split product ran 1.3-1.8x faster than one thread, but on
@@ -36,6 +35,8 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
+
+from . import packed_matmul
 
 __all__ = [
     "rnn_forward",
@@ -87,88 +88,6 @@ def _shifted_states(y: np.ndarray, h0: np.ndarray) -> np.ndarray:
     h_prev[0] = h0
     h_prev[1:] = y[:-1]
     return h_prev
-
-
-# Reductions may be reordered (vectorised over k); nothing here is in log space.
-_REORDER = {"reassoc", "contract"}
-
-
-@njit(cache=True, fastmath=_REORDER)
-def _small_batch_matmul(a, w_rows, out, zero):  # pragma: no cover - jit
-    """``out = a @ w_rows.T`` for a short ``a``: (B, K) x (N, K)^T -> (B, N).
-
-    Each 4 x 4 block of ``out`` is kept in 16 accumulators while k runs over contiguous
-    rows of both operands, so every loaded element feeds four multiply-adds and neither
-    operand is copied. ``zero`` is 0 in the arrays' dtype (the accumulators take its
-    type).
-    """
-    B, K = a.shape
-    N = w_rows.shape[0]
-    B4 = B - B % 4
-    N4 = N - N % 4
-    for j in range(0, N4, 4):
-        for b in range(0, B4, 4):
-            s00 = s01 = s02 = s03 = zero
-            s10 = s11 = s12 = s13 = zero
-            s20 = s21 = s22 = s23 = zero
-            s30 = s31 = s32 = s33 = zero
-            for k in range(K):
-                w0 = w_rows[j, k]
-                w1 = w_rows[j + 1, k]
-                w2 = w_rows[j + 2, k]
-                w3 = w_rows[j + 3, k]
-                x0 = a[b, k]
-                x1 = a[b + 1, k]
-                x2 = a[b + 2, k]
-                x3 = a[b + 3, k]
-                s00 += x0 * w0
-                s01 += x0 * w1
-                s02 += x0 * w2
-                s03 += x0 * w3
-                s10 += x1 * w0
-                s11 += x1 * w1
-                s12 += x1 * w2
-                s13 += x1 * w3
-                s20 += x2 * w0
-                s21 += x2 * w1
-                s22 += x2 * w2
-                s23 += x2 * w3
-                s30 += x3 * w0
-                s31 += x3 * w1
-                s32 += x3 * w2
-                s33 += x3 * w3
-            out[b, j], out[b, j + 1], out[b, j + 2], out[b, j + 3] = s00, s01, s02, s03
-            out[b + 1, j], out[b + 1, j + 1] = s10, s11
-            out[b + 1, j + 2], out[b + 1, j + 3] = s12, s13
-            out[b + 2, j], out[b + 2, j + 1] = s20, s21
-            out[b + 2, j + 2], out[b + 2, j + 3] = s22, s23
-            out[b + 3, j], out[b + 3, j + 1] = s30, s31
-            out[b + 3, j + 2], out[b + 3, j + 3] = s32, s33
-    # the edges the 4 x 4 blocks left: rows past B4 (all columns), columns past N4
-    for b in range(B):
-        for j in range(N4 if b < B4 else 0, N):
-            s = zero
-            for k in range(K):
-                s += a[b, k] * w_rows[j, k]
-            out[b, j] = s
-
-
-@njit(cache=True, parallel=True)
-def _recurrent_matmul(a, w_rows, out, zero, threads):  # pragma: no cover - jit
-    """:func:`_small_batch_matmul` with the output columns split over ``threads`` Numba
-    threads; one thread calls it directly."""
-    N = w_rows.shape[0]
-    n_blocks = min(threads, N // 4)
-    if n_blocks <= 1:
-        _small_batch_matmul(a, w_rows, out, zero)
-        return
-    width = (
-        N // n_blocks // 4 * 4
-    )  # whole 4-column tiles per block; the last takes the rest
-    for i in prange(n_blocks):
-        j0 = i * width
-        j1 = N if i == n_blocks - 1 else j0 + width
-        _small_batch_matmul(a, w_rows[j0:j1], out[:, j0:j1], zero)
 
 
 # a float32 constant keeps float32 arithmetic in float32; it widens exactly for float64
@@ -274,13 +193,13 @@ def _tanh_overload(a):  # pragma: no cover - jit
 
 @njit(cache=True, parallel=True)
 def _rnn_forward_loop(
-    xw, W_hh_T, lengths, h0, ceiling, y, zero, threads
+    xw, W_hh_packed, lengths, h0, ceiling, y, threads
 ):  # pragma: no cover
     T, B, H = y.shape
     h = h0.copy()
-    hw = np.empty((B, H), dtype=y.dtype)
+    h_t, hw = packed_matmul.buffers(W_hh_packed, B)
     for t in range(T):
-        _recurrent_matmul(h, W_hh_T, hw, zero, threads)  # hw = h W_hh, (B, H)
+        packed_matmul.rows_times(h, h_t, W_hh_packed, hw, threads)  # hw = h W_hh
         for b in prange(B):
             if t < lengths[b]:
                 for k in range(H):
@@ -292,11 +211,11 @@ def _rnn_forward_loop(
 
 @njit(cache=True, parallel=True)
 def _rnn_backward_loop(
-    dy, dh_n, lengths, W_hh, y, ceiling, d_pre, zero, threads
+    dy, dh_n, lengths, W_hh_T_packed, y, ceiling, d_pre, threads
 ):  # pragma: no cover
     T, B, H = dy.shape
     dh = dh_n.copy()
-    dh_prev = np.empty((B, H), dtype=dy.dtype)
+    d_t, dh_prev = packed_matmul.buffers(W_hh_T_packed, B)
     for t in range(T - 1, -1, -1):
         for b in prange(B):
             if t < lengths[b]:
@@ -304,12 +223,11 @@ def _rnn_backward_loop(
                     v = y[t, b, k]
                     if v > 0.0 and v < ceiling:
                         d_pre[t, b, k] = dh[b, k] + dy[t, b, k]
-        _recurrent_matmul(
-            d_pre[t], W_hh, dh_prev, zero, threads
-        )  # d_pre W_hh^T, (B, H)
+        # d_pre W_hh^T
+        packed_matmul.rows_times(d_pre[t], d_t, W_hh_T_packed, dh_prev, threads)
         for b in prange(B):
             if t < lengths[b]:
-                dh[b, :] = dh_prev[b, :]
+                dh[b, :] = dh_prev[b, :H]
     return dh
 
 
@@ -318,10 +236,9 @@ def rnn_forward(x, lengths, W_ih, W_hh, b_ih, b_hh, h0, ceiling):
     T, B, _ = x.shape
     xw = _project(x, W_ih, b_ih + b_hh)
     y = np.zeros((T, B, W_hh.shape[0]), dtype=x.dtype)
-    W_hh_T = np.ascontiguousarray(W_hh.T)
-    zero = x.dtype.type(0)
     ceiling = x.dtype.type(ceiling)
-    h_n = _rnn_forward_loop(xw, W_hh_T, lengths, h0, ceiling, y, zero, _threads())
+    W_hh_packed = packed_matmul.pack_panels(W_hh)
+    h_n = _rnn_forward_loop(xw, W_hh_packed, lengths, h0, ceiling, y, _threads())
     return y, h_n
 
 
@@ -329,8 +246,9 @@ def rnn_backward(dy, dh_n, x, lengths, W_ih, W_hh, h0, y, ceiling):
     """See ``numpy_ref.rnn.rnn_backward``."""
     d_pre = np.zeros(y.shape, dtype=x.dtype)
     ceiling = x.dtype.type(ceiling)
+    W_hh_T_packed = packed_matmul.pack_panels(W_hh.T)
     dh0 = _rnn_backward_loop(
-        dy, dh_n, lengths, W_hh, y, ceiling, d_pre, x.dtype.type(0), _threads()
+        dy, dh_n, lengths, W_hh_T_packed, y, ceiling, d_pre, _threads()
     )
     grads = _weight_gradients(x, _shifted_states(y, h0), d_pre, d_pre, W_ih)
     return (*grads, dh0)
@@ -373,14 +291,14 @@ def _lstm_cell_forward(xw, hw, c, h, gates, cell, y):  # pragma: no cover - jit
 
 @njit(cache=True, parallel=True)
 def _lstm_forward_loop(
-    xw, W_hh_T, lengths, h0, c0, y, gates, cells, zero, threads
+    xw, W_hh_packed, lengths, h0, c0, y, gates, cells, threads
 ):  # pragma: no cover
     T, B, H = y.shape
     h = h0.copy()
     c = c0.copy()
-    hw = np.empty((B, 4 * H), dtype=y.dtype)
+    h_t, hw = packed_matmul.buffers(W_hh_packed, B)
     for t in range(T):
-        _recurrent_matmul(h, W_hh_T, hw, zero, threads)  # hw = h W_hh, (B, 4H)
+        packed_matmul.rows_times(h, h_t, W_hh_packed, hw, threads)  # hw = h W_hh
         for b in prange(B):
             if t < lengths[b]:
                 _lstm_cell_forward(
@@ -410,12 +328,12 @@ def _lstm_cell_backward(gates, cell, c_prev, dy, dh, dc, d_pre):  # pragma: no c
 
 @njit(cache=True, parallel=True)
 def _lstm_backward_loop(
-    dy, dh_n, dc_n, lengths, W_hh, c0, gates, cells, d_pre, zero, threads
+    dy, dh_n, dc_n, lengths, W_hh_T_packed, c0, gates, cells, d_pre, threads
 ):  # pragma: no cover - jit
     T, B, H = dy.shape
     dh = dh_n.copy()
     dc = dc_n.copy()
-    dh_prev = np.empty((B, H), dtype=dy.dtype)
+    d_t, dh_prev = packed_matmul.buffers(W_hh_T_packed, B)
     for t in range(T - 1, -1, -1):
         for b in prange(B):
             if t < lengths[b]:
@@ -429,12 +347,11 @@ def _lstm_backward_loop(
                     dc[b],
                     d_pre[t, b],
                 )
-        _recurrent_matmul(
-            d_pre[t], W_hh, dh_prev, zero, threads
-        )  # d_pre W_hh^T, (B, H)
+        # d_pre W_hh^T
+        packed_matmul.rows_times(d_pre[t], d_t, W_hh_T_packed, dh_prev, threads)
         for b in prange(B):
             if t < lengths[b]:
-                dh[b, :] = dh_prev[b, :]
+                dh[b, :] = dh_prev[b, :H]
     return dh, dc
 
 
@@ -446,9 +363,9 @@ def lstm_forward(x, lengths, W_ih, W_hh, b_ih, b_hh, h0, c0):
     y = np.zeros((T, B, H), dtype=x.dtype)
     gates = np.zeros((T, B, 4 * H), dtype=x.dtype)
     cells = np.zeros((T, B, H), dtype=x.dtype)
-    W_hh_T = np.ascontiguousarray(W_hh.T)
+    W_hh_packed = packed_matmul.pack_panels(W_hh)
     h_n, c_n = _lstm_forward_loop(
-        xw, W_hh_T, lengths, h0, c0, y, gates, cells, x.dtype.type(0), _threads()
+        xw, W_hh_packed, lengths, h0, c0, y, gates, cells, _threads()
     )
     return y, gates, cells, h_n, c_n
 
@@ -461,12 +378,11 @@ def lstm_backward(dy, dh_n, dc_n, x, lengths, W_ih, W_hh, h0, c0, y, gates, cell
         dh_n,
         dc_n,
         lengths,
-        W_hh,
+        packed_matmul.pack_panels(W_hh.T),
         c0,
         gates,
         cells,
         d_pre,
-        x.dtype.type(0),
         _threads(),
     )
     grads = _weight_gradients(x, _shifted_states(y, h0), d_pre, d_pre, W_ih)
@@ -506,13 +422,13 @@ def _gru_candidate(xw_n, r, hn, out):  # pragma: no cover - jit
 
 @njit(cache=True, parallel=True)
 def _gru_forward_loop(
-    xw, W_hh_T, b_hh, lengths, h0, y, gates, hn_all, zero, threads
+    xw, W_hh_packed, b_hh, lengths, h0, y, gates, hn_all, threads
 ):  # pragma: no cover - jit
     T, B, H = y.shape
     h = h0.copy()
-    hw = np.empty((B, 3 * H), dtype=y.dtype)
+    h_t, hw = packed_matmul.buffers(W_hh_packed, B)
     for t in range(T):
-        _recurrent_matmul(h, W_hh_T, hw, zero, threads)  # hw = h W_hh, (B, 3H)
+        packed_matmul.rows_times(h, h_t, W_hh_packed, hw, threads)  # hw = h W_hh
         for b in prange(B):
             if t < lengths[b]:
                 _gru_cell_forward(
@@ -523,12 +439,12 @@ def _gru_forward_loop(
 
 @njit(cache=True, parallel=True)
 def _gru_backward_loop(
-    dy, dh_n, lengths, W_hh, h0, y, gates, hn_all, d_in, d_rec, zero, threads
+    dy, dh_n, lengths, W_hh_T_packed, h0, y, gates, hn_all, d_in, d_rec, threads
 ):  # pragma: no cover - jit
     T, B, H = dy.shape
     dh = dh_n.copy()
     dh_direct = np.zeros_like(dh)  # the part of dh_prev through h' = ... + z h
-    dh_prev = np.empty((B, H), dtype=dy.dtype)
+    d_t, dh_prev = packed_matmul.buffers(W_hh_T_packed, B)
     for t in range(T - 1, -1, -1):
         for b in prange(B):
             if t < lengths[b]:
@@ -548,9 +464,8 @@ def _gru_backward_loop(
                     d_rec[t, b, H + k] = d_z_pre
                     d_rec[t, b, 2 * H + k] = d_n_pre * r
                     dh_direct[b, k] = dh_t * z
-        _recurrent_matmul(
-            d_rec[t], W_hh, dh_prev, zero, threads
-        )  # d_rec W_hh^T, (B, H)
+        # d_rec W_hh^T
+        packed_matmul.rows_times(d_rec[t], d_t, W_hh_T_packed, dh_prev, threads)
         for b in prange(B):
             if t < lengths[b]:
                 for k in range(H):
@@ -566,9 +481,9 @@ def gru_forward(x, lengths, W_ih, W_hh, b_ih, b_hh, h0):
     y = np.zeros((T, B, H), dtype=x.dtype)
     gates = np.zeros((T, B, 3 * H), dtype=x.dtype)
     hn_all = np.zeros((T, B, H), dtype=x.dtype)
-    W_hh_T = np.ascontiguousarray(W_hh.T)
+    W_hh_packed = packed_matmul.pack_panels(W_hh)
     h_n = _gru_forward_loop(
-        xw, W_hh_T, b_hh, lengths, h0, y, gates, hn_all, x.dtype.type(0), _threads()
+        xw, W_hh_packed, b_hh, lengths, h0, y, gates, hn_all, _threads()
     )
     return y, gates, hn_all, h_n
 
@@ -581,14 +496,13 @@ def gru_backward(dy, dh_n, x, lengths, W_ih, W_hh, h0, y, gates, hn):
         dy,
         dh_n,
         lengths,
-        W_hh,
+        packed_matmul.pack_panels(W_hh.T),
         h0,
         y,
         gates,
         hn,
         d_in,
         d_rec,
-        x.dtype.type(0),
         _threads(),
     )
     grads = _weight_gradients(x, _shifted_states(y, h0), d_in, d_rec, W_ih)

@@ -83,13 +83,14 @@ def dense_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
     return y
 
 
-def dense_backward(x: np.ndarray, W: np.ndarray, dy: np.ndarray):
+def dense_backward(x: np.ndarray, W: np.ndarray, dy: np.ndarray, need_dx: bool = True):
     """Gradients of :func:`dense_forward`.
 
     x (N, F_in), W (F_in, F_out), dy (N, F_out) -> dx (N, F_in), dW (F_in, F_out),
-    db (F_out,).
+    db (F_out,). ``need_dx=False`` skips ``dx`` (None): a network's first layer, whose
+    input is data, saves one GEMM.
     """
-    dx = dy @ W.T  # (N, F_in)
+    dx = dy @ W.T if need_dx else None  # (N, F_in)
     dW = x.T @ dy  # (F_in, F_out)
     db = dy.sum(axis=0)
     return dx, dW, db
@@ -237,13 +238,16 @@ def conv2d_forward(
     return _conv2d_forward(xp, W, b, st, sf, im2col)
 
 
-def conv2d_backward(dy: np.ndarray, xp: np.ndarray, W: np.ndarray, st: int, sf: int):
+def conv2d_backward(
+    dy: np.ndarray, xp: np.ndarray, W: np.ndarray, st: int, sf: int, need_dx: bool = True
+):
     """Gradients of :func:`conv2d_forward`: GEMMs against the unfolded input, col2im.
 
     dy (T', B, C_out, F'), xp (Tp, B, C_in, Fp), W (C_out, C_in, kt, kf) ->
-    dxp (Tp, B, C_in, Fp), dW (C_out, C_in, kt, kf), db (C_out,).
+    dxp (Tp, B, C_in, Fp), dW (C_out, C_in, kt, kf), db (C_out,). ``need_dx=False``
+    skips ``dxp`` (None) and its GEMM and col2im: a network's first layer.
     """
-    return _conv2d_backward(dy, xp, W, st, sf, im2col, col2im_add)
+    return _conv2d_backward(dy, xp, W, st, sf, im2col, col2im_add, need_dx)
 
 
 def _conv2d_forward(xp, W, b, st, sf, unfold):
@@ -263,7 +267,7 @@ def _conv2d_forward(xp, W, b, st, sf, unfold):
     return np.ascontiguousarray(y.transpose(0, 1, 3, 2))  # (T', B, C_out, F')
 
 
-def _conv2d_backward(dy, xp, W, st, sf, unfold, fold_add):
+def _conv2d_backward(dy, xp, W, st, sf, unfold, fold_add, need_dx=True):
     """:func:`conv2d_backward` with the (un)folding kernels passed in."""
     C_out, _, kt, kf = W.shape
     T_out, B, _, F_out = dy.shape
@@ -271,14 +275,15 @@ def _conv2d_backward(dy, xp, W, st, sf, unfold, fold_add):
     dy_rows = np.ascontiguousarray(dy.transpose(0, 1, 3, 2))  # (T', B, F', C_out)
     db = dy.sum(axis=(0, 1, 3))
     dW_rows = np.zeros_like(W_rows)
-    dxp = np.zeros_like(xp)
+    dxp = np.zeros_like(xp) if need_dx else None
     chunk = conv_chunk_frames(B, F_out, W_rows.shape[1], xp.dtype.itemsize)
     for t0 in range(0, T_out, chunk):
         t1 = min(T_out, t0 + chunk)
         cols = unfold(xp, kt, kf, st, sf, t0, t1)  # (n, P) with n = (t1-t0)*B*F'
         g = dy_rows[t0:t1].reshape(-1, C_out)  # (n, C_out)
         dW_rows += g.T @ cols  # (C_out, P)
-        fold_add(g @ W_rows, dxp, kt, kf, st, sf, t0)  # (n, P) scattered onto dxp
+        if need_dx:
+            fold_add(g @ W_rows, dxp, kt, kf, st, sf, t0)  # (n, P) scattered onto dxp
     return dxp, dW_rows.reshape(W.shape), db
 
 
