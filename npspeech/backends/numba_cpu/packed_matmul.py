@@ -53,6 +53,10 @@ __all__ = [
 # file, leaving room for the loaded panel row and the broadcast scalars.
 _ACCUMULATOR_BYTES = 128
 UNROLL = 4  # k steps per loop iteration (K is padded to a multiple of this)
+# k steps per pass over a panel: 1024 x 128 bytes = 128 KiB, which stays in L2 while
+# every row tile reads it (a whole panel of an LSTM of 2048, 1 MiB, did not: its
+# backward product ran 1.4x slower than the forward one of the same size).
+DEPTH_BLOCK = 1024
 
 
 def panel_width(dtype) -> int:
@@ -73,9 +77,12 @@ def pack_panels(w: np.ndarray) -> np.ndarray:
     K, N = w.shape
     nr = panel_width(w.dtype)
     P = -(-N // nr)
-    padded = np.zeros((padded_depth(K), P * nr), dtype=w.dtype)
+    Kp = padded_depth(K)
+    if (Kp, P * nr) == (K, N):  # no padding: one copy (64 MiB for an LSTM of 2048)
+        return np.ascontiguousarray(w.reshape(K, P, nr).transpose(1, 0, 2))
+    padded = np.zeros((Kp, P * nr), dtype=w.dtype)
     padded[:K, :N] = w
-    return np.ascontiguousarray(padded.reshape(-1, P, nr).transpose(1, 0, 2))
+    return np.ascontiguousarray(padded.reshape(Kp, P, nr).transpose(1, 0, 2))
 
 
 @njit(cache=True)
@@ -91,14 +98,16 @@ def pack_rows(a, a_t):  # pragma: no cover - jit
 def _make_tile(rows: int):
     """The ``rows`` x NR register tile as a Numba intrinsic:
 
-    ``tile(a_t, row0, w_packed, panel, out)`` sets
-    ``out[row0 : row0 + rows, panel*NR : panel*NR + NR] = a_t[:, row0 : row0 + rows].T
-    @ w_packed[panel]``; a_t (Kp, B), w_packed (P, Kp, NR), out (B, P*NR), all
-    C-contiguous of one float dtype. The caller keeps the indices in range.
+    ``tile(a_t, row0, w_packed, panel, k0, k1, accumulate, out)`` computes
+    ``a_t[k0:k1, row0 : row0 + rows].T @ w_packed[panel, k0:k1]`` and stores it into
+    ``out[row0 : row0 + rows, panel*NR : panel*NR + NR]``, or adds it to what is there
+    when ``accumulate`` is true. a_t (Kp, B), w_packed (P, Kp, NR), out (B, P*NR), all
+    C-contiguous of one float dtype; k0 and k1 multiples of :data:`UNROLL`. The caller
+    keeps the indices in range.
     """
 
     @intrinsic
-    def tile(typingctx, a_t, row0, w_packed, panel, out):
+    def tile(typingctx, a_t, row0, w_packed, panel, k0, k1, accumulate, out):
         arrays = (a_t, w_packed, out)
         if not all(isinstance(t, types.Array) and t.layout == "C" for t in arrays):
             raise TypingError("the packed tile needs C-contiguous arrays")
@@ -117,10 +126,15 @@ def _make_tile(rows: int):
         def codegen(context, builder, signature, args):
             a_arr = context.make_array(signature.args[0])(context, builder, args[0])
             w_arr = context.make_array(signature.args[2])(context, builder, args[2])
-            o_arr = context.make_array(signature.args[4])(context, builder, args[4])
+            o_arr = context.make_array(signature.args[7])(context, builder, args[7])
+            row0_v, panel_v, k0_v, k1_v = (
+                context.cast(builder, args[i], signature.args[i], types.int64)
+                for i in (1, 3, 4, 5)
+            )
+            accumulate_v = context.cast(
+                builder, args[6], signature.args[6], types.boolean
+            )
             i64 = ir.IntType(64)
-            row0_v = context.cast(builder, args[1], signature.args[1], types.int64)
-            panel_v = context.cast(builder, args[3], signature.args[3], types.int64)
             depth, batch = cgutils.unpack_tuple(builder, a_arr.shape)
             _, width = cgutils.unpack_tuple(builder, o_arr.shape)
 
@@ -130,6 +144,7 @@ def _make_tile(rows: int):
             lane = context.get_value_type(dtype)
             vector = ir.VectorType(lane, nr)
             bits = 32 if dtype == types.float32 else 64
+            align = bits // 8
             # fused where the target has FMA, a multiply and an add where it has not
             muladd = cgutils.get_or_insert_function(
                 builder.module,
@@ -145,21 +160,32 @@ def _make_tile(rows: int):
             panel_first = builder.gep(  # w_packed[panel, 0, 0]
                 w_arr.data, [builder.mul(builder.mul(panel_v, depth), const(nr))]
             )
+            column0 = builder.mul(panel_v, const(nr))
+            targets = []  # out[row0 + i, panel*NR], as vector pointers
+            for i in range(rows):
+                row_start = builder.mul(builder.add(row0_v, const(i)), width)
+                target = builder.gep(o_arr.data, [builder.add(row_start, column0)])
+                targets.append(builder.bitcast(target, vector.as_pointer()))
+            # chain 0 starts from what is in out when accumulating, the others from 0
+            starts = [
+                builder.select(accumulate_v, builder.load(t, align=align), zeros)
+                for t in targets
+            ]
             entry = builder.block
             loop = builder.append_basic_block("tile.k")
             done = builder.append_basic_block("tile.done")
-            builder.cbranch(builder.icmp_signed(">", depth, const(0)), loop, done)
+            builder.cbranch(builder.icmp_signed("<", k0_v, k1_v), loop, done)
 
             builder.position_at_end(loop)
             k = builder.phi(i64)
-            k.add_incoming(const(0), entry)
+            k.add_incoming(k0_v, entry)
             # accumulators[c][i]: row i's sum over the k steps of chain c
             accumulators = []
-            for _ in range(chains):
+            for c in range(chains):
                 chain = []
-                for _ in range(rows):
+                for i in range(rows):
                     phi = builder.phi(vector)
-                    phi.add_incoming(zeros, entry)
+                    phi.add_incoming(starts[i] if c == 0 else zeros, entry)
                     chain.append(phi)
                 accumulators.append(chain)
             current = [list(chain) for chain in accumulators]
@@ -170,7 +196,7 @@ def _make_tile(rows: int):
                     builder.gep(panel_first, [builder.mul(k_step, const(nr))]),
                     vector.as_pointer(),
                 )
-                w_row = builder.load(panel_row, align=bits // 8)
+                w_row = builder.load(panel_row, align=align)
                 a_row = builder.gep(a_first, [builder.mul(k_step, batch)])
                 for i in range(rows):
                     scalar = builder.load(builder.gep(a_row, [const(i)]))
@@ -185,29 +211,27 @@ def _make_tile(rows: int):
             for chain, values in zip(accumulators, current):
                 for phi, value in zip(chain, values):
                     phi.add_incoming(value, loop)
-            builder.cbranch(builder.icmp_signed("<", k_next, depth), loop, done)
+            builder.cbranch(builder.icmp_signed("<", k_next, k1_v), loop, done)
 
             builder.position_at_end(done)
             finals = []  # finals[c][i]: chain c's sum for row i (PHI nodes come first)
-            for values in current:
+            for c, values in enumerate(current):
                 chain = []
-                for value in values:
+                for i, value in enumerate(values):
                     phi = builder.phi(vector)
-                    phi.add_incoming(zeros, entry)
+                    phi.add_incoming(starts[i] if c == 0 else zeros, entry)
                     phi.add_incoming(value, loop)
                     chain.append(phi)
                 finals.append(chain)
             results = list(finals[0])
             for chain in finals[1:]:
                 results = [builder.fadd(x, y) for x, y in zip(results, chain)]
-            column0 = builder.mul(panel_v, const(nr))
-            for i, value in enumerate(results):
-                row_start = builder.mul(builder.add(row0_v, const(i)), width)
-                target = builder.gep(o_arr.data, [builder.add(row_start, column0)])
-                builder.store(value, builder.bitcast(target, vector.as_pointer()), align=bits // 8)
+            for value, target in zip(results, targets):
+                builder.store(value, target, align=align)
             return context.get_dummy_value()
 
-        return types.void(a_t, row0, w_packed, panel, out), codegen
+        signature = types.void(a_t, row0, w_packed, panel, k0, k1, accumulate, out)
+        return signature, codegen
 
     return tile
 
@@ -221,21 +245,25 @@ _tile1 = _make_tile(1)
 @njit(cache=True)
 def _panels(a_t, w_packed, out, first, last):  # pragma: no cover - jit
     """Panels ``first .. last - 1`` of the product, all rows: 8-row tiles, then one
-    tile of 4, 2 and 1 rows each as the remainder needs."""
-    B = a_t.shape[1]
+    tile of 4, 2 and 1 rows each as the remainder needs; k in blocks of
+    :data:`DEPTH_BLOCK`, so that the rows' tiles re-read a panel block from cache."""
+    Kp, B = a_t.shape
     for p in range(first, last):
-        r = 0
-        while B - r >= 8:
-            _tile8(a_t, r, w_packed, p, out)
-            r += 8
-        if B - r >= 4:
-            _tile4(a_t, r, w_packed, p, out)
-            r += 4
-        if B - r >= 2:
-            _tile2(a_t, r, w_packed, p, out)
-            r += 2
-        if B - r >= 1:
-            _tile1(a_t, r, w_packed, p, out)
+        for k0 in range(0, Kp, DEPTH_BLOCK):
+            k1 = min(Kp, k0 + DEPTH_BLOCK)
+            later = k0 > 0  # add to the sums of the earlier blocks
+            r = 0
+            while B - r >= 8:
+                _tile8(a_t, r, w_packed, p, k0, k1, later, out)
+                r += 8
+            if B - r >= 4:
+                _tile4(a_t, r, w_packed, p, k0, k1, later, out)
+                r += 4
+            if B - r >= 2:
+                _tile2(a_t, r, w_packed, p, k0, k1, later, out)
+                r += 2
+            if B - r >= 1:
+                _tile1(a_t, r, w_packed, p, k0, k1, later, out)
 
 
 @njit(cache=True, parallel=True)
