@@ -149,7 +149,12 @@ def test_backend_matches_reference(rng, backend, kind, bidirectional, merge, dty
 @pytest.mark.parametrize(
     "B_, K, N",
     [
-        (16, 8, 12), (5, 7, 6), (3, 4, 9), (1, 1, 1), (8, 3, 3), (15, 37, 70),
+        (16, 8, 12),
+        (5, 7, 6),
+        (3, 4, 9),
+        (1, 1, 1),
+        (8, 3, 3),
+        (15, 37, 70),
         (17, 64, 33),
         (4, 8, 64),  # no padding in either dimension
         (11, 2101, 40),  # three blocks of k (DEPTH_BLOCK 1024)

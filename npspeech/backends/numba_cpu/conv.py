@@ -34,7 +34,7 @@ from .layers import _SerialOrParallel
 __all__ = ["col2im_add", "conv2d_backward", "conv2d_forward", "im2col"]
 
 
-# --- im2col's inverse (strided convolutions) -------------------------------------------
+# --- im2col's inverse (strided convolutions) ------------------------------------
 
 
 @_SerialOrParallel
@@ -62,7 +62,7 @@ def col2im_add(dcols, dxp, kt, kf, st, sf, t_start):
     _col2im_kernel(patches.size, patches, dxp, int(st), int(sf), int(t_start))
 
 
-# --- unfolding along frequency only (time stride 1) ------------------------------------
+# --- unfolding along frequency only (time stride 1) -----------------------------
 
 
 @_SerialOrParallel
@@ -111,7 +111,8 @@ def _stacked_offsets(W):
 
 
 def _frames_per_slice(B, F_out, kt, C_out, itemsize):
-    """Output frames per slice, so that ``Z`` (the widest array) is ~CONV_CHUNK_BYTES."""
+    """Output frames per slice, so that ``Z`` (the widest array) is ~CONV_CHUNK_BYTES
+    bytes."""
     return max(1, CONV_CHUNK_BYTES // max(1, B * F_out * kt * C_out * itemsize))
 
 
@@ -133,9 +134,7 @@ def _shifted_forward(xp, W, b, sf):
         for i in range(1, kt):  # output t sums Z[t + i, :, i] over the time offsets
             out += Z[i : i + t1 - t0, :, i]
     y += b
-    return np.ascontiguousarray(
-        y.reshape(T_out, B, F_out, C_out).transpose(0, 1, 3, 2)
-    )
+    return np.ascontiguousarray(y.reshape(T_out, B, F_out, C_out).transpose(0, 1, 3, 2))
 
 
 def _shifted_backward(dy, xp, W, sf, need_dx):

@@ -239,7 +239,12 @@ def conv2d_forward(
 
 
 def conv2d_backward(
-    dy: np.ndarray, xp: np.ndarray, W: np.ndarray, st: int, sf: int, need_dx: bool = True
+    dy: np.ndarray,
+    xp: np.ndarray,
+    W: np.ndarray,
+    st: int,
+    sf: int,
+    need_dx: bool = True,
 ):
     """Gradients of :func:`conv2d_forward`: GEMMs against the unfolded input, col2im.
 
