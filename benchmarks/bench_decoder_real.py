@@ -4,22 +4,35 @@ The model runs once over the test CSVs; its per-utterance log-probabilities then
 through greedy decoding, npspeech's beam search and pyctcdecode's, each beam without and
 with the same word n-gram LM. The LM is built by ``npspeech lm build``'s library
 function from the *training* CSVs' transcripts only (the script refuses to run if a
-test transcript occurs among them), so no test sentence reaches it. Both beam decoders
-get the same alphabet order (blank last), the same beam width, the same KenLM model and
-vocabulary and the same alpha/beta. Times are medians of per-utterance process CPU time,
-one thread; the script prints WER/CER and the time ratio, and fails when the two beam
-searches without an LM disagree by more than 0.01 CER (they run the same search).
+test or dev transcript occurs among them), so no test sentence reaches it. Both beam
+decoders get the same alphabet order (blank last), the same beam width, the same KenLM
+model and vocabulary. Times are medians of per-utterance process CPU time, one thread;
+the script prints WER/CER and the time ratio, and fails when the two beam searches
+without an LM disagree by more than 0.01 CER (they run the same search).
+
+Two protocols:
+
+* untuned (default): both decoders get the same ``--alpha``/``--beta``;
+* tuned (``--dev-csv``): alpha and beta are searched on the dev CSVs for EACH decoder
+  separately over the same grid (``--alphas`` x ``--betas``), ranked by dev WER then
+  CER, as a user would tune either one. npspeech's own out-of-vocabulary knobs
+  (``--oov-penalties`` x ``--oov-word-penalties``, default: the Scorer's defaults only)
+  are searched with them; pyctcdecode keeps its other settings at its defaults. Test is
+  then decoded once, each decoder at its own best dev setting.
 
 Run::
 
     python benchmarks/bench_decoder_real.py --model runs/kathleen_fsdd_small/model.npz \\
         --test-csv $NPSPEECH_DATA/kathleen_arctic/test.csv \\
-        --lm-csv $NPSPEECH_DATA/kathleen_arctic/train.csv
+        --lm-csv $NPSPEECH_DATA/kathleen_arctic/train.csv \\
+        [--dev-csv $NPSPEECH_DATA/kathleen_arctic/dev.csv --cache-dir /tmp/bdr]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import itertools
 import statistics
 import sys
 import tempfile
@@ -32,7 +45,12 @@ from npspeech.decoder.greedy import best_path
 from npspeech.decoder.scorer import Scorer
 from npspeech.inference import Model, corpus_log_probs
 from npspeech.lm.build import build_arpa, write_arpa
+from npspeech.lm.tune import load_log_probs, save_log_probs, tune_alpha_beta
 from npspeech.metrics import corpus_error_counts
+
+# The alpha/beta grid both decoders are tuned over (6 x 7 points).
+ALPHAS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+BETAS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
 
 
 def timed(function, items):
@@ -45,12 +63,156 @@ def timed(function, items):
     return results, statistics.median(seconds)
 
 
+def split_log_probs(model, model_path, csvs, limit, cache_dir):
+    """Utterances, references and log-probs of ``csvs``; cached as ``.npz`` if asked.
+
+    Returns ``(utterances, references, log_probs)`` with log_probs a list of float32
+    arrays, shape (T_i, V).
+    """
+    utterances = read_csvs(csvs)
+    if limit:
+        utterances = utterances[:limit]
+    references = [u.transcript for u in utterances]
+    cache = None
+    if cache_dir:
+        model_path = Path(model_path).resolve()
+        key = "|".join(
+            [str(model_path), str(model_path.stat().st_mtime_ns), str(limit)]
+            + [str(Path(c).resolve()) for c in csvs]
+        )
+        digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+        cache = Path(cache_dir) / f"log_probs_{digest}.npz"
+        if cache.is_file():
+            log_probs, cached_references = load_log_probs(cache)
+            if cached_references == references:
+                return utterances, references, log_probs
+    log_probs = corpus_log_probs(model, utterances)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        save_log_probs(cache, log_probs, references)
+    return utterances, references, log_probs
+
+
+def npspeech_decoder(args, alphabet, scorer):
+    return BeamSearchDecoder(
+        alphabet,
+        beam_width=args.beam_width,
+        cutoff_prob=args.cutoff_prob,
+        scorer=scorer,
+    )
+
+
+def npspeech_scorer(base, alpha, beta, oov_penalty, oov_word_penalty, unk_score):
+    """A Scorer over ``base``'s KenLM model and vocabulary with other weights.
+
+    ``None`` for ``oov_penalty``/``oov_word_penalty`` means the Scorer's default, for
+    ``unk_score`` KenLM's own ``<unk>`` probability (the Scorer's default too).
+    """
+    options = {}
+    if oov_penalty is not None:
+        options["oov_penalty"] = oov_penalty
+    if oov_word_penalty is not None:
+        options["oov_word_penalty"] = oov_word_penalty
+    return Scorer(
+        base.language_model,
+        alpha,
+        beta,
+        vocabulary=base.vocabulary,
+        unk_score=unk_score,
+        **options,
+    )
+
+
+def tune_npspeech(args, alphabet, base, log_probs, references):
+    """The best (alpha, beta, oov knobs, unk_score) on dev and its TunePoint."""
+    best = None
+    knobs = itertools.product(
+        args.oov_penalties, args.oov_word_penalties, args.unk_scores
+    )
+    for oov, oov_word, unk in knobs:
+        scorer = npspeech_scorer(base, base.alpha, base.beta, oov, oov_word, unk)
+        decoder = npspeech_decoder(args, alphabet, scorer)
+
+        def decode(lp, alpha, beta, scorer=scorer, decoder=decoder):
+            scorer.alpha, scorer.beta = float(alpha), float(beta)
+            return decoder.decode(lp)[0].text
+
+        result = tune_alpha_beta(
+            log_probs, references, decode, args.alphas, args.betas
+        )
+        title = (
+            f"npspeech dev WER, oov_penalty {scorer.oov_penalty}, "
+            f"oov_word_penalty {scorer.oov_word_penalty}, unk_score {scorer.unk_score}"
+        )
+        print_grid(title, result, args)
+        if best is None or (result.wer, result.cer) < (best[1].wer, best[1].cer):
+            settings = (scorer.oov_penalty, scorer.oov_word_penalty, scorer.unk_score)
+            best = ((result.alpha, result.beta) + settings, result)
+    return best
+
+
+def tune_peer(args, peer, log_probs, references):
+    """Best (alpha, beta) of pyctcdecode on dev (its other settings at defaults)."""
+
+    def decode(lp, alpha, beta):
+        peer.reset_params(alpha=float(alpha), beta=float(beta))
+        return " ".join(peer.decode(lp, beam_width=args.beam_width).split())
+
+    result = tune_alpha_beta(log_probs, references, decode, args.alphas, args.betas)
+    print_grid("pyctcdecode dev WER", result, args)
+    return result
+
+
+def print_grid(title, result, args):
+    """The dev WER of every (alpha, beta) point as an alpha x beta table."""
+    table = {(p.alpha, p.beta): p for p in result.table}
+    print(f"{title}: best alpha {result.alpha} beta {result.beta} "
+          f"WER {result.wer:.4f} CER {result.cer:.4f}")
+    print("  alpha\\beta " + " ".join(f"{b:>6}" for b in args.betas))
+    for alpha in args.alphas:
+        cells = " ".join(f"{table[(alpha, b)].wer:>6.4f}" for b in args.betas)
+        print(f"  {alpha:>10} {cells}")
+    sys.stdout.flush()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--test-csv", nargs="+", required=True)
     parser.add_argument(
         "--lm-csv", nargs="+", required=True, help="training CSVs for the LM text"
+    )
+    parser.add_argument(
+        "--dev-csv",
+        nargs="+",
+        default=None,
+        help="tune alpha/beta on these CSVs for each decoder separately",
+    )
+    parser.add_argument("--alphas", type=float, nargs="+", default=list(ALPHAS))
+    parser.add_argument("--betas", type=float, nargs="+", default=list(BETAS))
+    parser.add_argument(
+        "--oov-penalties",
+        type=float,
+        nargs="+",
+        default=[None],
+        help="npspeech's per-letter OOV penalties tuned with alpha/beta on dev",
+    )
+    parser.add_argument(
+        "--oov-word-penalties",
+        type=float,
+        nargs="+",
+        default=[None],
+        help="npspeech's flat OOV penalties tuned with alpha/beta on dev",
+    )
+    parser.add_argument(
+        "--unk-scores",
+        type=float,
+        nargs="+",
+        default=[None],
+        help="npspeech's LM score of an unknown word tuned on dev (default: KenLM's)",
+    )
+    parser.add_argument(
+        "--cache-dir", default=None, help="keep the log-probs as .npz files here"
     )
     parser.add_argument("--order", type=int, default=3, help="LM order (default 3)")
     parser.add_argument("--beam-width", type=int, default=100)
@@ -74,45 +236,49 @@ def main(argv=None) -> int:
         default=None,
         help="npspeech's penalty where a word leaves the vocabulary (default: Scorer's)",
     )
+    parser.add_argument(
+        "--unk-score",
+        type=float,
+        default=None,
+        help="npspeech's LM score of an unknown word (default: KenLM's <unk>)",
+    )
     parser.add_argument("--max-utterances", type=int, default=0, help="0: all")
     parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument(
+        "--save-texts", default=None, help="write each decoder's test texts (TSV)"
+    )
     args = parser.parse_args(argv)
 
     model = Model.load(args.model)
     alphabet = model.alphabet
-    test = read_csvs(args.test_csv)
-    if args.max_utterances:
-        test = test[: args.max_utterances]
+    test, references, log_probs = split_log_probs(
+        model, args.model, args.test_csv, args.max_utterances, args.cache_dir
+    )
     lm_text = [u.transcript for u in read_csvs(args.lm_csv)]
-    leaked = {u.transcript for u in test} & set(lm_text)
-    if leaked:
-        print(f"refusing: {len(leaked)} test transcripts occur in the LM text")
-        return 2
-    references = [u.transcript for u in test]
-    log_probs = corpus_log_probs(model, test)
+    dev = None
+    if args.dev_csv:
+        dev = split_log_probs(
+            model, args.model, args.dev_csv, args.max_utterances, args.cache_dir
+        )
+    for name, split in (("test", test), ("dev", dev[0] if dev else [])):
+        leaked = {u.transcript for u in split} & set(lm_text)
+        if leaked:
+            print(f"refusing: {len(leaked)} {name} transcripts occur in the LM text")
+            return 2
     frames = sum(lp.shape[0] for lp in log_probs)
     print(
         f"{len(test)} test utterances, {frames} frames; LM: order {args.order} from "
         f"{len(lm_text)} training transcripts; beam {args.beam_width}, "
-        f"alpha {args.alpha}, beta {args.beta}, npspeech cutoff_prob {args.cutoff_prob}"
+        f"npspeech cutoff_prob {args.cutoff_prob}"
+        + (f"; tuning on {len(dev[0])} dev utterances" if dev else "")
     )
 
     with tempfile.TemporaryDirectory() as folder:
         arpa = Path(folder) / "train.arpa"
         write_arpa(build_arpa(lm_text, args.order, alphabet=alphabet), arpa)
-        options = {}
-        if args.oov_penalty is not None:
-            options["oov_penalty"] = args.oov_penalty
-        if args.oov_word_penalty is not None:
-            options["oov_word_penalty"] = args.oov_word_penalty
-        scorer = Scorer.from_file(arpa, alpha=args.alpha, beta=args.beta, **options)
-        vocabulary = list(scorer.vocabulary or ())
+        base = Scorer.from_file(arpa, alpha=args.alpha, beta=args.beta)
+        vocabulary = list(base.vocabulary or ())
 
-        rows = []
-        texts, seconds = timed(
-            lambda lp: alphabet.decode(best_path(lp, alphabet.blank)[0]), log_probs
-        )
-        rows.append(("greedy", texts, seconds, None))
         peers = {}
         if not args.skip_peer:
             from pyctcdecode import build_ctcdecoder
@@ -126,13 +292,45 @@ def main(argv=None) -> int:
                 alpha=args.alpha,
                 beta=args.beta,
             )
-        for use_lm in (False, True):
-            decoder = BeamSearchDecoder(
-                alphabet,
-                beam_width=args.beam_width,
-                cutoff_prob=args.cutoff_prob,
-                scorer=scorer if use_lm else None,
+
+        ours = (
+            args.alpha,
+            args.beta,
+            args.oov_penalty,
+            args.oov_word_penalty,
+            args.unk_score,
+        )
+        theirs = (args.alpha, args.beta)
+        if dev:
+            _, dev_references, dev_log_probs = dev
+            ours, ours_dev = tune_npspeech(
+                args, alphabet, base, dev_log_probs, dev_references
             )
+            if peers:
+                theirs_dev = tune_peer(args, peers[True], dev_log_probs, dev_references)
+                theirs = (theirs_dev.alpha, theirs_dev.beta)
+            print(
+                f"chosen on dev: npspeech alpha {ours[0]} beta {ours[1]} oov_penalty "
+                f"{ours[2]} oov_word_penalty {ours[3]} unk_score {ours[4]} "
+                f"(dev WER {ours_dev.wer:.4f} CER {ours_dev.cer:.4f})"
+                + (
+                    f"; pyctcdecode alpha {theirs[0]} beta {theirs[1]} (dev WER "
+                    f"{theirs_dev.wer:.4f} CER {theirs_dev.cer:.4f})"
+                    if peers
+                    else ""
+                )
+            )
+        scorer = npspeech_scorer(base, *ours)
+        if peers:
+            peers[True].reset_params(alpha=float(theirs[0]), beta=float(theirs[1]))
+
+        rows = []
+        texts, seconds = timed(
+            lambda lp: alphabet.decode(best_path(lp, alphabet.blank)[0]), log_probs
+        )
+        rows.append(("greedy", texts, seconds, None))
+        for use_lm in (False, True):
+            decoder = npspeech_decoder(args, alphabet, scorer if use_lm else None)
             texts, seconds = timed(
                 lambda lp, d=decoder: d.decode(lp)[0].text, log_probs
             )
@@ -172,6 +370,12 @@ def main(argv=None) -> int:
                     f"{label}: CER {counts.cer:.4f} vs {peer_counts.cer:.4f}"
                 )
         print(line)
+    if args.save_texts:
+        with open(args.save_texts, "w", encoding="utf-8") as handle:
+            for i, reference in enumerate(references):
+                fields = [reference] + [row[1][i] for row in rows]
+                fields += [row[3][0][i] for row in rows if row[3] and row[3][0]]
+                handle.write("\t".join(fields) + "\n")
     for failure in failures:
         print("FAILED:", failure)
     return 1 if failures else 0

@@ -104,11 +104,15 @@ cdef class PrefixBeamSearch:
     oov_penalty : float
         Added for every letter spelled outside the vocabulary trie (<= 0; -inf prunes).
     oov_word_penalty : float
-        Added once more at the letter where a word leaves the vocabulary trie (<= 0).
+        Added once per word outside the vocabulary (<= 0): at the letter where it
+        leaves the vocabulary trie, or where it ends when it stops on a trie node that
+        is no word's end.
     use_vocabulary : bool
         Whether the vocabulary trie is checked.
     vocab_start, vocab_label, vocab_node : int32 arrays
         The vocabulary trie (``npspeech.decoder.hotwords.LabelTrie``).
+    vocab_terminal : uint8 array
+        1 where a vocabulary word ends.
     hot_start, hot_label, hot_node : int32 arrays
         The hot-word trie.
     hot_boost : float64 array
@@ -133,6 +137,7 @@ cdef class PrefixBeamSearch:
     cdef const int[::1] vocab_start
     cdef const int[::1] vocab_label
     cdef const int[::1] vocab_node
+    cdef const unsigned char[::1] vocab_terminal
     cdef const int[::1] hot_start
     cdef const int[::1] hot_label
     cdef const int[::1] hot_node
@@ -158,6 +163,7 @@ cdef class PrefixBeamSearch:
         const int[::1] vocab_start,
         const int[::1] vocab_label,
         const int[::1] vocab_node,
+        const unsigned char[::1] vocab_terminal,
         const int[::1] hot_start,
         const int[::1] hot_label,
         const int[::1] hot_node,
@@ -180,6 +186,7 @@ cdef class PrefixBeamSearch:
         self.vocab_start = vocab_start
         self.vocab_label = vocab_label
         self.vocab_node = vocab_node
+        self.vocab_terminal = vocab_terminal
         self.hot_start = hot_start
         self.hot_label = hot_label
         self.hot_node = hot_node
@@ -271,6 +278,18 @@ cdef class PrefixBeamSearch:
     cdef inline int find_child(self, int parent, int c) noexcept nogil:
         return self.child_table[<size_t>parent * self.n_classes + c]
 
+    cdef inline bint ends_short_of_a_word(self, int node) noexcept nogil:
+        """Whether the word ending at ``node`` stopped inside the vocabulary trie on a
+        prefix that is no vocabulary word (out of the vocabulary, yet it left the trie
+        nowhere: ``oov_word_penalty`` is charged where it ends)."""
+        cdef int vocab = self.nodes[node].vocab_node
+        return (
+            self.use_vocabulary
+            and vocab >= 0
+            and self.nodes[node].hot_node <= 0
+            and not self.vocab_terminal[vocab]
+        )
+
     cdef int make_child(self, int parent, int c) noexcept nogil:
         """Create the node ``parent + c`` with the state its text implies."""
         cdef Node child
@@ -290,6 +309,8 @@ cdef class PrefixBeamSearch:
             if self.use_lm and not at_word_start:
                 word_log_prob = self.lm_word(lm_state, self.word_of(parent), &lm_state)
                 bonus += self.alpha * word_log_prob + self.beta
+            if not at_word_start and self.ends_short_of_a_word(parent):
+                bonus += self.oov_word_penalty
             vocab = 0
             if self.use_hotwords:
                 nxt = -1
@@ -519,11 +540,14 @@ cdef class PrefixBeamSearch:
         cdef double word_log_prob
         cdef int state = self.nodes[node].lm_state
         cdef int hot = self.nodes[node].hot_node
+        cdef bint in_word = node != ROOT and self.nodes[node].label != self.space
         if self.use_lm:
-            if node != ROOT and self.nodes[node].label != self.space:
+            if in_word:
                 word_log_prob = self.lm_word(state, self.word_of(node), &state)
                 extra += self.alpha * word_log_prob + self.beta
             extra += self.alpha * self.lm_end(state)
+        if in_word and self.ends_short_of_a_word(node):
+            extra += self.oov_word_penalty
         if self.use_hotwords and hot > 0 and not self.hot_terminal[hot]:
             extra -= self.nodes[node].hot_partial
         return extra

@@ -49,7 +49,8 @@ MAX_LISTED_PROBLEMS = 50
 # than real words. In benchmarks/bench_decoder.py -1.0 gave a slightly lower CER, but
 # narrow beams then filled with run-on spellings; -2.0 is the robust choice.
 OOV_PENALTY = -2.0
-# Natural-log penalty added once where a word leaves the vocabulary (see Scorer).
+# Natural-log penalty added once per out-of-vocabulary word: where it leaves the
+# vocabulary trie, or where it ends on a prefix that is no word (see Scorer).
 OOV_WORD_PENALTY = 0.0
 # Hot-word boost per matched character, natural log: 5 letters x 2.0 = e**10 more likely.
 HOTWORD_BOOST = 2.0

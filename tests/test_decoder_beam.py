@@ -228,6 +228,39 @@ def test_oov_word_penalty_is_charged_once_where_a_word_leaves_the_vocabulary(rng
         Scorer(model, 1.0, 0.0, vocabulary=vocabulary, oov_word_penalty=1.0)
 
 
+@pytest.mark.parametrize(
+    ("text", "truncations"), [("ca", 1), ("ab ca", 1), ("ca ab", 1), ("ca ca", 2)]
+)
+def test_oov_word_penalty_is_charged_where_a_word_ends_short_of_a_word(
+    rng, text, truncations
+):
+    model = kenlm.Model(str(TINY_ARPA))
+    vocabulary = read_arpa_unigrams(TINY_ARPA)
+    # "ca" is a prefix of the vocabulary word "cab" but no word itself: it never
+    # leaves the trie, so only its end (a space or the end of the text) can charge it
+    log_probs = peaky_log_probs(rng, SMALL, text, noise=0.1, peak=12.0)
+
+    def decode(word_penalty):
+        scorer = Scorer(
+            model,
+            1.0,
+            0.0,
+            vocabulary=vocabulary,
+            oov_penalty=-2.0,
+            oov_word_penalty=word_penalty,
+        )
+        decoder = BeamSearchDecoder(SMALL, beam_width=16, scorer=scorer)
+        assert_same_search(decoder, log_probs, 3)  # compiled and oracle agree
+        return decoder.decode(log_probs)[0]
+
+    free = decode(0.0)
+    charged = decode(-1.5)
+    assert free.text == charged.text == text
+    assert charged.log_score - free.log_score == pytest.approx(
+        -1.5 * truncations, abs=1e-3
+    )
+
+
 @pytest.mark.data
 def test_lm_repairs_a_noisy_sentence(data_dir):
     alphabet = Alphabet.from_file(data_dir / "deepspeech_smoke" / "alphabet.txt")

@@ -27,6 +27,7 @@ class PrefixBeamSearch:
         vocab_start: npt.NDArray[np.int32],
         vocab_label: npt.NDArray[np.int32],
         vocab_node: npt.NDArray[np.int32],
+        vocab_terminal: npt.NDArray[np.uint8],
         hot_start: npt.NDArray[np.int32],
         hot_label: npt.NDArray[np.int32],
         hot_node: npt.NDArray[np.int32],

@@ -149,6 +149,8 @@ class ReferenceBeamSearch:
                     lm_state, self.word_of(parent)
                 )
                 bonus += self.alpha * word_log_prob + self.beta
+            if not at_word_start and self.ends_short_of_a_word(parent):
+                bonus += self.oov_word_penalty
             vocab = 0
             if self.use_hotwords:
                 nxt = -1
@@ -195,6 +197,17 @@ class ReferenceBeamSearch:
         child.hot_partial = partial
         parent.children[c] = child
         return child
+
+    def ends_short_of_a_word(self, node: Node) -> bool:
+        """Whether the word ending at ``node`` stopped inside the vocabulary trie on a
+        prefix that is no vocabulary word (such a word is out of the vocabulary but
+        left the trie nowhere, so ``oov_word_penalty`` is charged where it ends)."""
+        return (
+            self.use_vocabulary
+            and node.vocab_node >= 0
+            and node.hot_node <= 0
+            and not self.vocabulary.terminal[node.vocab_node]
+        )
 
     # -- one frame ---------------------------------------------------------------------
     def step(self, row: np.ndarray) -> None:
@@ -289,11 +302,14 @@ class ReferenceBeamSearch:
         extra = 0.0
         state = node.lm_state
         hot = node.hot_node
+        in_word = node.parent is not None and node.label != self.space
         if self.use_lm:
-            if node.parent is not None and node.label != self.space:
+            if in_word:
                 word_log_prob, state = self.lm.score_word(state, self.word_of(node))
                 extra += self.alpha * word_log_prob + self.beta
             extra += self.alpha * self.lm.score_end(state)
+        if in_word and self.ends_short_of_a_word(node):
+            extra += self.oov_word_penalty
         if self.use_hotwords and hot > 0 and not self.hotwords.terminal[hot]:
             extra -= node.hot_partial
         return extra

@@ -13,9 +13,11 @@ beta`` for every completed word, where a word completes at a space and the last 
 the end of the utterance, followed by ``alpha * ln P_lm(</s> | history)``. Hot-words add
 their boost per matched character (rules in :mod:`npspeech.decoder.hotwords`); each
 letter spelled outside the scorer's vocabulary trie (and outside a hot-word) adds the
-scorer's ``oov_penalty``, and the letter where a word leaves the trie adds its
-``oov_word_penalty`` once more. With a scorer, a space only ends a word: a space that would
-start the text or double another is folded into the prefix like a blank.
+scorer's ``oov_penalty``, and a word outside the vocabulary adds its
+``oov_word_penalty`` once: at the letter where it leaves the trie, or where it ends
+when it stops on a prefix of vocabulary words that is no word itself ("acros"). With a
+scorer, a space only ends a word: a space that would start the text or double another is
+folded into the prefix like a blank.
 
 Results
 -------
@@ -324,6 +326,7 @@ class BeamSearchDecoder:
             vocab_start=vocabulary.child_start,
             vocab_label=vocabulary.child_label,
             vocab_node=vocabulary.child_node,
+            vocab_terminal=vocabulary.terminal,
             hot_start=hot.child_start,
             hot_label=hot.child_label,
             hot_node=hot.child_node,

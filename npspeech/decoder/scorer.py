@@ -55,10 +55,12 @@ class Scorer:
         ``-inf`` allows vocabulary words only (as DeepSpeech); None switches the
         vocabulary check off.
     oov_word_penalty
-        Natural-log penalty added once, at the letter where a word leaves the
-        vocabulary trie, <= 0: it makes short out-of-vocabulary fragments expensive
-        from their first letter, where the per-letter penalty alone favours run-on
-        spellings.
+        Natural-log penalty added once per word outside the vocabulary, <= 0: at the
+        letter where it leaves the vocabulary trie (so short out-of-vocabulary
+        fragments are expensive from their first letter, where the per-letter penalty
+        alone favours run-on spellings), or where it ends when it stops on a prefix of
+        vocabulary words that is no word itself (a truncation such as "acros", which
+        no letter penalty reaches).
     unk_score
         Natural-log score given to a word the LM does not know instead of KenLM's
         ``<unk>`` probability; None keeps KenLM's.
