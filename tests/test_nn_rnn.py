@@ -395,3 +395,33 @@ def test_bad_arguments_raise_config_error(rng, change, message):
     }
     with pytest.raises(ConfigError, match=message):
         rnn.forward(**change(arguments), backend="numpy")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_numba_thread_split_equals_one_thread(rng, kind):
+    """The numba loops split the batch's sequences over threads (and, for one part,
+    the product's columns); the results match a one-thread run."""
+    numba = pytest.importorskip("numba")
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 Numba threads")
+    lengths = np.array([7, 3, 6, 1, 7], dtype=np.int32)
+    params = _params(rng, kind, True)
+    x = _batch(rng, t=7, lengths=lengths)
+    dy = rng.standard_normal((7, len(lengths), 2 * H))
+    results = {}
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            y, cache = rnn.forward(params, x, lengths, kind, True, backend="numba")
+            dx, grads = rnn.backward(params, dy, cache)
+            results[threads] = (y, dx, grads)
+    finally:
+        numba.set_num_threads(before)
+    tol = {"rtol": BACKEND_RTOL_FLOAT64, "atol": BACKEND_ATOL_FLOAT64}
+    np.testing.assert_allclose(results[2][0], results[1][0], **tol, err_msg="y")
+    np.testing.assert_allclose(results[2][1], results[1][1], **tol, err_msg="dx")
+    for name in params:
+        np.testing.assert_allclose(
+            results[2][2][name], results[1][2][name], **tol, err_msg=name
+        )

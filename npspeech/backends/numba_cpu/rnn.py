@@ -18,12 +18,11 @@ How the work is split:
 Why not ``np.dot`` (BLAS) per step: with a batch of a few rows, BLAS packs the whole
 ``W_hh`` again on every call; :mod:`.packed_matmul` says more.
 
-Threads: per step, the recurrent product splits its column panels and the gate math
-its batch rows over Numba's threads (``numba.set_num_threads``); the large GEMMs before
-and after the loops use BLAS's threads. The parallel regions cost a barrier per step:
-on 2 idle cores the split product ran 1.3-1.8x faster than one thread, but on
-oversubscribed cores every barrier waits for a descheduled thread, so a loaded machine
-does better with one Numba thread.
+Threads: the batch's sequences are split over Numba's threads
+(``numba.set_num_threads``), each thread running the whole time loop for its rows, so a
+layer call has one parallel region, not a barrier per step; a single sequence (or one
+thread) instead splits the product's column panels. The large GEMMs before and after the
+loops use BLAS's threads.
 """
 
 from __future__ import annotations
@@ -186,48 +185,92 @@ def _tanh_overload(a):  # pragma: no cover - jit
     return lambda a: _tanh_from(float(a), _exp_float64_poly(-2.0 * float(a)))
 
 
+# --- splitting the batch over threads ----------------------------------------------
+# Sequences are independent, so each thread runs the whole time loop for its own rows:
+# one parallel region per layer call instead of two barriers per time step (which on
+# a shared 2-core machine stalled whenever one thread was descheduled). Each thread
+# streams all of W_hh every step; with one part (one thread, or one sequence) the
+# product instead splits its column panels over the threads.
+
+
+@njit(cache=True)
+def _rows_of_part(B, parts, part):  # pragma: no cover - jit
+    """Rows ``b0 .. b1 - 1`` of part ``part`` of ``parts`` nearly equal parts."""
+    return part * B // parts, (part + 1) * B // parts
+
+
 # --- vanilla RNN with clipped ReLU ----------------------------------------------------
-# In the loops below ``W_hh.T`` (G*H, H) gives the rows of the forward product h W_hh
-# and ``W_hh`` (H, G*H) itself the rows of the backward product d_pre W_hh^T.
+# In the loops below ``W_hh`` (H, G*H), packed, is the forward product's h W_hh and
+# ``W_hh.T`` (G*H, H), packed, the backward product's d_pre W_hh^T.
+
+
+@njit(cache=True)
+def _rnn_forward_rows(
+    xw, W_hh_packed, lengths, h, ceiling, y, b0, b1, threads
+):  # pragma: no cover
+    """The time loop for sequences ``b0 .. b1 - 1``; ``h`` (B, H) is their state."""
+    T, _, H = y.shape
+    h_t, hw = packed_matmul.buffers(W_hh_packed, b1 - b0)
+    for t in range(T):
+        packed_matmul.rows_times(h[b0:b1], h_t, W_hh_packed, hw, threads)  # h W_hh
+        for b in range(b0, b1):
+            if t < lengths[b]:
+                for k in range(H):
+                    v = min(max(xw[t, b, k] + hw[b - b0, k], 0.0), ceiling)
+                    y[t, b, k] = v
+                    h[b, k] = v
 
 
 @njit(cache=True, parallel=True)
 def _rnn_forward_loop(
     xw, W_hh_packed, lengths, h0, ceiling, y, threads
 ):  # pragma: no cover
-    T, B, H = y.shape
+    B = y.shape[1]
     h = h0.copy()
-    h_t, hw = packed_matmul.buffers(W_hh_packed, B)
-    for t in range(T):
-        packed_matmul.rows_times(h, h_t, W_hh_packed, hw, threads)  # hw = h W_hh
-        for b in prange(B):
-            if t < lengths[b]:
-                for k in range(H):
-                    v = min(max(xw[t, b, k] + hw[b, k], 0.0), ceiling)
-                    y[t, b, k] = v
-                    h[b, k] = v
+    parts = min(threads, B)
+    if parts <= 1:
+        _rnn_forward_rows(xw, W_hh_packed, lengths, h, ceiling, y, 0, B, threads)
+    else:
+        for part in prange(parts):
+            b0, b1 = _rows_of_part(B, parts, part)
+            _rnn_forward_rows(xw, W_hh_packed, lengths, h, ceiling, y, b0, b1, 1)
     return h
 
 
-@njit(cache=True, parallel=True)
-def _rnn_backward_loop(
-    dy, dh_n, lengths, W_hh_T_packed, y, ceiling, d_pre, threads
+@njit(cache=True)
+def _rnn_backward_rows(
+    dy, dh, lengths, W_hh_T_packed, y, ceiling, d_pre, b0, b1, threads
 ):  # pragma: no cover
-    T, B, H = dy.shape
-    dh = dh_n.copy()
-    d_t, dh_prev = packed_matmul.buffers(W_hh_T_packed, B)
+    T, _, H = dy.shape
+    d_t, dh_prev = packed_matmul.buffers(W_hh_T_packed, b1 - b0)
     for t in range(T - 1, -1, -1):
-        for b in prange(B):
+        for b in range(b0, b1):
             if t < lengths[b]:
                 for k in range(H):
                     v = y[t, b, k]
                     if v > 0.0 and v < ceiling:
                         d_pre[t, b, k] = dh[b, k] + dy[t, b, k]
         # d_pre W_hh^T
-        packed_matmul.rows_times(d_pre[t], d_t, W_hh_T_packed, dh_prev, threads)
-        for b in prange(B):
+        packed_matmul.rows_times(d_pre[t, b0:b1], d_t, W_hh_T_packed, dh_prev, threads)
+        for b in range(b0, b1):
             if t < lengths[b]:
-                dh[b, :] = dh_prev[b, :H]
+                dh[b, :] = dh_prev[b - b0, :H]
+
+
+@njit(cache=True, parallel=True)
+def _rnn_backward_loop(
+    dy, dh_n, lengths, W_hh_T_packed, y, ceiling, d_pre, threads
+):  # pragma: no cover
+    B = dy.shape[1]
+    dh = dh_n.copy()
+    args = (dy, dh, lengths, W_hh_T_packed, y, ceiling, d_pre)
+    parts = min(threads, B)
+    if parts <= 1:
+        _rnn_backward_rows(*args, 0, B, threads)
+    else:
+        for part in prange(parts):
+            b0, b1 = _rows_of_part(B, parts, part)
+            _rnn_backward_rows(*args, b0, b1, 1)
     return dh
 
 
@@ -289,21 +332,37 @@ def _lstm_cell_forward(xw, hw, c, h, gates, cell, y):  # pragma: no cover - jit
     h[:] = y
 
 
+@njit(cache=True)
+def _lstm_forward_rows(
+    xw, W_hh_packed, lengths, h, c, y, gates, cells, b0, b1, threads
+):  # pragma: no cover
+    """The time loop for sequences ``b0 .. b1 - 1``; ``h``, ``c`` (B, H) their state."""
+    T = y.shape[0]
+    h_t, hw = packed_matmul.buffers(W_hh_packed, b1 - b0)
+    for t in range(T):
+        packed_matmul.rows_times(h[b0:b1], h_t, W_hh_packed, hw, threads)  # h W_hh
+        for b in range(b0, b1):
+            if t < lengths[b]:
+                _lstm_cell_forward(
+                    xw[t, b], hw[b - b0], c[b], h[b], gates[t, b], cells[t, b], y[t, b]
+                )
+
+
 @njit(cache=True, parallel=True)
 def _lstm_forward_loop(
     xw, W_hh_packed, lengths, h0, c0, y, gates, cells, threads
 ):  # pragma: no cover
-    T, B, H = y.shape
+    B = y.shape[1]
     h = h0.copy()
     c = c0.copy()
-    h_t, hw = packed_matmul.buffers(W_hh_packed, B)
-    for t in range(T):
-        packed_matmul.rows_times(h, h_t, W_hh_packed, hw, threads)  # hw = h W_hh
-        for b in prange(B):
-            if t < lengths[b]:
-                _lstm_cell_forward(
-                    xw[t, b], hw[b], c[b], h[b], gates[t, b], cells[t, b], y[t, b]
-                )
+    args = (xw, W_hh_packed, lengths, h, c, y, gates, cells)
+    parts = min(threads, B)
+    if parts <= 1:
+        _lstm_forward_rows(*args, 0, B, threads)
+    else:
+        for part in prange(parts):
+            b0, b1 = _rows_of_part(B, parts, part)
+            _lstm_forward_rows(*args, b0, b1, 1)
     return h, c
 
 
@@ -326,16 +385,14 @@ def _lstm_cell_backward(gates, cell, c_prev, dy, dh, dc, d_pre):  # pragma: no c
         dc[k] = dc_t * f
 
 
-@njit(cache=True, parallel=True)
-def _lstm_backward_loop(
-    dy, dh_n, dc_n, lengths, W_hh_T_packed, c0, gates, cells, d_pre, threads
+@njit(cache=True)
+def _lstm_backward_rows(
+    dy, dh, dc, lengths, W_hh_T_packed, c0, gates, cells, d_pre, b0, b1, threads
 ):  # pragma: no cover - jit
-    T, B, H = dy.shape
-    dh = dh_n.copy()
-    dc = dc_n.copy()
-    d_t, dh_prev = packed_matmul.buffers(W_hh_T_packed, B)
+    T, _, H = dy.shape
+    d_t, dh_prev = packed_matmul.buffers(W_hh_T_packed, b1 - b0)
     for t in range(T - 1, -1, -1):
-        for b in prange(B):
+        for b in range(b0, b1):
             if t < lengths[b]:
                 c_prev = c0[b] if t == 0 else cells[t - 1, b]
                 _lstm_cell_backward(
@@ -348,10 +405,27 @@ def _lstm_backward_loop(
                     d_pre[t, b],
                 )
         # d_pre W_hh^T
-        packed_matmul.rows_times(d_pre[t], d_t, W_hh_T_packed, dh_prev, threads)
-        for b in prange(B):
+        packed_matmul.rows_times(d_pre[t, b0:b1], d_t, W_hh_T_packed, dh_prev, threads)
+        for b in range(b0, b1):
             if t < lengths[b]:
-                dh[b, :] = dh_prev[b, :H]
+                dh[b, :] = dh_prev[b - b0, :H]
+
+
+@njit(cache=True, parallel=True)
+def _lstm_backward_loop(
+    dy, dh_n, dc_n, lengths, W_hh_T_packed, c0, gates, cells, d_pre, threads
+):  # pragma: no cover - jit
+    B = dy.shape[1]
+    dh = dh_n.copy()
+    dc = dc_n.copy()
+    args = (dy, dh, dc, lengths, W_hh_T_packed, c0, gates, cells, d_pre)
+    parts = min(threads, B)
+    if parts <= 1:
+        _lstm_backward_rows(*args, 0, B, threads)
+    else:
+        for part in prange(parts):
+            b0, b1 = _rows_of_part(B, parts, part)
+            _lstm_backward_rows(*args, b0, b1, 1)
     return dh, dc
 
 
@@ -420,33 +494,48 @@ def _gru_candidate(xw_n, r, hn, out):  # pragma: no cover - jit
         out[k] = _tanh(xw_n[k] + r[k] * hn[k])
 
 
+@njit(cache=True)
+def _gru_forward_rows(
+    xw, W_hh_packed, b_hh, lengths, h, y, gates, hn_all, b0, b1, threads
+):  # pragma: no cover - jit
+    """The time loop for sequences ``b0 .. b1 - 1``; ``h`` (B, H) is their state."""
+    T = y.shape[0]
+    h_t, hw = packed_matmul.buffers(W_hh_packed, b1 - b0)
+    for t in range(T):
+        packed_matmul.rows_times(h[b0:b1], h_t, W_hh_packed, hw, threads)  # h W_hh
+        for b in range(b0, b1):
+            if t < lengths[b]:
+                _gru_cell_forward(
+                    xw[t, b], hw[b - b0], b_hh, h[b], gates[t, b], hn_all[t, b], y[t, b]
+                )
+
+
 @njit(cache=True, parallel=True)
 def _gru_forward_loop(
     xw, W_hh_packed, b_hh, lengths, h0, y, gates, hn_all, threads
 ):  # pragma: no cover - jit
-    T, B, H = y.shape
+    B = y.shape[1]
     h = h0.copy()
-    h_t, hw = packed_matmul.buffers(W_hh_packed, B)
-    for t in range(T):
-        packed_matmul.rows_times(h, h_t, W_hh_packed, hw, threads)  # hw = h W_hh
-        for b in prange(B):
-            if t < lengths[b]:
-                _gru_cell_forward(
-                    xw[t, b], hw[b], b_hh, h[b], gates[t, b], hn_all[t, b], y[t, b]
-                )
+    args = (xw, W_hh_packed, b_hh, lengths, h, y, gates, hn_all)
+    parts = min(threads, B)
+    if parts <= 1:
+        _gru_forward_rows(*args, 0, B, threads)
+    else:
+        for part in prange(parts):
+            b0, b1 = _rows_of_part(B, parts, part)
+            _gru_forward_rows(*args, b0, b1, 1)
     return h
 
 
-@njit(cache=True, parallel=True)
-def _gru_backward_loop(
-    dy, dh_n, lengths, W_hh_T_packed, h0, y, gates, hn_all, d_in, d_rec, threads
+@njit(cache=True)
+def _gru_backward_rows(
+    dy, dh, lengths, W_hh_T_packed, h0, y, gates, hn_all, d_in, d_rec, b0, b1, threads
 ):  # pragma: no cover - jit
-    T, B, H = dy.shape
-    dh = dh_n.copy()
-    dh_direct = np.zeros_like(dh)  # the part of dh_prev through h' = ... + z h
-    d_t, dh_prev = packed_matmul.buffers(W_hh_T_packed, B)
+    T, _, H = dy.shape
+    dh_direct = np.zeros((b1 - b0, H), dtype=dy.dtype)  # dh_prev through h' = .. + z h
+    d_t, dh_prev = packed_matmul.buffers(W_hh_T_packed, b1 - b0)
     for t in range(T - 1, -1, -1):
-        for b in prange(B):
+        for b in range(b0, b1):
             if t < lengths[b]:
                 for k in range(H):
                     r = gates[t, b, k]
@@ -463,13 +552,29 @@ def _gru_backward_loop(
                     d_rec[t, b, k] = d_r_pre
                     d_rec[t, b, H + k] = d_z_pre
                     d_rec[t, b, 2 * H + k] = d_n_pre * r
-                    dh_direct[b, k] = dh_t * z
+                    dh_direct[b - b0, k] = dh_t * z
         # d_rec W_hh^T
-        packed_matmul.rows_times(d_rec[t], d_t, W_hh_T_packed, dh_prev, threads)
-        for b in prange(B):
+        packed_matmul.rows_times(d_rec[t, b0:b1], d_t, W_hh_T_packed, dh_prev, threads)
+        for b in range(b0, b1):
             if t < lengths[b]:
                 for k in range(H):
-                    dh[b, k] = dh_prev[b, k] + dh_direct[b, k]
+                    dh[b, k] = dh_prev[b - b0, k] + dh_direct[b - b0, k]
+
+
+@njit(cache=True, parallel=True)
+def _gru_backward_loop(
+    dy, dh_n, lengths, W_hh_T_packed, h0, y, gates, hn_all, d_in, d_rec, threads
+):  # pragma: no cover - jit
+    B = dy.shape[1]
+    dh = dh_n.copy()
+    args = (dy, dh, lengths, W_hh_T_packed, h0, y, gates, hn_all, d_in, d_rec)
+    parts = min(threads, B)
+    if parts <= 1:
+        _gru_backward_rows(*args, 0, B, threads)
+    else:
+        for part in prange(parts):
+            b0, b1 = _rows_of_part(B, parts, part)
+            _gru_backward_rows(*args, b0, b1, 1)
     return dh
 
 
