@@ -158,6 +158,7 @@ def test_backend_matches_reference(rng, backend, kind, bidirectional, merge, dty
         (17, 64, 33),
         (4, 8, 64),  # no padding in either dimension
         (11, 2101, 40),  # three blocks of k (DEPTH_BLOCK 1024)
+        (9, 1100, 4000),  # 17.6 MB float32: the prefetching loop
     ],
 )
 @pytest.mark.parametrize("threads", [1, 2])
