@@ -431,11 +431,13 @@ def _adam_kernel(
     grad,
     exp_avg,
     exp_avg_sq,
-    lr,
-    beta1,
-    beta2,
-    eps,
+    decay,
     weight_decay,
+    beta1,
+    one_minus_beta1,
+    beta2,
+    one_minus_beta2,
+    eps,
     decoupled,
     step_size,
     bias_correction2_sqrt,
@@ -443,18 +445,20 @@ def _adam_kernel(
     new_avg,
     new_avg_sq,
 ):
+    # every scalar comes in the arrays' dtype, so float32 data is updated in float32
+    # arithmetic, as the NumPy spec does it, 16 lanes at a time
     for i in prange(param.size):
         p = param[i]
         g = grad[i]
         if decoupled:
-            p = p * (1.0 - lr * weight_decay)
-        elif weight_decay != 0.0:
+            p = p * decay
+        elif weight_decay != 0:
             g = g + weight_decay * p
-        m = beta1 * exp_avg[i] + (1.0 - beta1) * g
-        v = beta2 * exp_avg_sq[i] + (1.0 - beta2) * g * g
+        m = beta1 * exp_avg[i] + one_minus_beta1 * g
+        v = beta2 * exp_avg_sq[i] + one_minus_beta2 * g * g
         new_avg[i] = m
         new_avg_sq[i] = v
-        new_param[i] = p - step_size * m / (math.sqrt(v) / bias_correction2_sqrt + eps)
+        new_param[i] = p - step_size * m / (np.sqrt(v) / bias_correction2_sqrt + eps)
 
 
 def adam_update(
@@ -474,20 +478,24 @@ def adam_update(
     new_param = np.empty_like(param)
     new_avg = np.empty_like(param)
     new_avg_sq = np.empty_like(param)
+    lr, beta1, beta2 = float(lr), float(beta1), float(beta2)
+    scalar = param.dtype.type
     _adam_kernel(
         param.size,
         param.reshape(-1),
         grad.reshape(-1),
         exp_avg.reshape(-1),
         exp_avg_sq.reshape(-1),
-        float(lr),
-        float(beta1),
-        float(beta2),
-        float(eps),
-        float(weight_decay),
+        scalar(1.0 - lr * float(weight_decay)),
+        scalar(weight_decay),
+        scalar(beta1),
+        scalar(1.0 - beta1),
+        scalar(beta2),
+        scalar(1.0 - beta2),
+        scalar(eps),
         bool(decoupled),
-        float(lr) / (1.0 - float(beta1) ** int(step)),
-        math.sqrt(1.0 - float(beta2) ** int(step)),
+        scalar(lr / (1.0 - beta1 ** int(step))),
+        scalar(math.sqrt(1.0 - beta2 ** int(step))),
         new_param.reshape(-1),
         new_avg.reshape(-1),
         new_avg_sq.reshape(-1),
