@@ -198,28 +198,31 @@ def test_oov_penalty_is_per_letter_outside_the_vocabulary(rng):
     assert decode(-math.inf).text != "ccc"
 
 
+def _decode_with_word_penalty(model, vocabulary, log_probs, word_penalty):
+    """The best candidate with oov_penalty -2 and the given oov_word_penalty, after
+    checking that the compiled search and the oracle agree."""
+    scorer = Scorer(
+        model,
+        1.0,
+        0.0,
+        vocabulary=vocabulary,
+        oov_penalty=-2.0,
+        oov_word_penalty=word_penalty,
+    )
+    decoder = BeamSearchDecoder(SMALL, beam_width=16, scorer=scorer)
+    assert_same_search(decoder, log_probs, 3)
+    return decoder.decode(log_probs)[0]
+
+
 def test_oov_word_penalty_is_charged_once_where_a_word_leaves_the_vocabulary(rng):
     model = kenlm.Model(str(TINY_ARPA))
     vocabulary = read_arpa_unigrams(TINY_ARPA)
     # "c" starts the vocabulary word "cab": "ccc" leaves the trie once (second letter)
     log_probs = peaky_log_probs(rng, SMALL, "ccc", noise=0.1, peak=12.0)
 
-    def decode(word_penalty):
-        scorer = Scorer(
-            model,
-            1.0,
-            0.0,
-            vocabulary=vocabulary,
-            oov_penalty=-2.0,
-            oov_word_penalty=word_penalty,
-        )
-        decoder = BeamSearchDecoder(SMALL, beam_width=16, scorer=scorer)
-        assert_same_search(decoder, log_probs, 3)  # compiled and oracle agree
-        return decoder.decode(log_probs)[0]
-
-    per_letter_only = decode(0.0)
+    per_letter_only = _decode_with_word_penalty(model, vocabulary, log_probs, 0.0)
     assert per_letter_only.text == "ccc"
-    charged = decode(-1.5)
+    charged = _decode_with_word_penalty(model, vocabulary, log_probs, -1.5)
     assert charged.text == "ccc"
     assert charged.log_score - per_letter_only.log_score == pytest.approx(
         -1.5, abs=1e-3
@@ -240,21 +243,8 @@ def test_oov_word_penalty_is_charged_where_a_word_ends_short_of_a_word(
     # leaves the trie, so only its end (a space or the end of the text) can charge it
     log_probs = peaky_log_probs(rng, SMALL, text, noise=0.1, peak=12.0)
 
-    def decode(word_penalty):
-        scorer = Scorer(
-            model,
-            1.0,
-            0.0,
-            vocabulary=vocabulary,
-            oov_penalty=-2.0,
-            oov_word_penalty=word_penalty,
-        )
-        decoder = BeamSearchDecoder(SMALL, beam_width=16, scorer=scorer)
-        assert_same_search(decoder, log_probs, 3)  # compiled and oracle agree
-        return decoder.decode(log_probs)[0]
-
-    free = decode(0.0)
-    charged = decode(-1.5)
+    free = _decode_with_word_penalty(model, vocabulary, log_probs, 0.0)
+    charged = _decode_with_word_penalty(model, vocabulary, log_probs, -1.5)
     assert free.text == charged.text == text
     assert charged.log_score - free.log_score == pytest.approx(
         -1.5 * truncations, abs=1e-3
