@@ -17,12 +17,12 @@ what the core can do). This module does what BLAS would do once and then reuses 
   row feeds MR rows of output.
 
 The tile is written in LLVM's target-independent vector IR (``<NR x float>``) as a
-Numba ``@intrinsic``; LLVM lowers it to the host's registers (with AVX-512 one
-accumulator per 16 float32 lanes, with AVX2 two, with NEON four). Numba's own loop
+Numba ``@intrinsic``; LLVM lowers it to the host's registers (an accumulator of 32
+float32 lanes is two AVX-512 registers, four AVX2 or eight NEON ones). Numba's own loop
 vectoriser does not find this form: on plain loops it vectorises over k, which takes
 twice the loads per multiply-add. On this project's machine (AVX-512) the tile runs the
-(16, 512) x (512, 2048) step at ~100 GFLOP/s, against 52 GFLOP/s for the best plain
-Numba loop and 60-90 for PyTorch's ``mm`` (see ``benchmarks/RESULTS.md``).
+(16, 512) x (512, 2048) step at 85-100 GFLOP/s, against ~52 for the best plain Numba
+loop and 65-80 for PyTorch's ``mm`` (``benchmarks/bench_recurrent_product.py``).
 
 Shapes: K is padded with zero rows to a multiple of ``UNROLL`` and N with zero columns
 to a multiple of NR; the padding of both operands is zero, so it adds nothing (and
