@@ -56,10 +56,10 @@ def _project(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out.reshape(T, B, W.shape[1])
 
 
-def _weight_gradients(x, h_prev, d_in, d_rec, W_ih):
+def _weight_gradients(x, y, h0, d_in, d_rec, W_ih):
     """The post-loop GEMMs: dx, dW_ih, dW_hh, db_ih, db_hh from the per-step gradients
     of the input-side pre-activations ``d_in`` and recurrent-side ones ``d_rec`` (T, B,
-    G*H)."""
+    G*H); the state entering each step is h0 (B, H), then the outputs y (T, B, H)."""
     T, B, F = x.shape
     GH = d_in.shape[2]
     d_in2 = d_in.reshape(T * B, GH)
@@ -68,10 +68,15 @@ def _weight_gradients(x, h_prev, d_in, d_rec, W_ih):
     if d_rec is d_in:
         # LSTM and RNN: both weight gradients multiply the same d_pre, so one GEMM of
         # [x | h_prev]^T d_pre (7-8% faster than two at B=16-32, H=384-512)
-        inputs = np.concatenate([x, h_prev], axis=2).reshape(T * B, -1)
-        dW = inputs.T @ d_in2
+        # (the state entering each step is written straight into its half)
+        inputs = np.empty((T, B, F + y.shape[2]), dtype=x.dtype)
+        inputs[:, :, :F] = x
+        inputs[0, :, F:] = h0
+        inputs[1:, :, F:] = y[:-1]
+        dW = inputs.reshape(T * B, -1).T @ d_in2
         dW_ih, dW_hh = dW[:F], dW[F:]
     else:
+        h_prev = _shifted_states(y, h0)
         dW_ih = x.reshape(T * B, F).T @ d_in2
         dW_hh = h_prev.reshape(T * B, h_prev.shape[2]).T @ d_rec2
     db_ih = d_in2.sum(axis=0)
@@ -300,7 +305,7 @@ def rnn_backward(dy, dh_n, x, lengths, W_ih, W_hh, h0, y, ceiling):
     dh0 = _rnn_backward_loop(
         dy, dh_n, lengths, W_hh_T_packed, y, ceiling, d_pre, _threads()
     )
-    grads = _weight_gradients(x, _shifted_states(y, h0), d_pre, d_pre, W_ih)
+    grads = _weight_gradients(x, y, h0, d_pre, d_pre, W_ih)
     return (*grads, dh0)
 
 
@@ -466,7 +471,7 @@ def lstm_backward(dy, dh_n, dc_n, x, lengths, W_ih, W_hh, h0, c0, y, gates, cell
         d_pre,
         _threads(),
     )
-    grads = _weight_gradients(x, _shifted_states(y, h0), d_pre, d_pre, W_ih)
+    grads = _weight_gradients(x, y, h0, d_pre, d_pre, W_ih)
     return (*grads, dh0, dc0)
 
 
@@ -617,5 +622,5 @@ def gru_backward(dy, dh_n, x, lengths, W_ih, W_hh, h0, y, gates, hn):
         d_rec,
         _threads(),
     )
-    grads = _weight_gradients(x, _shifted_states(y, h0), d_in, d_rec, W_ih)
+    grads = _weight_gradients(x, y, h0, d_in, d_rec, W_ih)
     return (*grads, dh0)
