@@ -54,6 +54,8 @@ def test_float32_gates_are_rounded_as_float32_allows(rng, kernel, exact_of):
     total = (a + b).astype(np.float64)  # the float32 sum the kernel sees, exactly
     with np.errstate(over="ignore"):
         exact = exact_of(total)
+    # results below float32's smallest normal number are flushed to zero (see rnn.py)
+    exact[np.abs(exact) < np.finfo(np.float32).tiny] = 0.0
     ulps = _ulps(out, exact)
     assert out.dtype == np.float32
     assert ulps.max() <= 1.0, f"max error {ulps.max()} ulp at {total[ulps.argmax()]}"
@@ -70,6 +72,18 @@ def test_float32_gates_propagate_nan(kernel):
     out = np.empty_like(x)
     kernel(x, np.zeros_like(x), out)
     assert np.isnan(out[0]) and np.isnan(out[2]) and np.isfinite(out[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_subnormal_gates_are_flushed_to_zero(dtype):
+    # sigmoid(-90) = 8e-40 is subnormal in float32; sigmoid(-709) = 1.2e-308 in float64
+    deep = -90.0 if dtype == np.float32 else -709.0
+    x = np.array([deep, deep / 2, 0.0], dtype=dtype)
+    out = np.empty_like(x)
+    rnn_kernels._sigmoid_of_sum(x, np.zeros_like(x), out)
+    assert out[0] == 0.0
+    assert out[1] >= np.finfo(dtype).tiny  # normal results are kept
+    assert out[2] == 0.5
 
 
 def test_float32_saturation_is_exact():
@@ -91,3 +105,48 @@ def test_float64_gates_match_numpy(rng):
     rnn_kernels._tanh_of_sum(a, b, out)
     # 2 sigmoid(2a) - 1 above the series' range keeps ~1 float64 ulp of 1 absolute
     np.testing.assert_allclose(out, np.tanh(a + b), rtol=1e-14, atol=1e-15)
+
+
+def _subnormal_count(a):
+    a = np.asarray(a)
+    return int(np.count_nonzero((a != 0) & (np.abs(a) < np.finfo(a.dtype).tiny)))
+
+
+def test_saturated_lstm_keeps_no_subnormals_and_matches_the_reference(rng):
+    """A trained LSTM's saturated gates: no subnormal reaches the stored tape or the
+    gradients, and the results still equal the unflushed NumPy reference."""
+    from npspeech.backends.numpy_ref import rnn as reference
+
+    T, B, F, H = 12, 3, 5, 8
+    x = rng.standard_normal((T, B, F)).astype(np.float32)
+    W_ih = (rng.standard_normal((F, 4 * H)) * 0.3).astype(np.float32)
+    W_hh = (rng.standard_normal((H, 4 * H)) * 0.3).astype(np.float32)
+    # input and output gates driven to about -88 .. -92: sigmoid is subnormal there
+    b_ih = np.zeros(4 * H, np.float32)
+    b_ih[:H] = -90.0
+    b_ih[3 * H :] = -90.0
+    b_hh = np.zeros(4 * H, np.float32)
+    lengths = np.array([T, T - 4, 5])
+    h0 = rng.standard_normal((B, H)).astype(np.float32)
+    c0 = rng.standard_normal((B, H)).astype(np.float32)
+    args = (x, lengths, W_ih, W_hh, b_ih, b_hh, h0, c0)
+    ref_forward = reference.lstm_forward(*args)
+    assert _subnormal_count(ref_forward[1]) > 0  # the case really saturates
+    forward = rnn_kernels.lstm_forward(*args)
+    valid = np.arange(T)[:, None] < lengths[None, :]  # gates and cells past a length
+    for got, want in zip(forward, ref_forward):  # are left unspecified
+        assert _subnormal_count(got) == 0
+        if got.ndim == 3:
+            got, want = got[valid], want[valid]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    y, gates, cells = forward[:3]
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    zeros = np.zeros((B, H), np.float32)
+    backward = rnn_kernels.lstm_backward(
+        dy, zeros, zeros, x, lengths, W_ih, W_hh, h0, c0, y, gates, cells
+    )
+    ref_backward = reference.lstm_backward(
+        dy, zeros, zeros, x, lengths, W_ih, W_hh, h0, c0, *ref_forward[:3]
+    )
+    for got, want in zip(backward, ref_backward):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
