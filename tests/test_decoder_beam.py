@@ -444,6 +444,42 @@ def test_batch_equals_one_by_one(rng, tiny_scorer):
         decoder.decode_batch(bad)
 
 
+@needs_compiled
+def test_lm_cache_is_kept_between_utterances_without_changing_results(rng, tiny_scorer):
+    """The decoder lends one LM cache to its searches in turn: the second pass over the
+    same utterances asks the LM nothing, and every result equals a fresh search's,
+    also with a cache so small that it keeps being emptied."""
+    decoder = BeamSearchDecoder(SMALL, beam_width=8, scorer=tiny_scorer)
+    batch = [random_log_probs(rng, T, SMALL.n_classes) for T in (5, 17, 40, 23)]
+    fresh = []
+    for item in batch:
+        search = decoder.new_search()
+        search.feed(item)
+        fresh.append(search.best(3))
+
+    def plain(best):
+        return [(tuple(labels), score) for labels, score in best]
+
+    assert [decoder.decode(item, n_best=3) for item in batch] == [
+        decoder._results(best, item) for best, item in zip(fresh, batch)
+    ]
+    cache = decoder._lend_lm_cache()
+    assert len(cache) > 0  # the answers outlived the utterances
+    for item, want in zip(batch, fresh):
+        search = decoder.new_search(lm_cache=cache)
+        search.feed(item)
+        assert plain(search.best(3)) == plain(want)
+        assert search.lm_misses == 0
+    tiny = beam_module._compiled.LmCache(max_entries=2)
+    for item, want in zip(batch, fresh):
+        search = decoder.new_search(lm_cache=tiny)
+        search.feed(item)
+        assert plain(search.best(3)) == plain(want)
+        assert len(tiny) <= 2
+    with pytest.raises(ValueError, match="max_entries"):
+        beam_module._compiled.LmCache(max_entries=0)
+
+
 # -- input checks ----------------------------------------------------------------------
 def test_empty_input_gives_an_empty_transcript(tiny_scorer):
     for scorer in (None, tiny_scorer):

@@ -36,8 +36,10 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -173,6 +175,9 @@ class BeamSearchDecoder:
         self._bridge = (
             None if scorer is None else _LanguageModelBridge(scorer, self._class_text)
         )
+        # LM caches not in use, lent to one search at a time (see _lend_lm_cache)
+        self._idle_lm_caches: list[Any] = []
+        self._lm_cache_lock = threading.Lock()
 
     # -- public API --------------------------------------------------------------------
     def decode(
@@ -201,9 +206,7 @@ class BeamSearchDecoder:
         """
         log_probs = self.validate(log_probs)
         _check_n_best(n_best)
-        search = self.new_search()
-        search.feed(log_probs)
-        return self._results(search.best(n_best), log_probs)
+        return self._decode_checked(log_probs, n_best)
 
     def stream(self) -> BeamDecoderStream:
         """A stream: feed frames chunk by chunk, ask for the current best, finish."""
@@ -300,8 +303,12 @@ class BeamSearchDecoder:
             )
         return log_probs
 
-    def new_search(self, reference: bool = False):
-        """A fresh search: compiled, or the Python oracle (when asked or not built)."""
+    def new_search(self, reference: bool = False, lm_cache: Any = None):
+        """A fresh search: compiled, or the Python oracle (when asked or not built).
+
+        ``lm_cache`` (compiled search only): an ``LmCache`` that no other search is
+        using; by default the search gets its own.
+        """
         arguments = dict(
             n_classes=self.n_classes,
             blank=self.blank,
@@ -332,15 +339,40 @@ class BeamSearchDecoder:
             hot_node=hot.child_node,
             hot_boost=hot.boost,
             hot_terminal=hot.terminal,
+            lm_cache=lm_cache,
         )
 
     # -- internals ---------------------------------------------------------------------
     def _decode_checked(
         self, log_probs: np.ndarray, n_best: int
     ) -> list[CandidateTranscript]:
-        search = self.new_search()
-        search.feed(log_probs)
-        return self._results(search.best(n_best), log_probs)
+        cache = self._lend_lm_cache()
+        try:
+            search = self.new_search(lm_cache=cache)
+            search.feed(log_probs)
+            best = search.best(n_best)
+        finally:
+            self._give_back_lm_cache(cache)
+        return self._results(best, log_probs)
+
+    def _lend_lm_cache(self) -> Any:
+        """An idle LM cache (a new one if all are lent), or None without an LM.
+
+        The caches keep KenLM's answers from one utterance to the next; each serves
+        one search at a time, so ``decode_batch``'s threads (or callers' own threads)
+        each get their own.
+        """
+        if self._bridge is None or _compiled is None:
+            return None
+        with self._lm_cache_lock:
+            if self._idle_lm_caches:
+                return self._idle_lm_caches.pop()
+        return _compiled.LmCache()
+
+    def _give_back_lm_cache(self, cache: Any) -> None:
+        if cache is not None:
+            with self._lm_cache_lock:
+                self._idle_lm_caches.append(cache)
 
     def _results(
         self, ranked: list[tuple[np.ndarray, float]], log_probs: np.ndarray
