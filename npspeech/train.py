@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from . import checkpoint, models
+from . import checkpoint, fpenv, models
 from .alphabet import Alphabet
 from .config import TrainConfig, from_dict, to_dict
 from .errors import ConfigError, DataError
@@ -197,7 +197,8 @@ class Trainer:
         """Forward, CTC, backward, clip and update on one batch.
 
         A batch whose loss or gradient is not finite is skipped with a warning naming
-        its utterances; the weights and optimizer state are then left untouched.
+        its utterances; the weights and optimizer state are then left untouched. The
+        step runs with subnormal floats flushed to zero (:mod:`npspeech.fpenv`).
 
         Returns
         -------
@@ -205,6 +206,10 @@ class Trainer:
             ``loss`` (mean CTC loss per utterance), ``grad_norm``, ``skipped`` (bool),
             ``audio_seconds``.
         """
+        with fpenv.flushing():
+            return self._train_step(batch, epoch, index)
+
+    def _train_step(self, batch: Any, epoch: int, index: int) -> dict[str, Any]:
         from . import ctc, optim
 
         state, config = self.state, self.config
