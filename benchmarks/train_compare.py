@@ -92,6 +92,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "machine",
     )
     parser.add_argument(
+        "--torch-flush-denormal",
+        action="store_true",
+        help="run the PyTorch twin with torch.set_flush_denormal(True) (PyTorch's "
+        "default is off; npspeech flushes subnormal floats to zero while training)",
+    )
+    parser.add_argument(
         "--sizing",
         type=int,
         metavar="BATCHES",
@@ -426,18 +432,28 @@ def run_npspeech(trainer) -> Side:
     )
 
 
-def run_torch(twin, initial, trainer) -> tuple[Side, object]:
-    """The PyTorch twin on the same loader; returns the side and its best model."""
+def run_torch(twin, initial, trainer, flush_denormal=False) -> tuple[Side, object]:
+    """The PyTorch twin on the same loader; returns the side and its best model.
+
+    ``flush_denormal``: train with ``torch.set_flush_denormal(True)`` (then back off).
+    """
+    import torch
+
     torch_trainer = twin.TorchTrainer(initial, trainer.config, seed=trainer.config.seed)
+    if flush_denormal and not torch.set_flush_denormal(True):
+        raise SystemExit("torch.set_flush_denormal is not supported on this CPU")
     started = time.perf_counter()
-    history = torch_trainer.fit(
-        trainer.loader,
-        trainer.dev_set,
-        trainer.alphabet,
-        trainer.features,
-        cache=trainer.cache,
-        dev_durations=trainer.dev_durations,
-    )
+    try:
+        history = torch_trainer.fit(
+            trainer.loader,
+            trainer.dev_set,
+            trainer.alphabet,
+            trainer.features,
+            cache=trainer.cache,
+            dev_durations=trainer.dev_durations,
+        )
+    finally:
+        torch.set_flush_denormal(False)
     seconds = time.perf_counter() - started
     detail = (
         f"{len(history)} epochs, {torch_trainer.steps} steps, "
@@ -504,11 +520,15 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         if args.torch_first:
-            theirs, torch_model = run_torch(twin, initial, trainer)
+            theirs, torch_model = run_torch(
+                twin, initial, trainer, args.torch_flush_denormal
+            )
             ours = run_npspeech(trainer)
         else:
             ours = run_npspeech(trainer)
-            theirs, torch_model = run_torch(twin, initial, trainer)
+            theirs, torch_model = run_torch(
+                twin, initial, trainer, args.torch_flush_denormal
+            )
         print_side(ours)
         print_side(theirs)
         best = modelfile.load(trainer.output_dir / train.MODEL_FILE).network
@@ -529,7 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nwall time of training + dev evaluation (features cached, JIT warm, "
         f"{args.threads} thread(s), {'torch' if args.torch_first else 'npspeech'} "
-        f"first): npspeech {ours.seconds:.1f} s for {len(ours.epochs)} epochs, "
+        f"first{', torch flushing denormals' if args.torch_flush_denormal else ''}): "
+        f"npspeech {ours.seconds:.1f} s for {len(ours.epochs)} epochs, "
         f"torch {theirs.seconds:.1f} s for {len(theirs.epochs)} epochs; "
         f"ratio npspeech / torch {ours.seconds / theirs.seconds:.2f}"
     )

@@ -59,7 +59,9 @@ def _read_control(typingctx):  # pragma: no cover - jit
         if _X86_64:
             slot = cgutils.alloca_once(builder, ir.IntType(32))
             store = cgutils.get_or_insert_function(
-                module, ir.FunctionType(ir.VoidType(), [_I8_POINTER]), "llvm.x86.sse.stmxcsr"
+                module,
+                ir.FunctionType(ir.VoidType(), [_I8_POINTER]),
+                "llvm.x86.sse.stmxcsr",
             )
             builder.call(store, [builder.bitcast(slot, _I8_POINTER)])
             return builder.zext(builder.load(slot), ir.IntType(64))
@@ -75,7 +77,7 @@ def _read_control(typingctx):  # pragma: no cover - jit
 
 @intrinsic
 def _write_control(typingctx, value):  # pragma: no cover - jit
-    """Set the calling thread's floating-point control register (no-op if unsupported)."""
+    """Set the calling thread's floating-point control register (no-op elsewhere)."""
 
     def codegen(context, builder, signature, args):
         module = builder.module
@@ -83,7 +85,9 @@ def _write_control(typingctx, value):  # pragma: no cover - jit
             slot = cgutils.alloca_once(builder, ir.IntType(32))
             builder.store(builder.trunc(args[0], ir.IntType(32)), slot)
             load = cgutils.get_or_insert_function(
-                module, ir.FunctionType(ir.VoidType(), [_I8_POINTER]), "llvm.x86.sse.ldmxcsr"
+                module,
+                ir.FunctionType(ir.VoidType(), [_I8_POINTER]),
+                "llvm.x86.sse.ldmxcsr",
             )
             builder.call(load, [builder.bitcast(slot, _I8_POINTER)])
         elif _ARM64:
@@ -146,4 +150,3 @@ def flushing(on: bool = True) -> Iterator[None]:
     finally:
         if was_on != on:
             flush_subnormals(was_on)
-

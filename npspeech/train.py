@@ -131,6 +131,9 @@ class Trainer:
             network = self._initial_network(init_model, n_features(self.features))
             self.state = _fresh_state(network, config, self.alphabet)
         self._last_save = time.monotonic()
+        # Steps run with subnormal floats flushed to zero (see npspeech.fpenv); False
+        # leaves the processor's setting off, for measuring what the flush saves.
+        self.flush_subnormals = True
 
     # -- setup -------------------------------------------------------------------------
     def _load_resume_state(self) -> checkpoint.TrainingState:
@@ -198,7 +201,8 @@ class Trainer:
 
         A batch whose loss or gradient is not finite is skipped with a warning naming
         its utterances; the weights and optimizer state are then left untouched. The
-        step runs with subnormal floats flushed to zero (:mod:`npspeech.fpenv`).
+        step runs with subnormal floats flushed to zero (:mod:`npspeech.fpenv`) unless
+        ``flush_subnormals`` is False.
 
         Returns
         -------
@@ -206,7 +210,7 @@ class Trainer:
             ``loss`` (mean CTC loss per utterance), ``grad_norm``, ``skipped`` (bool),
             ``audio_seconds``.
         """
-        with fpenv.flushing():
+        with fpenv.flushing(self.flush_subnormals):
             return self._train_step(batch, epoch, index)
 
     def _train_step(self, batch: Any, epoch: int, index: int) -> dict[str, Any]:

@@ -219,9 +219,7 @@ def _normal_or_zero_overload(out, v):  # pragma: no cover - jit
     dtype = as_dtype(out.dtype)
     tiny, zero = dtype.type(np.finfo(dtype).tiny), dtype.type(0)
     if dtype == np.float32:
-        return lambda out, v: (
-            np.float32(v) if not abs(np.float32(v)) < tiny else zero
-        )
+        return lambda out, v: np.float32(v) if not abs(np.float32(v)) < tiny else zero
     return lambda out, v: v if not abs(v) < tiny else zero
 
 
@@ -366,7 +364,9 @@ def _lstm_cell_forward(xw, hw, c, h, gates, cell, y):  # pragma: no cover - jit
     _tanh_of_sum(xw[2 * H : 3 * H], hw[2 * H : 3 * H], gates[2 * H : 3 * H])  # g
     _sigmoid_of_sum(xw[3 * H :], hw[3 * H :], gates[3 * H :])  # o
     for k in range(H):
-        cell[k] = _normal_or_zero(cell, gates[H + k] * c[k] + gates[k] * gates[2 * H + k])
+        cell[k] = _normal_or_zero(
+            cell, gates[H + k] * c[k] + gates[k] * gates[2 * H + k]
+        )
     for k in range(H):
         y[k] = _normal_or_zero(y, gates[3 * H + k] * _tanh(cell[k]))
     c[:] = cell
@@ -588,7 +588,9 @@ def _gru_backward_rows(
                     d_r_pre = _normal_or_zero(
                         d_in, d_n_pre * hn_all[t, b, k] * r * (_ONE - r)
                     )
-                    d_z_pre = _normal_or_zero(d_in, dh_t * (h_prev - n) * z * (_ONE - z))
+                    d_z_pre = _normal_or_zero(
+                        d_in, dh_t * (h_prev - n) * z * (_ONE - z)
+                    )
                     d_in[t, b, k] = d_r_pre
                     d_in[t, b, H + k] = d_z_pre
                     d_in[t, b, 2 * H + k] = d_n_pre
