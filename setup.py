@@ -23,7 +23,12 @@ extensions = [
         f"npspeech._ext.{source.stem}",
         [str(source)],
         include_dirs=[numpy.get_include(), "csrc"],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        define_macros=[
+            ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+            # the oldest NumPy the package supports: its C API up to 1.22 (NEP 49's
+            # memory handlers, which array_pool uses) is available
+            ("NPY_TARGET_VERSION", "NPY_1_22_API_VERSION"),
+        ],
         extra_compile_args=["-O3"],
     )
     for source in sorted(Path("csrc").glob("*.pyx"))

@@ -37,7 +37,7 @@ import scipy.linalg  # noqa: F401  # load SciPy's BLAS (Numba's) so the limits r
 import torch
 from threadpoolctl import threadpool_limits
 
-from npspeech import ctc, optim
+from npspeech import ctc, memory, optim
 from npspeech.nn import activations, conv, dense, norm, rnn
 
 CLIP = 20.0  # DeepSpeech's ReLU ceiling, DeepSpeech 2's hardtanh upper bound
@@ -161,10 +161,12 @@ class DeepSpeechStack:
         return float(loss), grads
 
     def step(self):
-        loss, grads = self.loss_and_grads()
-        self.params, self.adam = optim.adam_step(
-            self.params, grads, self.adam, LEARNING_RATE
-        )
+        # as npspeech's Trainer does: large arrays reuse the buffers earlier steps freed
+        with memory.pooled_arrays():
+            loss, grads = self.loss_and_grads()
+            self.params, self.adam = optim.adam_step(
+                self.params, grads, self.adam, LEARNING_RATE
+            )
         return loss
 
     def torch_model(self):
@@ -312,10 +314,12 @@ class DeepSpeech2Stack:
         return float(loss), grads
 
     def step(self):
-        loss, grads = self.loss_and_grads()
-        self.params, self.adam = optim.adam_step(
-            self.params, grads, self.adam, LEARNING_RATE
-        )
+        # as npspeech's Trainer does: large arrays reuse the buffers earlier steps freed
+        with memory.pooled_arrays():
+            loss, grads = self.loss_and_grads()
+            self.params, self.adam = optim.adam_step(
+                self.params, grads, self.adam, LEARNING_RATE
+            )
         return loss
 
     def torch_model(self):

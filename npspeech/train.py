@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from . import checkpoint, fpenv, models
+from . import checkpoint, fpenv, memory, models
 from .alphabet import Alphabet
 from .config import TrainConfig, from_dict, to_dict
 from .errors import ConfigError, DataError
@@ -202,7 +202,8 @@ class Trainer:
         A batch whose loss or gradient is not finite is skipped with a warning naming
         its utterances; the weights and optimizer state are then left untouched. The
         step runs with subnormal floats flushed to zero (:mod:`npspeech.fpenv`) unless
-        ``flush_subnormals`` is False.
+        ``flush_subnormals`` is False, and takes its large arrays from the buffers that
+        earlier steps freed (:mod:`npspeech.memory`).
 
         Returns
         -------
@@ -210,7 +211,7 @@ class Trainer:
             ``loss`` (mean CTC loss per utterance), ``grad_norm``, ``skipped`` (bool),
             ``audio_seconds``.
         """
-        with fpenv.flushing(self.flush_subnormals):
+        with fpenv.flushing(self.flush_subnormals), memory.pooled_arrays():
             return self._train_step(batch, epoch, index)
 
     def _train_step(self, batch: Any, epoch: int, index: int) -> dict[str, Any]:
@@ -636,7 +637,10 @@ def train(
         For bad settings, bad corpus rows (all listed at once), or an unreadable
         checkpoint or initial model.
     """
-    return Trainer(config, resume=resume, augmentation=augmentation).run(max_steps)
+    try:
+        return Trainer(config, resume=resume, augmentation=augmentation).run(max_steps)
+    finally:
+        memory.release_pool()  # the steps' cached buffers are not needed any more
 
 
 # -- curves ----------------------------------------------------------------------------
