@@ -130,7 +130,8 @@ def test_saturated_lstm_keeps_no_subnormals_and_matches_the_reference(rng):
     h0 = rng.standard_normal((B, H)).astype(np.float32)
     c0 = rng.standard_normal((B, H)).astype(np.float32)
     args = (x, lengths, W_ih, W_hh, b_ih, b_hh, h0, c0)
-    ref_forward = reference.lstm_forward(*args)
+    with np.errstate(over="ignore"):  # the reference's exp(90) overflows to inf: fine
+        ref_forward = reference.lstm_forward(*args)
     assert _subnormal_count(ref_forward[1]) > 0  # the case really saturates
     forward = rnn_kernels.lstm_forward(*args)
     valid = np.arange(T)[:, None] < lengths[None, :]  # gates and cells past a length

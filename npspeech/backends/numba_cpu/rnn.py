@@ -213,7 +213,7 @@ def _tanh_overload(a):  # pragma: no cover - jit
     return lambda a: _tanh_from(float(a), _exp_float64_poly(-2.0 * float(a)))
 
 
-@overload(_normal_or_zero, inline="always", jit_options={"cache": True})
+@overload(_normal_or_zero, jit_options={"cache": True})
 def _normal_or_zero_overload(out, v):  # pragma: no cover - jit
     """A select, so loops that store through it still vectorise; NaN passes through."""
     dtype = as_dtype(out.dtype)
