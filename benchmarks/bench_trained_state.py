@@ -71,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
             "fresh": make_trainer(args.recipe, a, None),
             "trained": make_trainer(args.recipe, b, checkpoint),
         }
+        if trainers["trained"].state.step == 0:
+            raise SystemExit(
+                f"{checkpoint} holds an untrained state: nothing to compare"
+            )
         loader = trainers["fresh"].loader
         picks = list(range(0, len(loader.epoch_batches(1)), args.every))
         batches = [loader.batch(1, index) for index in picks]
@@ -84,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         for index, batch in zip(picks, batches):
             for name, trainer in trainers.items():
                 started = time.perf_counter()
-                trainer.train_step(batch, 1, index)
+                step = trainer.train_step(batch, 1, index)
                 seconds[name] += time.perf_counter() - started
+                if step["skipped"]:  # a skipped step does no backward pass: no figure
+                    raise SystemExit(f"{name}: batch {index} was skipped")
     for name in trainers:
         print(f"{name:8s} {len(picks)} steps: {seconds[name]:.2f} s")
     print(

@@ -229,6 +229,9 @@ def _normal_or_zero_overload(out, v):  # pragma: no cover - jit
 # a shared 2-core machine stalled whenever one thread was descheduled). Each thread
 # streams all of W_hh every step; with one part (one thread, or one sequence) the
 # product instead splits its column panels over the threads.
+# Each loop below has its own small parallel wrapper around its ``_rows`` function: one
+# shared wrapper taking the row function as an argument would not stay in Numba's
+# on-disk cache (a function-typed argument compiles anew in every process).
 
 
 @njit(cache=True)
