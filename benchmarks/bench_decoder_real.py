@@ -118,6 +118,7 @@ def npspeech_scorer(base, alpha, beta, oov_penalty, oov_word_penalty, unk_score)
         alpha,
         beta,
         vocabulary=base.vocabulary,
+        vocabulary_covers_lm=base.vocabulary_covers_lm,
         unk_score=unk_score,
         **options,
     )
@@ -137,9 +138,7 @@ def tune_npspeech(args, alphabet, base, log_probs, references):
             scorer.alpha, scorer.beta = float(alpha), float(beta)
             return decoder.decode(lp)[0].text
 
-        result = tune_alpha_beta(
-            log_probs, references, decode, args.alphas, args.betas
-        )
+        result = tune_alpha_beta(log_probs, references, decode, args.alphas, args.betas)
         title = (
             f"npspeech dev WER, oov_penalty {scorer.oov_penalty}, "
             f"oov_word_penalty {scorer.oov_word_penalty}, unk_score {scorer.unk_score}"
@@ -166,8 +165,10 @@ def tune_peer(args, peer, log_probs, references):
 def print_grid(title, result, args):
     """The dev WER of every (alpha, beta) point as an alpha x beta table."""
     table = {(p.alpha, p.beta): p for p in result.table}
-    print(f"{title}: best alpha {result.alpha} beta {result.beta} "
-          f"WER {result.wer:.4f} CER {result.cer:.4f}")
+    print(
+        f"{title}: best alpha {result.alpha} beta {result.beta} "
+        f"WER {result.wer:.4f} CER {result.cer:.4f}"
+    )
     print("  alpha\\beta " + " ".join(f"{b:>6}" for b in args.betas))
     for alpha in args.alphas:
         cells = " ".join(f"{table[(alpha, b)].wer:>6.4f}" for b in args.betas)

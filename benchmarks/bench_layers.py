@@ -14,21 +14,32 @@ Stacks (float32, time-major, every sequence full length):
 
 Before timing, both sides run one step from the same weights and the script asserts that
 the losses agree and that the recurrent layer's ``W_hh`` gradients agree (this also
-compiles every Numba kernel). Each side then runs ``--warmup`` untimed and ``--repeats``
-timed steps per thread count, alternating sides per thread count; medians and the ratio
-npspeech / PyTorch are printed (<= 1.0 means npspeech is as fast or faster). Threads are
-limited with threadpoolctl (NumPy's and SciPy's OpenBLAS, PyTorch's OpenMP/MKL),
-``numba.set_num_threads`` and ``torch.set_num_threads``.
+compiles every Numba kernel). Each side then runs ``--warmup`` untimed and
+``--repeats`` timed steps per thread count, alternating sides per thread count
+(``--rounds`` times); medians and the ratio npspeech / PyTorch are printed (<= 1.0
+means npspeech is as fast or faster). Threads are limited with threadpoolctl (NumPy's
+and SciPy's OpenBLAS, PyTorch's OpenMP/MKL), ``numba.set_num_threads`` and
+``torch.set_num_threads``.
+
+By default each side's timed steps run in a fresh child process of this script, as
+each library runs in a user's training job. In one process the two libraries' thread
+pools get in each other's way: OpenBLAS's and PyTorch's OpenMP workers keep spinning
+for a while after a call, and with two threads on two cores the other library's next
+call then waits for the cores (15-45% slower steps measured, on both sides).
+``--in-process`` times both sides in this process instead, as the script did before.
 
     python benchmarks/bench_layers.py              # every case, 1 and 2 threads
-    python benchmarks/bench_layers.py --cases ds-512 --threads 2 --repeats 3
-    python benchmarks/bench_layers.py --cases ds-2048 ds2 --repeats 1 --warmup 0
+    python benchmarks/bench_layers.py --cases ds-512 --threads 2 --repeats 3 --rounds 3
+    python benchmarks/bench_layers.py --cases ds-2048 ds2 --repeats 1
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import time
 
 import numba
@@ -49,15 +60,11 @@ GRAD_RTOL = 1e-2  # of the largest |gradient| entry: float32 BPTT over hundreds 
 CASES = ("ds-512", "ds-2048", "ds2")
 
 
-def median_seconds(function, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):  # JIT compilation, allocator, BLAS buffers, Adam's state
-        function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def timed(function) -> float:
+    """Seconds one call of ``function`` takes."""
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
 
 
 def random_targets(rng, B, T):
@@ -413,20 +420,87 @@ def check_agreement(stack, torch_side, case):
     )
 
 
+def step_times(case, side, threads, batch, repeats, warmup):
+    """Seconds of each timed training step of one side at one thread count."""
+    stack = make_stack(case, np.random.default_rng(0), batch)
+    step = stack.step if side == "npspeech" else TorchSide(stack).step
+    with threadpool_limits(threads):
+        numba.set_num_threads(threads)
+        torch.set_num_threads(threads)
+        for _ in range(
+            warmup
+        ):  # JIT compilation, allocator, BLAS buffers, Adam's state
+            step()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def step_times_in_child(case, side, threads, args):
+    """``step_times`` in a fresh Python process running this script."""
+    command = [
+        sys.executable,
+        __file__,
+        "--child-side",
+        side,
+        "--cases",
+        case,
+        "--threads",
+        str(threads),
+        "--batch",
+        str(args.batch),
+        "--repeats",
+        str(args.repeats),
+        # a fresh process has compiled nothing and allocated nothing yet
+        "--warmup",
+        str(max(args.warmup, 1)),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{side} child for {case} failed:\n{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per round")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="times each side is timed per thread count, alternating the sides",
+    )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument(
         "--warmup",
         type=int,
         default=1,
-        help="untimed steps per side and thread count (the agreement check before them "
-        "already compiles every kernel, so 0 is fair for the long cases)",
+        help="untimed steps per side and thread count (in-process, the agreement check "
+        "before them already compiles every kernel, so 0 is fair for the long cases; a "
+        "child process always runs at least one)",
+    )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="time both sides in this process rather than one child process per side",
+    )
+    parser.add_argument(
+        "--child-side", choices=("npspeech", "torch"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
+
+    if args.child_side:  # a child: time one side, print the step times as JSON
+        (case,), (threads,) = args.cases, args.threads
+        times = step_times(
+            case, args.child_side, threads, args.batch, args.repeats, args.warmup
+        )
+        print(json.dumps(times))
+        return
 
     rows = []
     for case in args.cases:
@@ -437,11 +511,31 @@ def main(argv=None):
             torch.set_num_threads(max(args.threads))
             check_agreement(stack, torch_side, case)
         for threads in args.threads:
-            with threadpool_limits(threads):
-                numba.set_num_threads(threads)
-                torch.set_num_threads(threads)
-                ours = median_seconds(stack.step, args.repeats, args.warmup)
-                theirs = median_seconds(torch_side.step, args.repeats, args.warmup)
+            ours, theirs = [], []
+            for _ in range(args.rounds):
+                if args.in_process:
+                    with threadpool_limits(threads):
+                        numba.set_num_threads(threads)
+                        torch.set_num_threads(threads)
+                        for _ in range(args.warmup):
+                            stack.step()
+                            torch_side.step()
+                        for _ in range(args.repeats):
+                            ours.append(timed(stack.step))
+                        for _ in range(args.repeats):
+                            theirs.append(timed(torch_side.step))
+                else:
+                    ours_now = step_times_in_child(case, "npspeech", threads, args)
+                    theirs_now = step_times_in_child(case, "torch", threads, args)
+                    print(
+                        f"  {case} threads {threads}: npspeech "
+                        f"{' '.join(f'{t:.3f}' for t in ours_now)}  torch "
+                        f"{' '.join(f'{t:.3f}' for t in theirs_now)}",
+                        flush=True,
+                    )
+                    ours += ours_now
+                    theirs += theirs_now
+            ours, theirs = statistics.median(ours), statistics.median(theirs)
             rows.append((case, threads, ours, theirs))
             print(
                 f"{case:<8} threads {threads}: npspeech {ours:7.3f} s  "
@@ -449,6 +543,8 @@ def main(argv=None):
                 flush=True,
             )
 
+    where = "one process" if args.in_process else "one child process per side"
+    print(f"\nmedian step times, {where}")
     print("\n| case | threads | npspeech s | torch s | npspeech / torch |")
     print("| --- | --- | --- | --- | --- |")
     for case, threads, ours, theirs in rows:

@@ -164,6 +164,9 @@ cdef class PrefixBeamSearch:
     cdef int n_classes, blank, space, beam_width, cutoff_top_n
     cdef double cutoff_prob, alpha, beta, oov_penalty, oov_word_penalty, cutoff_slack
     cdef bint use_lm, use_vocabulary, use_hotwords, failed
+    # the vocabulary lists every LM word: a word outside it is KenLM's <unk>, whose
+    # score and next state depend on the history alone (one cache entry per history)
+    cdef bint unknown_words_alike
     cdef object lm
     cdef object error
     cdef const int[::1] vocab_start
@@ -202,8 +205,10 @@ cdef class PrefixBeamSearch:
         const double[::1] hot_boost,
         const unsigned char[::1] hot_terminal,
         LmCache lm_cache=None,
+        bint unknown_words_alike=False,
     ):
         self.lm_cache = LmCache() if lm_cache is None else lm_cache
+        self.unknown_words_alike = unknown_words_alike
         self.n_classes = n_classes
         self.blank = blank
         self.space = space
@@ -259,11 +264,20 @@ cdef class PrefixBeamSearch:
 
     # -- language model ----------------------------------------------------------------
     cdef double lm_word(
-        self, int state, const string& word, int* next_state
+        self, int state, const string& word, int vocab, int* next_state
     ) noexcept nogil:
-        """ln P(word | state): from the cache, or from Python (GIL held) on a miss."""
+        """ln P(word | state): from the cache, or from Python (GIL held) on a miss.
+
+        ``vocab`` is the vocabulary-trie node where the word ends (-1: it left the
+        trie). With ``unknown_words_alike`` a word outside the vocabulary is looked up
+        under its history alone.
+        """
+        cdef bint unknown = self.unknown_words_alike and (
+            vocab < 0 or not self.vocab_terminal[vocab]
+        )
         cdef string key = string(<const char*>&state, sizeof(int))
-        key.append(word)
+        if not unknown:  # a word is never empty, so the two kinds of key never meet
+            key.append(word)
         cdef unordered_map[string, LmEntry].iterator found = (
             self.lm_cache.words.find(key)
         )
@@ -275,7 +289,12 @@ cdef class PrefixBeamSearch:
         entry.next_state = state
         with gil:
             try:
-                value, after = self.lm.score_word(state, word.c_str()[:word.size()])
+                if unknown:
+                    value, after = self.lm.score_unknown(state)
+                else:
+                    value, after = self.lm.score_word(
+                        state, word.c_str()[:word.size()]
+                    )
                 entry.log_prob = value
                 entry.next_state = after
                 self.lm_misses += 1
@@ -352,7 +371,9 @@ cdef class PrefixBeamSearch:
         cdef bint was_in_vocabulary = vocab >= 0
         if c == self.space:
             if self.use_lm and not at_word_start:
-                word_log_prob = self.lm_word(lm_state, self.word_of(parent), &lm_state)
+                word_log_prob = self.lm_word(
+                    lm_state, self.word_of(parent), vocab, &lm_state
+                )
                 bonus += self.alpha * word_log_prob + self.beta
             if not at_word_start and self.ends_short_of_a_word(parent):
                 bonus += self.oov_word_penalty
@@ -588,7 +609,9 @@ cdef class PrefixBeamSearch:
         cdef bint in_word = node != ROOT and self.nodes[node].label != self.space
         if self.use_lm:
             if in_word:
-                word_log_prob = self.lm_word(state, self.word_of(node), &state)
+                word_log_prob = self.lm_word(
+                    state, self.word_of(node), self.nodes[node].vocab_node, &state
+                )
                 extra += self.alpha * word_log_prob + self.beta
             extra += self.alpha * self.lm_end(state)
         if in_word and self.ends_short_of_a_word(node):

@@ -93,13 +93,31 @@ def test_compiled_equals_oracle_without_lm(rng, beam_width, cutoff_top_n, cutoff
         assert_same_search(decoder, random_log_probs(rng, T, SMALL.n_classes), n_best=8)
 
 
+def with_covering_vocabulary(scorer: Scorer, covers: bool) -> Scorer:
+    """``scorer`` with ``vocabulary_covers_lm`` set (the fixture ARPA's vocabulary is
+    its own 1-grams, so True is the truth)."""
+    return Scorer(
+        scorer.language_model,
+        scorer.alpha,
+        scorer.beta,
+        vocabulary=scorer.vocabulary,
+        oov_penalty=scorer.oov_penalty,
+        oov_word_penalty=scorer.oov_word_penalty,
+        vocabulary_covers_lm=covers,
+    )
+
+
 @needs_compiled
 @pytest.mark.parametrize("blank", [None, 0, 2])
-def test_compiled_equals_oracle_with_lm_and_hotwords(rng, tiny_scorer, blank):
+@pytest.mark.parametrize("covers", [False, True])
+def test_compiled_equals_oracle_with_lm_and_hotwords(rng, tiny_scorer, blank, covers):
+    # with ``covers`` the compiled search asks the LM once per history for all the
+    # words outside the vocabulary; the oracle asks KenLM about each word
+    scorer = with_covering_vocabulary(tiny_scorer, covers)
     hotwords = {"ab": 1.0, "cab ba": 0.7, "bb": 0.5, "c": 0.2}
     for options in ({}, {"hotwords": hotwords}):
         decoder = BeamSearchDecoder(
-            SMALL, beam_width=10, scorer=tiny_scorer, blank=blank, **options
+            SMALL, beam_width=10, scorer=scorer, blank=blank, **options
         )
         for T in (0, 9, 30):
             assert_same_search(decoder, random_log_probs(rng, T, SMALL.n_classes), 10)
@@ -478,6 +496,42 @@ def test_lm_cache_is_kept_between_utterances_without_changing_results(rng, tiny_
         assert len(tiny) <= 2
     with pytest.raises(ValueError, match="max_entries"):
         beam_module._compiled.LmCache(max_entries=0)
+
+
+@needs_compiled
+def test_unknown_words_share_one_lm_query_per_history(rng, tiny_scorer):
+    """With a vocabulary that lists every LM word, words outside it are KenLM's <unk>:
+    the search asks the LM once per history for all of them, with the same results
+    as asking about each word."""
+    batch = [random_log_probs(rng, T, SMALL.n_classes) for T in (9, 30, 60)]
+    results, misses = {}, {}
+    for covers in (False, True):
+        decoder = BeamSearchDecoder(
+            SMALL, beam_width=10, scorer=with_covering_vocabulary(tiny_scorer, covers)
+        )
+        results[covers], misses[covers] = [], 0
+        for item in batch:
+            search = decoder.new_search()
+            search.feed(item)
+            results[covers].append(
+                [(tuple(labels), score) for labels, score in search.best(10)]
+            )
+            misses[covers] += search.lm_misses
+    assert results[True] == results[False]
+    assert misses[True] < misses[False]
+    # KenLM's own answer for a word it does not know is the <unk> one
+    unknown = tiny_scorer.unknown_word_log_prob(0)
+    assert tiny_scorer.word_log_prob(0, "bcb") == unknown
+    assert tiny_scorer.word_log_prob(0, "ab") != unknown
+
+
+def test_vocabulary_covers_the_lm_only_when_read_from_the_lm():
+    from_arpa = Scorer.from_file(TINY_ARPA)
+    assert from_arpa.vocabulary_covers_lm
+    # a vocabulary given by the caller may leave LM words out: no shortcut
+    narrower = Scorer.from_file(TINY_ARPA, vocabulary=["ab"])
+    assert not narrower.vocabulary_covers_lm
+    assert not Scorer(from_arpa.language_model, 1.0, 0.0).vocabulary_covers_lm
 
 
 # -- input checks ----------------------------------------------------------------------

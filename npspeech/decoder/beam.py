@@ -77,6 +77,9 @@ class _LanguageModelBridge:
         text = "".join([self.class_text[c] for c in word])
         return self.scorer.word_log_prob(state, text)
 
+    def score_unknown(self, state: int) -> tuple[float, int]:
+        return self.scorer.unknown_word_log_prob(state)
+
     def score_end(self, state: int) -> float:
         return self.scorer.end_log_prob(state)
 
@@ -340,6 +343,10 @@ class BeamSearchDecoder:
             hot_boost=hot.boost,
             hot_terminal=hot.terminal,
             lm_cache=lm_cache,
+            # words outside a vocabulary that lists every LM word share one LM query
+            # per history (the oracle asks KenLM each word, which gives the same)
+            unknown_words_alike=self._use_vocabulary
+            and self.scorer.vocabulary_covers_lm,
         )
 
     # -- internals ---------------------------------------------------------------------

@@ -27,7 +27,8 @@ from ..errors import ScorerError
 LOG10_TO_LN = math.log(10.0)
 
 # Words of an ARPA file's 1-grams that are markers, not vocabulary.
-_MARKERS = frozenset({"<s>", "</s>", "<unk>"})
+UNKNOWN_WORD = "<unk>"  # KenLM's id 0: where every word outside its vocabulary maps
+_MARKERS = frozenset({"<s>", "</s>", UNKNOWN_WORD})
 
 
 def log10_to_ln(value: float) -> float:
@@ -66,6 +67,11 @@ class Scorer:
         ``<unk>`` probability; None keeps KenLM's.
     end_of_sentence
         Score ``</s>`` after the last word at the end of the utterance (as DeepSpeech).
+    vocabulary_covers_lm
+        True when ``vocabulary`` lists every word the LM knows (``from_file`` sets it
+        when the vocabulary was read from the LM file itself). The decoder then scores
+        every word outside the vocabulary with one LM query per history: KenLM maps
+        all unknown words to ``<unk>``, so their scores and next states are the same.
 
     Notes
     -----
@@ -83,6 +89,7 @@ class Scorer:
         oov_word_penalty: float = constants.OOV_WORD_PENALTY,
         unk_score: float | None = None,
         end_of_sentence: bool = True,
+        vocabulary_covers_lm: bool = False,
     ):
         if not hasattr(language_model, "BaseScore"):
             raise ScorerError(
@@ -106,6 +113,9 @@ class Scorer:
         self.oov_word_penalty = float(oov_word_penalty)
         self.unk_score = None if unk_score is None else float(unk_score)
         self.end_of_sentence = bool(end_of_sentence)
+        self.vocabulary_covers_lm = (
+            bool(vocabulary_covers_lm) and vocabulary is not None
+        )
         start = kenlm.State()
         language_model.BeginSentenceWrite(start)
         # state id -> kenlm.State; id 0 is the start of a sentence
@@ -141,6 +151,7 @@ class Scorer:
             raise ScorerError(f"{path}: scorer file not found")
         file_alpha = file_beta = None
         vocabulary = None
+        covers_lm = False
         model_path = path
         try:
             from ..lm.package import open_scorer
@@ -150,14 +161,18 @@ class Scorer:
             package = open_scorer(path)
             file_alpha, file_beta = package.alpha, package.beta
             vocabulary = package.vocabulary
+            covers_lm = package.vocabulary_is_the_lms
             model_path = Path(package.language_model_path)
         elif _looks_like_arpa(path):
             vocabulary = read_arpa_unigrams(path)
+            covers_lm = True
         try:
             model = kenlm.Model(str(model_path))
         except (OSError, RuntimeError) as error:
             raise ScorerError(f"{model_path}: KenLM cannot read it ({error})") from None
-        options.setdefault("vocabulary", vocabulary)
+        if "vocabulary" not in options:
+            options["vocabulary"] = vocabulary
+            options.setdefault("vocabulary_covers_lm", covers_lm)
         return cls(
             model,
             alpha=_first(alpha, file_alpha, constants.DEFAULT_ALPHA),
@@ -190,6 +205,10 @@ class Scorer:
             result = (value, self._state_id(after))
             self._word_cache[key] = result
         return result
+
+    def unknown_word_log_prob(self, state_id: int) -> tuple[float, int]:
+        """``word_log_prob`` of every word the LM does not know (all are ``<unk>``)."""
+        return self.word_log_prob(state_id, UNKNOWN_WORD)
 
     def end_log_prob(self, state_id: int) -> float:
         """``ln P(</s> | state)``, or 0 when ``end_of_sentence`` is off (cached)."""

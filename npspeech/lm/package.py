@@ -96,6 +96,12 @@ class ScorerFile:
     is_utf8: bool
     order: int | None = None
 
+    @property
+    def vocabulary_is_the_lms(self) -> bool:
+        """Whether ``vocabulary`` was read from the language model itself (ARPA 1-grams,
+        a KenLM binary's word strings), so that it lists every word the LM knows."""
+        return self.vocabulary is not None and self.kind in ("arpa", "kenlm_binary")
+
 
 # --- recognising files ----------------------------------------------------------------
 def open_scorer(

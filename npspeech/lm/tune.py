@@ -239,6 +239,7 @@ def beam_decode_fn(
         C.DEFAULT_ALPHA,
         C.DEFAULT_BETA,
         vocabulary=scorer_file.vocabulary,
+        vocabulary_covers_lm=scorer_file.vocabulary_is_the_lms,
     )
     decoder = BeamSearchDecoder(
         alphabet or english(), beam_width=beam_width, scorer=scorer
