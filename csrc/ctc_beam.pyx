@@ -22,7 +22,7 @@ through Python, a quarter of the decoding time with an LM).
 from cython.operator cimport dereference as deref
 from libc.math cimport INFINITY, exp, log1p
 from libc.string cimport memset
-from libcpp.algorithm cimport partial_sort
+from libcpp.algorithm cimport nth_element, partial_sort, sort
 from libcpp.string cimport string
 from libcpp.unordered_map cimport unordered_map
 from libcpp.utility cimport pair
@@ -87,6 +87,18 @@ cdef class LmCache:
 
     def __len__(self):
         return self.words.size()
+
+
+cdef inline void sort_best(vector[pair[double, int]]& items, int k) noexcept nogil:
+    """Put the ``k`` smallest pairs first, in order (the rest in no order).
+
+    Selecting, then sorting only the ``k``: a heap-based ``partial_sort`` of the ~3,000
+    candidates of a frame into a beam of 100 took a fifth of the search's time. The
+    pairs are distinct (their second members are), so the result is the same.
+    """
+    if k < <int>items.size():
+        nth_element(items.begin(), items.begin() + k, items.end())
+    sort(items.begin(), items.begin() + k)
 
 
 cdef inline double log_add(double a, double b) noexcept nogil:
@@ -466,6 +478,16 @@ cdef class PrefixBeamSearch:
             self.free_nodes.push_back(node)
             node = parent
 
+    cdef void release_children(self, int node) noexcept nogil:
+        """Free the childless children of ``node`` that are out of the beam (and then
+        ``node`` itself, and so on up, by :meth:`release`)."""
+        cdef int c, child
+        cdef size_t row = <size_t>node * self.n_classes
+        for c in range(self.n_classes):
+            child = self.child_table[row + c]
+            if child >= 0:
+                self.release(child)
+
     # -- one frame ---------------------------------------------------------------------
     cdef void step(self, const float* row) noexcept nogil:
         cdef int V = self.n_classes
@@ -476,9 +498,7 @@ cdef class PrefixBeamSearch:
         for v in range(V):
             self.classes.push_back(pair[double, int](-(<double>row[v]), v))
         cdef int n_keep = self.cutoff_top_n if self.cutoff_top_n < V else V
-        partial_sort(
-            self.classes.begin(), self.classes.begin() + n_keep, self.classes.end()
-        )
+        sort_best(self.classes, n_keep)
         if self.cutoff_prob < 1.0:
             cumulative = 0.0
             keep = 0
@@ -551,7 +571,7 @@ cdef class PrefixBeamSearch:
         keep = <int>self.order.size()
         if keep > self.beam_width:
             keep = self.beam_width
-        partial_sort(self.order.begin(), self.order.begin() + keep, self.order.end())
+        sort_best(self.order, keep)
         for i in range(<int>self.candidates.size()):
             node = self.candidates[i]
             self.nodes[node].is_candidate = False
@@ -577,9 +597,21 @@ cdef class PrefixBeamSearch:
                 self.nodes[node].score = NEG_INF
             self.nodes[node].new_p_b = NEG_INF
             self.nodes[node].new_p_nb = NEG_INF
+        # 5. free what the next frame cannot extend. A prefix out of the beam whose
+        # parent is in it stays in the trie: the next frame is likely to make it again
+        # (a third of the extensions of a frame remake a prefix of the frame before),
+        # and its state (LM, tries, bonus) is a function of its text, so keeping it
+        # changes nothing but the work. Its own children are freed: nothing extends it.
         for i in range(<int>self.candidates.size()):
             node = self.candidates[i]
-            if not self.nodes[node].in_beam and self.nodes[node].parent >= 0:
+            if self.nodes[node].in_beam or self.nodes[node].parent < 0:
+                continue
+            if self.nodes[node].n_children > 0:
+                self.release_children(node)
+            if (
+                self.nodes[node].parent >= 0  # the children's release may have freed it
+                and not self.nodes[self.nodes[node].parent].in_beam
+            ):
                 self.release(node)
 
     # -- Python API --------------------------------------------------------------------
