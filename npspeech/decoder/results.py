@@ -9,6 +9,7 @@ word's ``confidence`` is the geometric mean of its letters' probabilities.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -107,8 +108,11 @@ def make_candidate(
     confidence, log_score : float
         Stored as they are.
     """
+    # plain Python numbers: per-element NumPy scalars cost more than the loop itself
+    labels, frames = labels.tolist(), frames.tolist()
+    token_log_probs = token_log_probs.tolist()
     tokens = [
-        Token(class_text[label], int(frame), float(frame) * frame_step_seconds)
+        Token(class_text[label], frame, frame * frame_step_seconds)
         for label, frame in zip(labels, frames)
     ]
     words: list[Word] = []
@@ -119,12 +123,13 @@ def make_candidate(
             letters.append(index)
         if (is_space or index == len(tokens) - 1) and letters:
             start = tokens[letters[0]].start_time
+            mean_log_prob = sum(token_log_probs[i] for i in letters) / len(letters)
             words.append(
                 Word(
                     word="".join(tokens[i].text for i in letters),
                     start_time=start,
                     duration=max(0.0, token.start_time - start),
-                    confidence=float(np.exp(np.mean(token_log_probs[letters]))),
+                    confidence=math.exp(mean_log_prob),
                 )
             )
             letters = []
