@@ -46,7 +46,7 @@ from npspeech.decoder.scorer import Scorer
 from npspeech.inference import Model, corpus_log_probs
 from npspeech.lm.build import build_arpa, write_arpa
 from npspeech.lm.tune import load_log_probs, save_log_probs, tune_alpha_beta
-from npspeech.metrics import corpus_error_counts
+from npspeech.metrics import corpus_error_counts, paired_bootstrap
 
 # The alpha/beta grid both decoders are tuned over (6 x 7 points).
 ALPHAS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -352,6 +352,7 @@ def main(argv=None) -> int:
         f"{'peer WER':>8} {'peer CER':>8} {'peer ms':>8} {'speed-up':>8}"
     )
     failures = []
+    bootstrap_lines = []
     for label, texts, seconds, peer in rows:
         if len(texts) != len(references):
             failures.append(f"{label}: {len(texts)} transcripts for {len(references)}")
@@ -365,11 +366,21 @@ def main(argv=None) -> int:
                 f" {peer_counts.wer:>8.4f} {peer_counts.cer:>8.4f}"
                 f" {peer[1] * 1e3:>8.1f} {peer[1] / seconds:>7.1f}x"
             )
+            wer_diff, cer_diff = paired_bootstrap(references, texts, peer[0])
+            bootstrap_lines.append(
+                f"{label}: npspeech - pyctcdecode WER {wer_diff.difference:+.4f} "
+                f"[{wer_diff.low:+.4f}, {wer_diff.high:+.4f}], CER "
+                f"{cer_diff.difference:+.4f} [{cer_diff.low:+.4f}, {cer_diff.high:+.4f}] "
+                f"(95% paired bootstrap over utterances; npspeech lower in "
+                f"{wer_diff.a_better:.0%} / {cer_diff.a_better:.0%} of resamples)"
+            )
             # Without an LM both run the same CTC prefix search: they must agree closely.
             if "LM" not in label and counts.cer > peer_counts.cer + 0.01:
                 failures.append(
                     f"{label}: CER {counts.cer:.4f} vs {peer_counts.cer:.4f}"
                 )
+        print(line)
+    for line in bootstrap_lines:
         print(line)
     if args.save_texts:
         with open(args.save_texts, "w", encoding="utf-8") as handle:
