@@ -6,9 +6,12 @@ with the same word n-gram LM. The LM is built by ``npspeech lm build``'s library
 function from the *training* CSVs' transcripts only (the script refuses to run if a
 test or dev transcript occurs among them), so no test sentence reaches it. Both beam
 decoders get the same alphabet order (blank last), the same beam width, the same KenLM
-model and vocabulary. Times are medians of per-utterance process CPU time, one thread;
-the script prints WER/CER and the time ratio, and fails when the two beam searches
-without an LM disagree by more than 0.01 CER (they run the same search).
+model and vocabulary. Times are medians of per-utterance process CPU time, one thread,
+the two decoders taking turns on each test utterance (so that the machine's drift
+reaches both alike); the script prints WER/CER, the ratios of the median and of the
+total times, and a paired bootstrap interval for each WER/CER difference; it fails when
+the two beam searches without an LM disagree by more than 0.01 CER (they run the same
+search).
 
 Two protocols:
 
@@ -53,14 +56,24 @@ ALPHAS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 BETAS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
 
 
-def timed(function, items):
-    """Results of ``function`` over ``items`` and the median CPU seconds per item."""
-    results, seconds = [], []
+def timed(*functions, items):
+    """Each function's results over ``items`` with its median and total CPU seconds.
+
+    The functions take turns on each item, so that the machine's drift over the run
+    reaches them alike. Returns one ``(results, median seconds, total seconds)`` per
+    function.
+    """
+    results = [[] for _ in functions]
+    seconds = [[] for _ in functions]
     for item in items:
-        start = time.process_time()
-        results.append(function(item))
-        seconds.append(time.process_time() - start)
-    return results, statistics.median(seconds)
+        for function, out, spent in zip(functions, results, seconds):
+            start = time.process_time()
+            out.append(function(item))
+            spent.append(time.process_time() - start)
+    return [
+        (out, statistics.median(spent), sum(spent))
+        for out, spent in zip(results, seconds)
+    ]
 
 
 def split_log_probs(model, model_path, csvs, limit, cache_dir):
@@ -326,34 +339,35 @@ def main(argv=None) -> int:
             peers[True].reset_params(alpha=float(theirs[0]), beta=float(theirs[1]))
 
         rows = []
-        texts, seconds = timed(
-            lambda lp: alphabet.decode(best_path(lp, alphabet.blank)[0]), log_probs
+        ((texts, median, total),) = timed(
+            lambda lp: alphabet.decode(best_path(lp, alphabet.blank)[0]),
+            items=log_probs,
         )
-        rows.append(("greedy", texts, seconds, None))
+        rows.append(("greedy", texts, median, total, None))
         for use_lm in (False, True):
             decoder = npspeech_decoder(args, alphabet, scorer if use_lm else None)
-            texts, seconds = timed(
-                lambda lp, d=decoder: d.decode(lp)[0].text, log_probs
-            )
-            peer_texts, peer_seconds = None, None
+            functions = [lambda lp, d=decoder: d.decode(lp)[0].text]
             if peers:
-                peer = peers[use_lm]
-                peer_texts, peer_seconds = timed(
-                    lambda lp, p=peer: " ".join(
+                functions.append(
+                    lambda lp, p=peers[use_lm]: " ".join(
                         p.decode(lp, beam_width=args.beam_width).split()
-                    ),
-                    log_probs,
+                    )
                 )
+            (texts, median, total), *peer = timed(*functions, items=log_probs)
             label = f"beam {args.beam_width}" + (" + LM" if use_lm else "")
-            rows.append((label, texts, seconds, (peer_texts, peer_seconds)))
+            rows.append((label, texts, median, total, peer[0] if peer else None))
 
     print(
+        "CPU time per utterance (median); the two decoders take turns on each "
+        "utterance. speed-up: of the medians; total: of the summed times"
+    )
+    print(
         f"{'decoder':<16} {'WER':>7} {'CER':>7} {'ms/utt':>8} | "
-        f"{'peer WER':>8} {'peer CER':>8} {'peer ms':>8} {'speed-up':>8}"
+        f"{'peer WER':>8} {'peer CER':>8} {'peer ms':>8} {'speed-up':>8} {'total':>6}"
     )
     failures = []
     bootstrap_lines = []
-    for label, texts, seconds, peer in rows:
+    for label, texts, seconds, total, peer in rows:
         if len(texts) != len(references):
             failures.append(f"{label}: {len(texts)} transcripts for {len(references)}")
         counts = corpus_error_counts(references, texts)
@@ -365,6 +379,7 @@ def main(argv=None) -> int:
             line += (
                 f" {peer_counts.wer:>8.4f} {peer_counts.cer:>8.4f}"
                 f" {peer[1] * 1e3:>8.1f} {peer[1] / seconds:>7.1f}x"
+                f" {peer[2] / total:>5.1f}x"
             )
             wer_diff, cer_diff = paired_bootstrap(references, texts, peer[0])
             bootstrap_lines.append(
@@ -386,7 +401,7 @@ def main(argv=None) -> int:
         with open(args.save_texts, "w", encoding="utf-8") as handle:
             for i, reference in enumerate(references):
                 fields = [reference] + [row[1][i] for row in rows]
-                fields += [row[3][0][i] for row in rows if row[3] and row[3][0]]
+                fields += [row[4][0][i] for row in rows if row[4]]
                 handle.write("\t".join(fields) + "\n")
     for failure in failures:
         print("FAILED:", failure)

@@ -95,6 +95,16 @@ def _weight_gradients(x, y, h0, d_in, d_rec, W_ih):
     return dx, dW_ih, dW_hh, db_ih, db_hh
 
 
+def _zero_past_lengths(shape: tuple, dtype, lengths: np.ndarray) -> np.ndarray:
+    """An array of ``shape`` (T, B, ...) for a time loop that writes every entry of
+    every step before a sequence's length: only the padded steps, ``t >= lengths[b]``,
+    are zeroed here (zeroing all of it cost 3-7% of an LSTM layer's forward pass)."""
+    out = np.empty(shape, dtype=dtype)
+    for b in np.flatnonzero(lengths < shape[0]):
+        out[lengths[b] :, b] = 0
+    return out
+
+
 def _threads() -> int:
     """Numba's thread count, read here because a compiled function that reads it cannot
     be cached."""
@@ -478,9 +488,10 @@ def lstm_forward(x, lengths, W_ih, W_hh, b_ih, b_hh, h0, c0):
     T, B, _ = x.shape
     H = W_hh.shape[0]
     xw = _project(x, W_ih, b_ih + b_hh)
-    y = np.zeros((T, B, H), dtype=x.dtype)
-    gates = np.zeros((T, B, 4 * H), dtype=x.dtype)
-    cells = np.zeros((T, B, H), dtype=x.dtype)
+    # the loop writes all of y, gates and cells at every step before each length
+    y = _zero_past_lengths((T, B, H), x.dtype, lengths)
+    gates = _zero_past_lengths((T, B, 4 * H), x.dtype, lengths)
+    cells = _zero_past_lengths((T, B, H), x.dtype, lengths)
     W_hh_packed = packed_matmul.pack_panels(W_hh)
     h_n, c_n = _lstm_forward_loop(
         xw, W_hh_packed, lengths, h0, c0, y, gates, cells, _threads()
@@ -490,7 +501,8 @@ def lstm_forward(x, lengths, W_ih, W_hh, b_ih, b_hh, h0, c0):
 
 def lstm_backward(dy, dh_n, dc_n, x, lengths, W_ih, W_hh, h0, c0, y, gates, cells):
     """See ``numpy_ref.rnn.lstm_backward``."""
-    d_pre = np.zeros(gates.shape, dtype=x.dtype)
+    # the loop writes all four gates' gradients at every step before each length
+    d_pre = _zero_past_lengths(gates.shape, x.dtype, lengths)
     dh0, dc0 = _lstm_backward_loop(
         dy,
         dh_n,
