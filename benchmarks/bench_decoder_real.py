@@ -149,7 +149,7 @@ def tune_npspeech(args, alphabet, base, log_probs, references):
 
         def decode(lp, alpha, beta, scorer=scorer, decoder=decoder):
             scorer.alpha, scorer.beta = float(alpha), float(beta)
-            return decoder.decode(lp)[0].text
+            return decoder.decode_text(lp)
 
         result = tune_alpha_beta(log_probs, references, decode, args.alphas, args.betas)
         title = (
@@ -346,7 +346,7 @@ def main(argv=None) -> int:
         rows.append(("greedy", texts, median, total, None))
         for use_lm in (False, True):
             decoder = npspeech_decoder(args, alphabet, scorer if use_lm else None)
-            functions = [lambda lp, d=decoder: d.decode(lp)[0].text]
+            functions = [lambda lp, d=decoder: d.decode_text(lp)]
             if peers:
                 functions.append(
                     lambda lp, p=peers[use_lm]: " ".join(

@@ -41,6 +41,10 @@ class GreedyDecoder:
 
         return [greedy_decode(log_probs, self.alphabet, self.frame_seconds)]
 
+    def decode_text(self, log_probs: np.ndarray) -> str:
+        """The transcript's text alone (the beam decoder's interface)."""
+        return self.decode(log_probs)[0].text
+
 
 def _beam_decoder(alphabet: Alphabet, config: DecodeConfig, frame_seconds: float):
     """The prefix beam search that ``config`` describes (scorer and hot-words)."""
@@ -333,9 +337,7 @@ def evaluate(
         log_probs = log_softmax(logits)
         for b, (index, utterance) in enumerate(zip(members, batch.utterances)):
             try:
-                hypothesis = decoder.decode(log_probs[: int(output_lengths[b]), b])[
-                    0
-                ].text
+                hypothesis = decoder.decode_text(log_probs[: int(output_lengths[b]), b])
             except DecoderError as error:
                 raise DecoderError(f"{utterance.source}: {error}") from None
             counts = metrics.error_counts(utterance.transcript, hypothesis)

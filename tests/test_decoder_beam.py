@@ -534,6 +534,20 @@ def test_vocabulary_covers_the_lm_only_when_read_from_the_lm():
     assert not Scorer(from_arpa.language_model, 1.0, 0.0).vocabulary_covers_lm
 
 
+@pytest.mark.parametrize("with_lm", [False, True])
+def test_decode_text_is_the_best_transcripts_text(rng, tiny_scorer, with_lm):
+    decoder = BeamSearchDecoder(
+        SMALL, beam_width=8, scorer=tiny_scorer if with_lm else None
+    )
+    for T in (0, 1, 9, 40):
+        log_probs = random_log_probs(rng, T, SMALL.n_classes)
+        assert decoder.decode_text(log_probs) == decoder.decode(log_probs)[0].text
+    peaky = peaky_log_probs(rng, SMALL, "ab ba cab", noise=0.1, peak=12.0)
+    assert decoder.decode_text(peaky) == "ab ba cab"
+    with pytest.raises(DecoderError, match="NaN"):
+        decoder.decode_text(np.full((3, SMALL.n_classes), np.nan, np.float32))
+
+
 # -- input checks ----------------------------------------------------------------------
 def test_empty_input_gives_an_empty_transcript(tiny_scorer):
     for scorer in (None, tiny_scorer):

@@ -211,6 +211,18 @@ class BeamSearchDecoder:
         _check_n_best(n_best)
         return self._decode_checked(log_probs, n_best)
 
+    def decode_text(self, log_probs: np.ndarray) -> str:
+        """The best transcript's text alone.
+
+        :meth:`decode` without the timings and confidences, so without the forced
+        alignment they need (as DeepSpeech's ``stt`` beside ``sttWithMetadata``);
+        the text is the same as ``decode(log_probs)[0].text``. Raises as
+        :meth:`decode`.
+        """
+        log_probs = self.validate(log_probs)
+        labels, _ = self._search(log_probs, 1)[0]
+        return "".join([self._class_text[c] for c in labels.tolist()])
+
     def stream(self) -> BeamDecoderStream:
         """A stream: feed frames chunk by chunk, ask for the current best, finish."""
         return BeamDecoderStream(self)
@@ -353,6 +365,12 @@ class BeamSearchDecoder:
     def _decode_checked(
         self, log_probs: np.ndarray, n_best: int
     ) -> list[CandidateTranscript]:
+        return self._results(self._search(log_probs, n_best), log_probs)
+
+    def _search(
+        self, log_probs: np.ndarray, n_best: int
+    ) -> list[tuple[np.ndarray, float]]:
+        """The ``n_best`` best ``(class ids, final score)`` of validated log-probs."""
         cache = self._lend_lm_cache()
         try:
             search = self.new_search(lm_cache=cache)
@@ -360,7 +378,9 @@ class BeamSearchDecoder:
             best = search.best(n_best)
         finally:
             self._give_back_lm_cache(cache)
-        return self._results(best, log_probs)
+        if not best:  # every frame keeps a finite path, so the beam is never empty
+            raise DecoderError("internal error: the beam search kept no prefix")
+        return best
 
     def _lend_lm_cache(self) -> Any:
         """An idle LM cache (a new one if all are lent), or None without an LM.

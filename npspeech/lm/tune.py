@@ -247,7 +247,7 @@ def beam_decode_fn(
 
     def decode(log_probs: np.ndarray, alpha: float, beta: float) -> str:
         scorer.alpha, scorer.beta = float(alpha), float(beta)
-        return decoder.decode(log_probs)[0].text
+        return decoder.decode_text(log_probs)
 
     return decode
 
