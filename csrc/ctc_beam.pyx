@@ -599,9 +599,11 @@ cdef class PrefixBeamSearch:
             self.nodes[node].new_p_nb = NEG_INF
         # 5. free what the next frame cannot extend. A prefix out of the beam whose
         # parent is in it stays in the trie: the next frame is likely to make it again
-        # (a third of the extensions of a frame remake a prefix of the frame before),
-        # and its state (LM, tries, bonus) is a function of its text, so keeping it
-        # changes nothing but the work. Its own children are freed: nothing extends it.
+        # (freeing it, two in three of the prefixes a frame made had just been freed,
+        # on a trained model's outputs with an LM), and its state (LM, tries, bonus) is
+        # a function of its text, so keeping it changes nothing but the work. Its own
+        # children are freed: nothing extends them. The root's children stay, at most
+        # one per class.
         for i in range(<int>self.candidates.size()):
             node = self.candidates[i]
             if self.nodes[node].in_beam or self.nodes[node].parent < 0:
