@@ -158,11 +158,18 @@ def paired_bootstrap(
     counts_b = np.array(
         [_as_row(error_counts(r, h)) for r, h in zip(references, hypotheses_b)]
     )
-    draws = np.random.default_rng(seed).integers(
-        0, len(references), size=(resamples, len(references))
-    )
-    totals_a = counts_a[draws].sum(axis=1)  # (resamples, 4)
-    totals_b = counts_b[draws].sum(axis=1)
+    # (resamples, 4) summed counts of each draw, drawn in chunks of about 2**22
+    # utterance indices so that a large test set does not need resamples x N memory
+    n = len(references)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, (1 << 22) // n)
+    totals_a = np.empty((resamples, 4), dtype=np.int64)
+    totals_b = np.empty((resamples, 4), dtype=np.int64)
+    for start in range(0, resamples, chunk):
+        stop = min(start + chunk, resamples)
+        draws = rng.integers(0, n, size=(stop - start, n))
+        totals_a[start:stop] = counts_a[draws].sum(axis=1)
+        totals_b[start:stop] = counts_b[draws].sum(axis=1)
     results = []
     for edits, length in ((0, 1), (2, 3)):
         with np.errstate(divide="ignore", invalid="ignore"):
