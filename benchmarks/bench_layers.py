@@ -60,13 +60,6 @@ GRAD_RTOL = 1e-2  # of the largest |gradient| entry: float32 BPTT over hundreds 
 CASES = ("ds-512", "ds-2048", "ds2")
 
 
-def timed(function) -> float:
-    """Seconds one call of ``function`` takes."""
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
-
-
 def random_targets(rng, B, T):
     """Labels (sum L,) and lengths (B,): about one per four frames, never the blank."""
     target_lengths = rng.integers(T // 8, T // 4, size=B).astype(np.int32)
@@ -420,16 +413,13 @@ def check_agreement(stack, torch_side, case):
     )
 
 
-def step_times(case, side, threads, batch, repeats, warmup):
-    """Seconds of each timed training step of one side at one thread count."""
-    stack = make_stack(case, np.random.default_rng(0), batch)
-    step = stack.step if side == "npspeech" else TorchSide(stack).step
+def timed_steps(step, threads, repeats, warmup):
+    """Seconds of each of ``repeats`` calls of ``step`` after ``warmup`` untimed ones
+    (JIT compilation, allocator, BLAS buffers, Adam's state), at ``threads`` threads."""
     with threadpool_limits(threads):
         numba.set_num_threads(threads)
         torch.set_num_threads(threads)
-        for _ in range(
-            warmup
-        ):  # JIT compilation, allocator, BLAS buffers, Adam's state
+        for _ in range(warmup):
             step()
         times = []
         for _ in range(repeats):
@@ -437,6 +427,13 @@ def step_times(case, side, threads, batch, repeats, warmup):
             step()
             times.append(time.perf_counter() - start)
     return times
+
+
+def step_times(case, side, threads, batch, repeats, warmup):
+    """Seconds of each timed training step of one side, on a fresh stack."""
+    stack = make_stack(case, np.random.default_rng(0), batch)
+    step = stack.step if side == "npspeech" else TorchSide(stack).step
+    return timed_steps(step, threads, repeats, warmup)
 
 
 def step_times_in_child(case, side, threads, args):
@@ -514,16 +511,10 @@ def main(argv=None):
             ours, theirs = [], []
             for _ in range(args.rounds):
                 if args.in_process:
-                    with threadpool_limits(threads):
-                        numba.set_num_threads(threads)
-                        torch.set_num_threads(threads)
-                        for _ in range(args.warmup):
-                            stack.step()
-                            torch_side.step()
-                        for _ in range(args.repeats):
-                            ours.append(timed(stack.step))
-                        for _ in range(args.repeats):
-                            theirs.append(timed(torch_side.step))
+                    for side, times in ((stack, ours), (torch_side, theirs)):
+                        times += timed_steps(
+                            side.step, threads, args.repeats, args.warmup
+                        )
                 else:
                     ours_now = step_times_in_child(case, "npspeech", threads, args)
                     theirs_now = step_times_in_child(case, "torch", threads, args)

@@ -170,16 +170,16 @@ def paired_bootstrap(
         draws = rng.integers(0, n, size=(stop - start, n))
         totals_a[start:stop] = counts_a[draws].sum(axis=1)
         totals_b[start:stop] = counts_b[draws].sum(axis=1)
+    total_a = ErrorCounts(*(int(v) for v in counts_a.sum(axis=0)))
+    total_b = ErrorCounts(*(int(v) for v in counts_b.sum(axis=0)))
+    points = (total_a.wer - total_b.wer, total_a.cer - total_b.cer)
+    tail = (1.0 - level) / 2.0
     results = []
-    for edits, length in ((0, 1), (2, 3)):
+    for (edits, length), point in zip(((0, 1), (2, 3)), points):
         with np.errstate(divide="ignore", invalid="ignore"):
             rate_a = totals_a[:, edits] / totals_a[:, length]
             rate_b = totals_b[:, edits] / totals_b[:, length]
         delta = rate_a - rate_b
-        point = _rate(
-            int(counts_a[:, edits].sum()), int(counts_a[:, length].sum())
-        ) - _rate(int(counts_b[:, edits].sum()), int(counts_b[:, length].sum()))
-        tail = (1.0 - level) / 2.0
         low, high = np.nanquantile(delta, [tail, 1.0 - tail])
         results.append(
             RateDifference(
