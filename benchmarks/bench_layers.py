@@ -28,9 +28,17 @@ for a while after a call, and with two threads on two cores the other library's 
 call then waits for the cores (15-45% slower steps measured, on both sides).
 ``--in-process`` times both sides in this process instead, as the script did before.
 
+``--pairs N`` times the sides in turns, one step each: both children stay up, and the
+parent asks each for one step at a time, N times each, alternating which goes first
+and pausing ``--pause`` seconds between steps so that the idle side's thread pool has
+gone to sleep. On a shared host whose speed drifts over seconds to minutes, adjacent
+steps see the same machine; the script prints the median of the N per-pair ratios
+with a bootstrap 95% interval, beside the ratio of the medians.
+
     python benchmarks/bench_layers.py              # every case, 1 and 2 threads
     python benchmarks/bench_layers.py --cases ds-512 --threads 2 --repeats 3 --rounds 3
     python benchmarks/bench_layers.py --cases ds-2048 ds2 --repeats 1
+    python benchmarks/bench_layers.py --cases ds-512 --threads 1 2 --pairs 20
 """
 
 from __future__ import annotations
@@ -461,6 +469,95 @@ def step_times_in_child(case, side, threads, args):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def serve_steps(case, side, threads, batch, warmup):
+    """A child of ``--pairs``: build the stack, warm up, then run one timed step per
+    ``step`` line read from stdin, printing its seconds; stop at end of input."""
+    stack = make_stack(case, np.random.default_rng(0), batch)
+    step = stack.step if side == "npspeech" else TorchSide(stack).step
+    timed_steps(step, threads, 0, max(warmup, 1))
+    print("ready", flush=True)
+    with threadpool_limits(threads):
+        numba.set_num_threads(threads)
+        torch.set_num_threads(threads)
+        for line in sys.stdin:
+            if line.strip() != "step":
+                break
+            start = time.perf_counter()
+            step()
+            print(time.perf_counter() - start, flush=True)
+
+
+class _StepServer:
+    """A child process running :func:`serve_steps`, asked for one step at a time."""
+
+    def __init__(self, case, side, threads, args):
+        command = [
+            sys.executable,
+            __file__,
+            "--child-side",
+            side,
+            "--serve",
+            "--cases",
+            case,
+            "--threads",
+            str(threads),
+            "--batch",
+            str(args.batch),
+            "--warmup",
+            str(args.warmup),
+        ]
+        self.side = side
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self._expect("ready")
+
+    def _expect(self, what):
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.side} step server stopped (see its stderr)")
+        if what is not None and line.strip() != what:
+            raise RuntimeError(f"{self.side} step server said {line.strip()!r}")
+        return line
+
+    def step(self):
+        self.process.stdin.write("step\n")
+        self.process.stdin.flush()
+        return float(self._expect(None))
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def paired_steps(case, threads, args):
+    """(npspeech seconds, PyTorch seconds) of ``args.pairs`` pairs of adjacent steps."""
+    servers = [_StepServer(case, side, threads, args) for side in ("npspeech", "torch")]
+    pairs = []
+    try:
+        for i in range(args.pairs):
+            times = {}
+            for server in servers if i % 2 == 0 else servers[::-1]:
+                time.sleep(args.pause)
+                times[server.side] = server.step()
+            pairs.append((times["npspeech"], times["torch"]))
+    finally:
+        for server in servers:
+            server.close()
+    return pairs
+
+
+def median_ratio_interval(pairs, draws=10_000, seed=0):
+    """Median of the per-pair ratios ours / theirs and its percentile-bootstrap 95%
+    interval (pairs resampled with replacement)."""
+    ratios = np.array([ours / theirs for ours, theirs in pairs])
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(ratios), size=(draws, len(ratios)))
+    medians = np.median(ratios[picks], axis=1)
+    low, high = np.percentile(medians, [2.5, 97.5])
+    return float(np.median(ratios)), float(low), float(high)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
@@ -487,10 +584,30 @@ def main(argv=None):
         help="time both sides in this process rather than one child process per side",
     )
     parser.add_argument(
+        "--pairs",
+        type=int,
+        default=0,
+        help="time the sides in turns, one step each, this many times per thread "
+        "count (see above); replaces --repeats/--rounds",
+    )
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=0.5,
+        help="seconds between two steps with --pairs (default 0.5)",
+    )
+    parser.add_argument(
         "--child-side", choices=("npspeech", "torch"), help=argparse.SUPPRESS
     )
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.pairs and args.in_process:
+        parser.error("--pairs runs one child process per side; drop --in-process")
 
+    if args.child_side and args.serve:  # a child of --pairs
+        (case,), (threads,) = args.cases, args.threads
+        serve_steps(case, args.child_side, threads, args.batch, args.warmup)
+        return
     if args.child_side:  # a child: time one side, print the step times as JSON
         (case,), (threads,) = args.cases, args.threads
         times = step_times(
@@ -508,6 +625,25 @@ def main(argv=None):
             torch.set_num_threads(max(args.threads))
             check_agreement(stack, torch_side, case)
         for threads in args.threads:
+            if args.pairs:
+                pairs = paired_steps(case, threads, args)
+                for ours_now, theirs_now in pairs:
+                    print(
+                        f"  {case} threads {threads}: npspeech {ours_now:.3f}  "
+                        f"torch {theirs_now:.3f}  ratio {ours_now / theirs_now:.3f}",
+                        flush=True,
+                    )
+                ours = statistics.median(p[0] for p in pairs)
+                theirs = statistics.median(p[1] for p in pairs)
+                middle, low, high = median_ratio_interval(pairs)
+                rows.append((case, threads, ours, theirs, (middle, low, high)))
+                print(
+                    f"{case:<8} threads {threads}: npspeech {ours:7.3f} s  torch "
+                    f"{theirs:7.3f} s  ratio of medians {ours / theirs:5.2f}  median "
+                    f"ratio {middle:.3f} [{low:.3f}, {high:.3f}]",
+                    flush=True,
+                )
+                continue
             ours, theirs = [], []
             for _ in range(args.rounds):
                 if args.in_process:
@@ -527,21 +663,30 @@ def main(argv=None):
                     ours += ours_now
                     theirs += theirs_now
             ours, theirs = statistics.median(ours), statistics.median(theirs)
-            rows.append((case, threads, ours, theirs))
+            rows.append((case, threads, ours, theirs, None))
             print(
                 f"{case:<8} threads {threads}: npspeech {ours:7.3f} s  "
                 f"torch {theirs:7.3f} s  ratio {ours / theirs:5.2f}",
                 flush=True,
             )
 
-    where = "one process" if args.in_process else "one child process per side"
+    if args.pairs:
+        where = f"{args.pairs} pairs of adjacent steps, one child process per side"
+    elif args.in_process:
+        where = "one process"
+    else:
+        where = "one child process per side"
     print(f"\nmedian step times, {where}")
-    print("\n| case | threads | npspeech s | torch s | npspeech / torch |")
-    print("| --- | --- | --- | --- | --- |")
-    for case, threads, ours, theirs in rows:
-        print(
+    print("\n| case | threads | npspeech s | torch s | npspeech / torch |", end="")
+    print(" median pair ratio [95%] |" if args.pairs else "")
+    print("| --- | --- | --- | --- | --- |" + (" --- |" if args.pairs else ""))
+    for case, threads, ours, theirs, paired in rows:
+        line = (
             f"| {case} | {threads} | {ours:.3f} | {theirs:.3f} | {ours / theirs:.2f} |"
         )
+        if paired:
+            line += f" {paired[0]:.3f} [{paired[1]:.3f}, {paired[2]:.3f}] |"
+        print(line)
 
 
 if __name__ == "__main__":

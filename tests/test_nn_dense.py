@@ -74,18 +74,26 @@ def test_backends_agree_and_keep_dtype(rng):
         (np.float32, BACKEND_RTOL_FLOAT32, BACKEND_ATOL_FLOAT32),
         (np.float64, BACKEND_RTOL_FLOAT64, BACKEND_ATOL_FLOAT64),
     ):
-        params = dense.init(rng, 7, 5, dtype=dtype)
-        x = rng.standard_normal((6, 2, 7)).astype(dtype)
-        dy = rng.standard_normal((6, 2, 5)).astype(dtype)
-        lengths = np.array([6, 3])
-        results = []
-        for name in ("numpy", "numba"):
-            y, cache = dense.forward(params, x, lengths, backend=name)
-            dx, grads = dense.backward(params, dy, cache, backend=name)
-            assert y.dtype == dx.dtype == grads["W"].dtype == grads["b"].dtype == dtype
-            results.append((y, dx, grads["W"], grads["b"]))
-        for ref, fast in zip(*results):
-            np.testing.assert_allclose(fast, ref, rtol=rtol, atol=atol)
+        _assert_backends_agree(rng, dtype, rtol, atol, 7, 5)
+        # wide enough for the numba backend's tiled weight gradient (with a row
+        # remainder and a column tail)
+        _assert_backends_agree(rng, dtype, rtol, atol, 13, 40)
+
+
+def _assert_backends_agree(rng, dtype, rtol, atol, n_in, n_out):
+    """Both backends, forward and backward, on a padded (6, 2, n_in) batch."""
+    params = dense.init(rng, n_in, n_out, dtype=dtype)
+    x = rng.standard_normal((6, 2, n_in)).astype(dtype)
+    dy = rng.standard_normal((6, 2, n_out)).astype(dtype)
+    lengths = np.array([6, 3])
+    results = []
+    for name in ("numpy", "numba"):
+        y, cache = dense.forward(params, x, lengths, backend=name)
+        dx, grads = dense.backward(params, dy, cache, backend=name)
+        assert y.dtype == dx.dtype == grads["W"].dtype == grads["b"].dtype == dtype
+        results.append((y, dx, grads["W"], grads["b"]))
+    for ref, fast in zip(*results):
+        np.testing.assert_allclose(fast, ref, rtol=rtol, atol=atol)
 
 
 def test_input_is_not_mutated(rng):

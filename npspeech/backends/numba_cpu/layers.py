@@ -1,9 +1,10 @@
 """layers kernels of the numba_cpu backend.
 
 Same names, signatures and results as :mod:`npspeech.backends.numpy_ref.layers`, which
-is the spec. Matrix products (dense) stay in NumPy, whose BLAS is already the fast
-path; the element-wise and reduction parts run here as fused Numba loops, so each array
-is read once instead of once per NumPy temporary. The convolution is in :mod:`.conv`.
+is the spec. Dense layers' products stay in NumPy's BLAS except the weight gradient
+``x.T @ dy``, a shape that BLAS runs slowly (:mod:`.weight_product`); the element-wise
+and reduction parts run here as fused Numba loops, so each array is read once instead
+of once per NumPy temporary. The convolution is in :mod:`.conv`.
 
 The ``_kernel`` functions take flat or fixed-rank C-contiguous arrays; the public
 wrappers reshape to and from the caller's shape. Kernels with independent work items
@@ -18,14 +19,12 @@ from __future__ import annotations
 import math
 from types import FunctionType
 
+import numba
 import numpy as np
 from numba import njit, prange
 
-from ..numpy_ref.layers import (
-    dense_backward,
-    dense_forward,
-    sgd_update,
-)
+from ..numpy_ref.layers import dense_forward, sgd_update
+from .weight_product import transposed_product
 
 __all__ = [
     "adam_update",
@@ -72,6 +71,17 @@ class _SerialOrParallel:
     def __call__(self, work, *args):
         kernel = self.parallel if work >= PARALLEL_MIN_WORK else self.serial
         return kernel(*args)
+
+
+# --- dense ---------------------------------------------------------------------------
+
+
+def dense_backward(x: np.ndarray, W: np.ndarray, dy: np.ndarray, need_dx: bool = True):
+    """See ``numpy_ref.layers.dense_backward``; ``dW`` by :func:`transposed_product`."""
+    dx = dy @ W.T if need_dx else None  # (N, F_in)
+    dW = transposed_product(x, dy, numba.get_num_threads())  # (F_in, F_out)
+    db = dy.sum(axis=0)
+    return dx, dW, db
 
 
 # --- padding -------------------------------------------------------------------------

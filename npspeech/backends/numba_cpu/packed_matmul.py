@@ -102,19 +102,24 @@ def pack_rows(a, a_t):  # pragma: no cover - jit
 def _make_tile(rows: int):
     """The ``rows`` x NR register tile as a Numba intrinsic:
 
-    ``tile(a_t, row0, w_packed, panel, k0, k1, accumulate, ahead, out)`` computes
-    ``a_t[k0:k1, row0 : row0 + rows].T @ w_packed[panel, k0:k1]`` and stores it into
-    ``out[row0 : row0 + rows, panel*NR : panel*NR + NR]``, or adds it to what is there
-    when ``accumulate`` is true. With ``ahead`` true it also asks the cache for the
-    next block of ``w_packed`` as it goes (software prefetch): that pays where the
-    weights stream from DRAM and costs ~10% where they sit in L3 (see
-    :data:`PREFETCH_ABOVE_BYTES`). a_t (Kp, B), w_packed (P, Kp, NR), out (B, P*NR), all
-    C-contiguous of one float dtype; k0 and k1 multiples of :data:`UNROLL`. The caller
-    keeps the indices in range.
+    ``tile(a_t, row0, w_packed, panel, k0, k1, accumulate, ahead, out, out_row0)``
+    computes ``a_t[k0:k1, row0 : row0 + rows].T @ w_packed[panel, k0:k1]`` and stores it
+    into ``out[out_row0 : out_row0 + rows, panel*NR : panel*NR + NR]``, or adds it to
+    what is there when ``accumulate`` is true. The sums start from zero and what is in
+    ``out`` is added after the k loop: the tile asks for those lines at its start, so
+    that the k loop's time hides their fetch where ``out`` is too large for the cache
+    (the weight-gradient product of :mod:`.weight_product`). With ``ahead`` true it
+    also asks the cache for the next block of ``w_packed`` as it goes (software
+    prefetch): that pays where the weights stream from DRAM and costs ~10% where they
+    sit in L3 (see :data:`PREFETCH_ABOVE_BYTES`). a_t (Kp, B), w_packed (P, Kp, NR),
+    out (B', P*NR), all C-contiguous of one float dtype; k0 and k1 multiples of
+    :data:`UNROLL`. The caller keeps the indices in range.
     """
 
     @intrinsic
-    def tile(typingctx, a_t, row0, w_packed, panel, k0, k1, accumulate, ahead, out):
+    def tile(
+        typingctx, a_t, row0, w_packed, panel, k0, k1, accumulate, ahead, out, out_row0
+    ):
         arrays = (a_t, w_packed, out)
         if not all(isinstance(t, types.Array) and t.layout == "C" for t in arrays):
             raise TypingError("the packed tile needs C-contiguous arrays")
@@ -134,9 +139,9 @@ def _make_tile(rows: int):
             a_arr = context.make_array(signature.args[0])(context, builder, args[0])
             w_arr = context.make_array(signature.args[2])(context, builder, args[2])
             o_arr = context.make_array(signature.args[8])(context, builder, args[8])
-            row0_v, panel_v, k0_v, k1_v = (
+            row0_v, panel_v, k0_v, k1_v, out_row0_v = (
                 context.cast(builder, args[i], signature.args[i], types.int64)
-                for i in (1, 3, 4, 5)
+                for i in (1, 3, 4, 5, 9)
             )
             accumulate_v, ahead_v = (
                 context.cast(builder, args[i], signature.args[i], types.boolean)
@@ -178,16 +183,18 @@ def _make_tile(rows: int):
                 w_arr.data, [builder.mul(builder.mul(panel_v, depth), const(nr))]
             )
             column0 = builder.mul(panel_v, const(nr))
-            targets = []  # out[row0 + i, panel*NR], as vector pointers
+            targets = []  # out[out_row0 + i, panel*NR], as vector pointers
             for i in range(rows):
-                row_start = builder.mul(builder.add(row0_v, const(i)), width)
+                row_start = builder.mul(builder.add(out_row0_v, const(i)), width)
                 target = builder.gep(o_arr.data, [builder.add(row_start, column0)])
                 targets.append(builder.bitcast(target, vector.as_pointer()))
-            # chain 0 starts from what is in out when accumulating, the others from 0
-            starts = [
-                builder.select(accumulate_v, builder.load(t, align=align), zeros)
-                for t in targets
-            ]
+            # every chain starts from zero; out's lines, written at the end and read
+            # then too when accumulating, are asked for now, so that they arrive while
+            # the k loop runs (loading them here would stall the loop until they came)
+            for target in targets:
+                line = builder.bitcast(target, ir.IntType(8).as_pointer())
+                for offset in range(0, nr * bits // 8, 64):
+                    builder.call(prefetch, [builder.gep(line, [const(offset)]), *hint])
             entry = builder.block
             choose = builder.append_basic_block("tile.choose")
             done = builder.append_basic_block("tile.done")
@@ -201,11 +208,11 @@ def _make_tile(rows: int):
                 k.add_incoming(k0_v, choose)
                 # accumulators[c][i]: row i's sum over the k steps of chain c
                 accumulators = []
-                for c in range(chains):
+                for _ in range(chains):
                     chain = []
-                    for i in range(rows):
+                    for _ in range(rows):
                         phi = builder.phi(vector)
-                        phi.add_incoming(starts[i] if c == 0 else zeros, choose)
+                        phi.add_incoming(zeros, choose)
                         chain.append(phi)
                     accumulators.append(chain)
                 current = [list(chain) for chain in accumulators]
@@ -255,7 +262,7 @@ def _make_tile(rows: int):
                 chain = []
                 for i in range(rows):
                     phi = builder.phi(vector)
-                    phi.add_incoming(starts[i] if c == 0 else zeros, entry)
+                    phi.add_incoming(zeros, entry)
                     phi.add_incoming(plain_sums[c][i], plain)
                     phi.add_incoming(streaming_sums[c][i], streaming)
                     chain.append(phi)
@@ -264,11 +271,14 @@ def _make_tile(rows: int):
             for chain in finals[1:]:
                 results = [builder.fadd(x, y) for x, y in zip(results, chain)]
             for value, target in zip(results, targets):
-                builder.store(value, target, align=align)
+                earlier = builder.select(
+                    accumulate_v, builder.load(target, align=align), zeros
+                )
+                builder.store(builder.fadd(value, earlier), target, align=align)
             return context.get_dummy_value()
 
         signature = types.void(
-            a_t, row0, w_packed, panel, k0, k1, accumulate, ahead, out
+            a_t, row0, w_packed, panel, k0, k1, accumulate, ahead, out, out_row0
         )
         return signature, codegen
 
@@ -294,16 +304,16 @@ def _panels(a_t, w_packed, out, first, last):  # pragma: no cover - jit
             later = k0 > 0  # add to the sums of the earlier blocks
             r = 0
             while B - r >= 8:
-                _tile8(a_t, r, w_packed, p, k0, k1, later, ahead, out)
+                _tile8(a_t, r, w_packed, p, k0, k1, later, ahead, out, r)
                 r += 8
             if B - r >= 4:
-                _tile4(a_t, r, w_packed, p, k0, k1, later, ahead, out)
+                _tile4(a_t, r, w_packed, p, k0, k1, later, ahead, out, r)
                 r += 4
             if B - r >= 2:
-                _tile2(a_t, r, w_packed, p, k0, k1, later, ahead, out)
+                _tile2(a_t, r, w_packed, p, k0, k1, later, ahead, out, r)
                 r += 2
             if B - r >= 1:
-                _tile1(a_t, r, w_packed, p, k0, k1, later, ahead, out)
+                _tile1(a_t, r, w_packed, p, k0, k1, later, ahead, out, r)
 
 
 @njit(cache=True, parallel=True)
