@@ -444,9 +444,9 @@ def step_times(case, side, threads, batch, repeats, warmup):
     return timed_steps(step, threads, repeats, warmup)
 
 
-def step_times_in_child(case, side, threads, args):
-    """``step_times`` in a fresh Python process running this script."""
-    command = [
+def child_command(case, side, threads, args, *extra):
+    """The command line of a child process of this script timing one side."""
+    return [
         sys.executable,
         __file__,
         "--child-side",
@@ -457,12 +457,16 @@ def step_times_in_child(case, side, threads, args):
         str(threads),
         "--batch",
         str(args.batch),
-        "--repeats",
-        str(args.repeats),
         # a fresh process has compiled nothing and allocated nothing yet
         "--warmup",
         str(max(args.warmup, 1)),
+        *extra,
     ]
+
+
+def step_times_in_child(case, side, threads, args):
+    """``step_times`` in a fresh Python process running this script."""
+    command = child_command(case, side, threads, args, "--repeats", str(args.repeats))
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{side} child for {case} failed:\n{result.stderr}")
@@ -491,21 +495,7 @@ class _StepServer:
     """A child process running :func:`serve_steps`, asked for one step at a time."""
 
     def __init__(self, case, side, threads, args):
-        command = [
-            sys.executable,
-            __file__,
-            "--child-side",
-            side,
-            "--serve",
-            "--cases",
-            case,
-            "--threads",
-            str(threads),
-            "--batch",
-            str(args.batch),
-            "--warmup",
-            str(args.warmup),
-        ]
+        command = child_command(case, side, threads, args, "--serve")
         self.side = side
         self.process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
