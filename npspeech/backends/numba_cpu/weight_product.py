@@ -47,19 +47,14 @@ MAX_RESULT_BYTES = 3 * 2**20
 
 @njit(cache=True)
 def _pack_row_tiles(a, k0, kb, kp, tiles):  # pragma: no cover - jit
-    """``tiles[t, k, i] = a[k0 + k, MR*t + i]`` for k < kb; zero past a's last column
-    and for kb <= k < kp (the padding to a multiple of UNROLL)."""
+    """``tiles[t, k, i] = a[k0 + k, MR*t + i]`` for k < kb, zero for kb <= k < kp (the
+    padding to a multiple of UNROLL). The last tile's columns past a's last are left as
+    they are: the tiles of 4, 2 and 1 rows that cover it never read them."""
     M = a.shape[1]
-    full, rest = divmod(M, MR)
     for k in range(kb):
-        for t in range(full):
-            for i in range(MR):
+        for t in range(tiles.shape[0]):
+            for i in range(min(MR, M - MR * t)):
                 tiles[t, k, i] = a[k0 + k, MR * t + i]
-        for i in range(MR):
-            if i < rest:
-                tiles[full, k, i] = a[k0 + k, MR * full + i]
-            elif rest:
-                tiles[full, k, i] = 0.0
     tiles[:, kb:kp, :] = 0.0
 
 
@@ -93,8 +88,8 @@ def _frames(a, b, out, k_begin, k_end, nr):  # pragma: no cover - jit
             for t in range(full):
                 _tile8(tiles[t], 0, panels, p, 0, kp, later, False, out, MR * t)
             if rest:
-                # the last tile's rows in tiles of 4, 2 and 1 (zero rows are never
-                # stored: out has no row for them)
+                # the last tile's rows in tiles of 4, 2 and 1, over its filled
+                # columns only
                 last, r = tiles[full], 0
                 if rest - r >= 4:
                     _tile4(last, r, panels, p, 0, kp, later, False, out, MR * full + r)
