@@ -27,6 +27,12 @@ pools get in each other's way: OpenBLAS's and PyTorch's OpenMP workers keep spin
 for a while after a call, and with two threads on two cores the other library's next
 call then waits for the cores (15-45% slower steps measured, on both sides).
 ``--in-process`` times both sides in this process instead, as the script did before.
+The children also run with the environment a user's ``npspeech train`` gets:
+importing npspeech here set its thread-pool defaults (``npspeech/thread_pools.py``),
+too late for this process's OpenBLAS but inherited by the children, which load it
+afresh. Both sides' children get them; PyTorch computes with MKL on its own libgomp
+copy, which reads ``GOMP_SPINCOUNT`` too (its step time was unchanged by it: 0.98
+[0.91, 1.04], steps in turns).
 
 ``--pairs N`` times the sides in turns, one step each: both children stay up, and the
 parent asks each for one step at a time, N times each, alternating which goes first

@@ -7,6 +7,11 @@ as they are.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from . import thread_pools
+
+# Before anything here imports NumPy (OpenBLAS) or starts Numba's threads (libgomp).
+thread_pools.set_defaults()
+
 try:
     __version__ = version("npspeech")
 except PackageNotFoundError:  # a source tree that was never installed
