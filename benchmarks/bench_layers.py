@@ -50,6 +50,7 @@ with a bootstrap 95% interval, beside the ratio of the medians.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
@@ -427,12 +428,19 @@ def check_agreement(stack, torch_side, case):
     )
 
 
-def timed_steps(step, threads, repeats, warmup):
-    """Seconds of each of ``repeats`` calls of ``step`` after ``warmup`` untimed ones
-    (JIT compilation, allocator, BLAS buffers, Adam's state), at ``threads`` threads."""
+@contextlib.contextmanager
+def limited_threads(threads):
+    """Both sides' thread pools at ``threads``: BLAS, Numba's and PyTorch's."""
     with threadpool_limits(threads):
         numba.set_num_threads(threads)
         torch.set_num_threads(threads)
+        yield
+
+
+def timed_steps(step, threads, repeats, warmup):
+    """Seconds of each of ``repeats`` calls of ``step`` after ``warmup`` untimed ones
+    (JIT compilation, allocator, BLAS buffers, Adam's state), at ``threads`` threads."""
+    with limited_threads(threads):
         for _ in range(warmup):
             step()
         times = []
@@ -443,11 +451,15 @@ def timed_steps(step, threads, repeats, warmup):
     return times
 
 
+def side_step(case, side, batch):
+    """One side's training step on a fresh stack."""
+    stack = make_stack(case, np.random.default_rng(0), batch)
+    return stack.step if side == "npspeech" else TorchSide(stack).step
+
+
 def step_times(case, side, threads, batch, repeats, warmup):
     """Seconds of each timed training step of one side, on a fresh stack."""
-    stack = make_stack(case, np.random.default_rng(0), batch)
-    step = stack.step if side == "npspeech" else TorchSide(stack).step
-    return timed_steps(step, threads, repeats, warmup)
+    return timed_steps(side_step(case, side, batch), threads, repeats, warmup)
 
 
 def child_command(case, side, threads, args, *extra):
@@ -482,13 +494,10 @@ def step_times_in_child(case, side, threads, args):
 def serve_steps(case, side, threads, batch, warmup):
     """A child of ``--pairs``: build the stack, warm up, then run one timed step per
     ``step`` line read from stdin, printing its seconds; stop at end of input."""
-    stack = make_stack(case, np.random.default_rng(0), batch)
-    step = stack.step if side == "npspeech" else TorchSide(stack).step
+    step = side_step(case, side, batch)
     timed_steps(step, threads, 0, max(warmup, 1))
     print("ready", flush=True)
-    with threadpool_limits(threads):
-        numba.set_num_threads(threads)
-        torch.set_num_threads(threads)
+    with limited_threads(threads):
         for line in sys.stdin:
             if line.strip() != "step":
                 break
@@ -616,9 +625,7 @@ def main(argv=None):
     for case in args.cases:
         stack = make_stack(case, np.random.default_rng(0), args.batch)
         torch_side = TorchSide(stack)
-        with threadpool_limits(max(args.threads)):
-            numba.set_num_threads(max(args.threads))
-            torch.set_num_threads(max(args.threads))
+        with limited_threads(max(args.threads)):
             check_agreement(stack, torch_side, case)
         for threads in args.threads:
             if args.pairs:

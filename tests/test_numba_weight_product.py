@@ -42,7 +42,8 @@ def test_matches_exact_product(rng, dtype, K, M, N, threads):
 
 
 def test_frames_split_over_threads_sum_alike(rng):
-    """Three threads' partial products summed equal one thread's within rounding."""
+    """Three threads' partial products, summed, are as close to the exact product
+    as one thread's whole one."""
     a = rng.standard_normal((3000, 40)).astype(np.float32)
     b = rng.standard_normal((3000, 64)).astype(np.float32)
     one = weight_product.transposed_product(a, b, 1)

@@ -375,12 +375,9 @@ class BeamSearchDecoder:
         try:
             search = self.new_search(lm_cache=cache)
             search.feed(log_probs)
-            best = search.best(n_best)
+            return _best(search, n_best)
         finally:
             self._give_back_lm_cache(cache)
-        if not best:  # every frame keeps a finite path, so the beam is never empty
-            raise DecoderError("internal error: the beam search kept no prefix")
-        return best
 
     def _lend_lm_cache(self) -> Any:
         """An idle LM cache (a new one if all are lent), or None without an LM.
@@ -405,8 +402,6 @@ class BeamSearchDecoder:
         self, ranked: list[tuple[np.ndarray, float]], log_probs: np.ndarray
     ) -> list[CandidateTranscript]:
         """Turn ``(class ids, final score)`` pairs into transcripts with timings."""
-        if not ranked:  # every frame keeps a finite path, so the beam is never empty
-            raise DecoderError("internal error: the beam search kept no prefix")
         scores = np.asarray([score for _, score in ranked], dtype=np.float64)
         confidences = np.exp(scores - scores.max())
         confidences /= confidences.sum()
@@ -450,6 +445,14 @@ class BeamSearchDecoder:
         )
 
 
+def _best(search: Any, n_best: int) -> list[tuple[np.ndarray, float]]:
+    """A search's ``n_best`` best ``(class ids, final score)``, never none."""
+    best = search.best(n_best)
+    if not best:  # every frame keeps a finite path, so the beam is never empty
+        raise DecoderError("internal error: the beam search kept no prefix")
+    return best
+
+
 class BeamDecoderStream:
     """Incremental decoding: ``finish`` gives what decoding all frames at once gives.
 
@@ -479,7 +482,7 @@ class BeamDecoderStream:
     def intermediate(self, n_best: int = 1) -> list[CandidateTranscript]:
         """The current best transcripts, as if the utterance ended now."""
         _check_n_best(n_best)
-        return self.decoder._results(self._search.best(n_best), self._frames())
+        return self.decoder._results(_best(self._search, n_best), self._frames())
 
     def finish(self, n_best: int = 1) -> list[CandidateTranscript]:
         """The final transcripts; the stream accepts no more frames afterwards."""

@@ -291,29 +291,39 @@ _tile2 = _make_tile(2)
 _tile1 = _make_tile(1)
 
 
+@njit(cache=True, inline="always")  # inlined: as a call, 7-11% slower at B=16
+def row_tiles(
+    a_t, rows, w_packed, panel, k0, k1, accumulate, ahead, out, out_row0
+):  # pragma: no cover - jit
+    """The tiles over columns ``0 .. rows - 1`` of ``a_t`` by one panel: 8-row tiles,
+    then one tile of 4, 2 and 1 rows each as the remainder needs; column r's sums go to
+    ``out`` row ``out_row0 + r``. The arguments are the tile's (see ``_make_tile``)."""
+    r = 0
+    while rows - r >= 8:
+        _tile8(a_t, r, w_packed, panel, k0, k1, accumulate, ahead, out, out_row0 + r)
+        r += 8
+    if rows - r >= 4:
+        _tile4(a_t, r, w_packed, panel, k0, k1, accumulate, ahead, out, out_row0 + r)
+        r += 4
+    if rows - r >= 2:
+        _tile2(a_t, r, w_packed, panel, k0, k1, accumulate, ahead, out, out_row0 + r)
+        r += 2
+    if rows - r >= 1:
+        _tile1(a_t, r, w_packed, panel, k0, k1, accumulate, ahead, out, out_row0 + r)
+
+
 @njit(cache=True)
 def _panels(a_t, w_packed, out, first, last):  # pragma: no cover - jit
-    """Panels ``first .. last - 1`` of the product, all rows: 8-row tiles, then one
-    tile of 4, 2 and 1 rows each as the remainder needs; k in blocks of
-    :data:`DEPTH_BLOCK`, so that the rows' tiles re-read a panel block from cache."""
+    """Panels ``first .. last - 1`` of the product, all rows (:func:`row_tiles`); k in
+    blocks of :data:`DEPTH_BLOCK`, so that the rows' tiles re-read a panel block from
+    cache."""
     Kp, B = a_t.shape
     ahead = w_packed.size * w_packed.itemsize > PREFETCH_ABOVE_BYTES
     for p in range(first, last):
         for k0 in range(0, Kp, DEPTH_BLOCK):
             k1 = min(Kp, k0 + DEPTH_BLOCK)
             later = k0 > 0  # add to the sums of the earlier blocks
-            r = 0
-            while B - r >= 8:
-                _tile8(a_t, r, w_packed, p, k0, k1, later, ahead, out, r)
-                r += 8
-            if B - r >= 4:
-                _tile4(a_t, r, w_packed, p, k0, k1, later, ahead, out, r)
-                r += 4
-            if B - r >= 2:
-                _tile2(a_t, r, w_packed, p, k0, k1, later, ahead, out, r)
-                r += 2
-            if B - r >= 1:
-                _tile1(a_t, r, w_packed, p, k0, k1, later, ahead, out, r)
+            row_tiles(a_t, B, w_packed, p, k0, k1, later, ahead, out, 0)
 
 
 @njit(cache=True, parallel=True)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .packed_matmul import UNROLL, _tile1, _tile2, _tile4, _tile8, panel_width
+from .packed_matmul import UNROLL, _tile8, panel_width, row_tiles
 
 __all__ = ["transposed_product"]
 
@@ -85,20 +85,12 @@ def _frames(a, b, out, k_begin, k_end, nr):  # pragma: no cover - jit
         _pack_row_tiles(a, k0, kb, kp, tiles)
         _pack_panels(b, k0, kb, kp, panels)
         for p in range(P):
+            # the whole tiles called directly: through row_tiles they ran 2-4% slower
             for t in range(full):
                 _tile8(tiles[t], 0, panels, p, 0, kp, later, False, out, MR * t)
-            if rest:
-                # the last tile's rows in tiles of 4, 2 and 1, over its filled
-                # columns only
-                last, r = tiles[full], 0
-                if rest - r >= 4:
-                    _tile4(last, r, panels, p, 0, kp, later, False, out, MR * full + r)
-                    r += 4
-                if rest - r >= 2:
-                    _tile2(last, r, panels, p, 0, kp, later, False, out, MR * full + r)
-                    r += 2
-                if rest - r >= 1:
-                    _tile1(last, r, panels, p, 0, kp, later, False, out, MR * full + r)
+            if rest:  # the last tile over its filled columns only
+                last = tiles[full]
+                row_tiles(last, rest, panels, p, 0, kp, later, False, out, MR * full)
 
 
 @njit(cache=True, parallel=True)
