@@ -1,5 +1,6 @@
-"""The numba backend's gate nonlinearities: the vectorisable float32 sigmoid and tanh
-against float64 NumPy rounded to float32, and the float64 path against NumPy."""
+"""The numba backend's gate nonlinearities (``gate_math``, through the gate loops of
+``rnn``): the vectorisable float32 sigmoid and tanh against float64 NumPy, and the
+float64 path against NumPy."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import pytest
 
 rnn_kernels = pytest.importorskip("npspeech.backends.numba_cpu.rnn")
 
-# values where the formulas switch or saturate: the tanh series threshold (1e-3),
-# float32 overflow and underflow of exp (88.7, -87.3 / -103.9 subnormal), the clamp 110
+# values where the formulas switch, clamp or saturate: exp's clamps (-87, 88), tanh's
+# (10), float32 overflow and underflow of exp (88.7, -87.3 / -103.9 subnormal), the
+# reduction's switch from n = 0 to n = +-1 (ln(2) / 2 = 0.3466, and half of it for tanh)
 SPECIAL = np.array(
     [
-        *(0.0, 1e-30, 1e-8, 9.99e-4, 1e-3, 1.01e-3, 0.5, 1.0, 20.0, 44.0),
-        *(87.0, 88.8, 103.9, 104.0, 110.0, 200.0, 1e30, np.inf),
+        *(0.0, 1e-30, 1e-8, 1e-3, 0.1733, 0.1734, 0.3465, 0.3467, 0.5, 1.0),
+        *(9.0, 10.0, 10.1, 20.0, 44.0, 86.9, 87.0, 87.1, 87.3, 87.9, 88.0, 88.1),
+        *(88.8, 103.9, 104.0, 110.0, 200.0, 1e30, np.inf),
     ],
     dtype=np.float32,
 )
@@ -42,25 +45,27 @@ def _ulps(got, exact):
     ],
     ids=["sigmoid", "tanh"],
 )
-def test_float32_gates_are_rounded_as_float32_allows(rng, kernel, exact_of):
+def test_float32_gates_are_within_three_ulp(rng, kernel, exact_of):
     x = _inputs(rng)
-    # the kernels take the sum of two arrays: split the finite values in two parts
+    # the kernels take the sum (a + b) + c of three arrays: split the finite values
     finite = np.isfinite(x)
     a = np.where(finite, x / np.float32(2.0), x).astype(np.float32)
     b = np.zeros_like(x)
-    b[finite] = x[finite] - a[finite]
+    b[finite] = x[finite] / np.float32(4.0)
+    c = np.zeros_like(x)
+    c[finite] = x[finite] - a[finite] - b[finite]
     out = np.empty_like(x)
-    kernel(a, b, out)
-    total = (a + b).astype(np.float64)  # the float32 sum the kernel sees, exactly
+    kernel(a, b, c, out)
+    total = ((a + b) + c).astype(np.float64)  # the float32 sum the kernel sees
     with np.errstate(over="ignore"):
         exact = exact_of(total)
     # results below float32's smallest normal number are flushed to zero (see rnn.py)
     exact[np.abs(exact) < np.finfo(np.float32).tiny] = 0.0
     ulps = _ulps(out, exact)
     assert out.dtype == np.float32
-    assert ulps.max() <= 1.0, f"max error {ulps.max()} ulp at {total[ulps.argmax()]}"
-    # correctly rounded almost everywhere (libm's float32 exp path is not)
-    assert np.mean(ulps > 0.5) < 1e-4
+    # measured: at most 2.3 ulp (sigmoid) and 2.6 ulp (tanh), 0.41 ulp on average
+    assert ulps.max() <= 3.0, f"max error {ulps.max()} ulp at {total[ulps.argmax()]}"
+    assert ulps.mean() <= 0.5
     assert np.all(np.isfinite(out))
 
 
@@ -70,7 +75,7 @@ def test_float32_gates_are_rounded_as_float32_allows(rng, kernel, exact_of):
 def test_float32_gates_propagate_nan(kernel):
     x = np.array([np.nan, 1.0, -np.nan], dtype=np.float32)
     out = np.empty_like(x)
-    kernel(x, np.zeros_like(x), out)
+    kernel(x, np.zeros_like(x), np.zeros_like(x), out)
     assert np.isnan(out[0]) and np.isnan(out[2]) and np.isfinite(out[1])
 
 
@@ -80,7 +85,7 @@ def test_subnormal_gates_are_flushed_to_zero(dtype):
     deep = -90.0 if dtype == np.float32 else -709.0
     x = np.array([deep, deep / 2, 0.0], dtype=dtype)
     out = np.empty_like(x)
-    rnn_kernels._sigmoid_of_sum(x, np.zeros_like(x), out)
+    rnn_kernels._sigmoid_of_sum(x, np.zeros_like(x), np.zeros_like(x), out)
     assert out[0] == 0.0
     assert out[1] >= np.finfo(dtype).tiny  # normal results are kept
     assert out[2] == 0.5
@@ -89,22 +94,22 @@ def test_subnormal_gates_are_flushed_to_zero(dtype):
 def test_float32_saturation_is_exact():
     x = np.array([-np.inf, -200.0, 200.0, np.inf], dtype=np.float32)
     out = np.empty_like(x)
-    rnn_kernels._sigmoid_of_sum(x, np.zeros_like(x), out)
+    rnn_kernels._sigmoid_of_sum(x, np.zeros_like(x), np.zeros_like(x), out)
     np.testing.assert_array_equal(out, [0.0, 0.0, 1.0, 1.0])
-    rnn_kernels._tanh_of_sum(x, np.zeros_like(x), out)
+    rnn_kernels._tanh_of_sum(x, np.zeros_like(x), np.zeros_like(x), out)
     np.testing.assert_array_equal(out, [-1.0, -1.0, 1.0, 1.0])
 
 
 def test_float64_gates_match_numpy(rng):
     x = np.concatenate([rng.standard_normal(10_000) * 12.0, [0.0, 1e-300, -5e-4]])
     a = x / 2.0
-    b = x - a
+    b = x / 4.0
+    c = x - a - b
     out = np.empty_like(x)
-    rnn_kernels._sigmoid_of_sum(a, b, out)
-    np.testing.assert_allclose(out, 1.0 / (1.0 + np.exp(-(a + b))), rtol=1e-14)
-    rnn_kernels._tanh_of_sum(a, b, out)
-    # 2 sigmoid(2a) - 1 above the series' range keeps ~1 float64 ulp of 1 absolute
-    np.testing.assert_allclose(out, np.tanh(a + b), rtol=1e-14, atol=1e-15)
+    rnn_kernels._sigmoid_of_sum(a, b, c, out)
+    np.testing.assert_allclose(out, 1.0 / (1.0 + np.exp(-(a + b + c))), rtol=1e-14)
+    rnn_kernels._tanh_of_sum(a, b, c, out)
+    np.testing.assert_allclose(out, np.tanh(a + b + c), rtol=1e-14)
 
 
 def _subnormal_count(a):
