@@ -141,16 +141,16 @@ class DeepSpeechStack:
         }
 
     def loss_and_grads(self):
+        # the dense layers with their clipped ReLU in one pass, as npspeech's
+        # DeepSpeech model runs them
         caches = []
         h = self.x
         for name in ("fc1", "fc2", "fc3"):
-            h, dense_cache = dense.forward(self._layer(name), h)
-            h, clip_cache = activations.clipped_relu_forward(h, CLIP)
-            caches.append((name, dense_cache, clip_cache))
+            h, dense_cache = dense.forward(self._layer(name), h, clip=(0.0, CLIP))
+            caches.append((name, dense_cache))
         h, lstm_cache = rnn.forward(self._layer("lstm"), h, self.lengths, "lstm")
-        h, dense_cache = dense.forward(self._layer("fc5"), h)
-        h, clip_cache = activations.clipped_relu_forward(h, CLIP)
-        caches.append(("fc5", dense_cache, clip_cache))
+        h, dense_cache = dense.forward(self._layer("fc5"), h, clip=(0.0, CLIP))
+        caches.append(("fc5", dense_cache))
         logits, out_cache = dense.forward(self._layer("out"), h)
         loss, dlogits = ctc.ctc_loss(
             logits, self.targets, self.lengths, self.target_lengths, reduction="sum"
@@ -159,15 +159,13 @@ class DeepSpeechStack:
         grads = {}
         dh, g = dense.backward(self._layer("out"), dlogits, out_cache)
         grads.update({f"out/{k}": v for k, v in g.items()})
-        name, dense_cache, clip_cache = caches.pop()
-        dh = activations.clipped_relu_backward(dh, clip_cache)
+        name, dense_cache = caches.pop()
         dh, g = dense.backward(self._layer(name), dh, dense_cache)
         grads.update({f"{name}/{k}": v for k, v in g.items()})
         dh, g = rnn.backward(self._layer("lstm"), dh, lstm_cache)
         grads.update({f"lstm/{k}": v for k, v in g.items()})
         while caches:
-            name, dense_cache, clip_cache = caches.pop()
-            dh = activations.clipped_relu_backward(dh, clip_cache)
+            name, dense_cache = caches.pop()
             # the first layer's input is data: no gradient for it (as in PyTorch)
             dh, g = dense.backward(
                 self._layer(name), dh, dense_cache, input_grad=name != "fc1"

@@ -534,7 +534,6 @@ def backward(
 
 # tape op -> (npspeech.nn module, backward function, whether it has parameters)
 _BACKWARD = {
-    "clipped_relu": ("activations", "clipped_relu_backward", False),
     "hardtanh": ("activations", "hardtanh_backward", False),
     "dropout": ("dropout", "dropout_backward", False),
     "dense": ("dense", "backward", True),
@@ -565,19 +564,18 @@ class _Runner:
         self.tape.append(("mask", "", mask))
         return x * mask
 
-    def dense(self, name: str, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """Affine layer; its padded output frames are zeroed (no bias leaks there)."""
+    def dense(
+        self, name: str, x: np.ndarray, lengths: np.ndarray, clipped: bool = False
+    ) -> np.ndarray:
+        """Affine layer; its padded output frames are zeroed (no bias leaks there).
+        ``clipped``: followed by ReLU clipped at ``relu_clip``, in the same pass."""
         from .nn import dense
 
-        y, cache = dense.forward(_sub(self.params, name), x, lengths, **self.kw)
+        clip = (0.0, self.config.relu_clip) if clipped else None
+        y, cache = dense.forward(
+            _sub(self.params, name), x, lengths, clip=clip, **self.kw
+        )
         self.tape.append(("dense", name, cache))
-        return y
-
-    def clipped_relu(self, x: np.ndarray) -> np.ndarray:
-        from .nn import activations
-
-        y, cache = activations.clipped_relu_forward(x, self.config.relu_clip, **self.kw)
-        self.tape.append(("clipped_relu", "", cache))
         return y
 
     def hardtanh(self, x: np.ndarray) -> np.ndarray:
@@ -629,12 +627,12 @@ class _Runner:
         # Dense layers zero their padded frames, and clipped ReLU and dropout keep
         # zeros, so no extra masking is needed here.
         for name in ("layer_1", "layer_2", "layer_3"):
-            x = self.dropout(self.clipped_relu(self.dense(name, x, lengths)))
+            x = self.dropout(self.dense(name, x, lengths, clipped=True))
         x, cache = rnn.forward(
             _sub(self.params, "layer_4"), x, lengths, "lstm", **self.kw
         )
         self.tape.append(("rnn", "layer_4", cache))
-        x = self.dropout(self.clipped_relu(self.dense("layer_5", x, lengths)))
+        x = self.dropout(self.dense("layer_5", x, lengths, clipped=True))
         return self.dense("layer_6", x, lengths)  # (T, B, V)
 
     def ds2(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:

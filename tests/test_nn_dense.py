@@ -171,3 +171,103 @@ def test_matches_torch_linear(rng, backend, dtype):
     np.testing.assert_allclose(dx, tx.grad.numpy(), **tol)
     np.testing.assert_allclose(grads["W"], linear.weight.grad.numpy().T, **tol)
     np.testing.assert_allclose(grads["b"], linear.bias.grad.numpy(), **tol)
+
+
+# --- the layer with its clip (clipped ReLU, hard-tanh) in one operation ----------------
+
+CLIPS = [(0.0, 1.5), (-1.0, 1.0)]
+
+
+@pytest.mark.parametrize("clip", CLIPS, ids=["clipped_relu", "hardtanh"])
+def test_clipped_gradients_with_padding(rng, backend, clip):
+    T, B, F_in, F_out = 4, 3, 5, 6
+    params = dense.init(rng, F_in, F_out, dtype=np.float64, scheme="pytorch")
+    lengths = np.array([4, 1, 3], dtype=np.int32)
+    x = rng.standard_normal((T, B, F_in)) * 2.0
+    R = random_projection(rng, (T, B, F_out))
+    y, cache = dense.forward(params, x, lengths, clip=clip, backend=backend)
+    # finite differences need every pre-activation away from the kinks
+    pre = x @ params["W"] + params["b"]
+    assert np.min(np.abs(pre[..., None] - np.array(clip))) > 1e-4
+    # some values clipped at each bound, some inside: every branch is exercised
+    valid = np.arange(T)[:, None] < lengths
+    assert (pre[valid] < clip[0]).any() and (pre[valid] > clip[1]).any()
+    assert ((pre[valid] > clip[0]) & (pre[valid] < clip[1])).any()
+
+    def loss() -> float:
+        out, _ = dense.forward(params, x, lengths, clip=clip, backend=backend)
+        return float((out * R).sum())
+
+    dx, grads = dense.backward(params, R, cache, backend=backend)
+    assert_gradient_close(dx, loss, x, name="dx")
+    assert_gradient_close(grads["W"], loss, params["W"], name="dW")
+    assert_gradient_close(grads["b"], loss, params["b"], name="db")
+    assert not y[~valid].any() and not dx[~valid].any()
+    assert y.min() >= clip[0] and y.max() <= clip[1]
+
+
+@pytest.mark.parametrize("clip", CLIPS, ids=["clipped_relu", "hardtanh"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clipped_equals_layer_then_activation(rng, backend, clip, dtype):
+    """The same bits as the dense layer followed by the activation on its own."""
+    from npspeech.nn import activations
+
+    T, B, F_in, F_out = 9, 4, 13, 40  # wide enough for the tiled weight gradient
+    params = dense.init(rng, F_in, F_out, dtype=dtype, scheme="pytorch")
+    lengths = np.array([9, 2, 7, 9], dtype=np.int32)
+    x = (rng.standard_normal((T, B, F_in)) * 2.0).astype(dtype)
+    dy = rng.standard_normal((T, B, F_out)).astype(dtype)
+    y, cache = dense.forward(params, x, lengths, clip=clip, backend=backend)
+    dx, grads = dense.backward(params, dy, cache, backend=backend)
+
+    h, dense_cache = dense.forward(params, x, lengths, backend=backend)
+    y_apart, clip_cache = activations.hardtanh_forward(h, *clip, backend=backend)
+    dh = activations.hardtanh_backward(dy, clip_cache, backend=backend)
+    dx_apart, grads_apart = dense.backward(params, dh, dense_cache, backend=backend)
+    np.testing.assert_array_equal(y, y_apart)
+    np.testing.assert_array_equal(dx, dx_apart)
+    for name in grads:
+        np.testing.assert_array_equal(grads[name], grads_apart[name], err_msg=name)
+
+
+def test_clipped_backends_agree(rng):
+    for dtype, rtol, atol in (
+        (np.float32, BACKEND_RTOL_FLOAT32, BACKEND_ATOL_FLOAT32),
+        (np.float64, BACKEND_RTOL_FLOAT64, BACKEND_ATOL_FLOAT64),
+    ):
+        params = dense.init(rng, 13, 40, dtype=dtype, scheme="pytorch")
+        x = (rng.standard_normal((6, 2, 13)) * 2.0).astype(dtype)
+        dy = rng.standard_normal((6, 2, 40)).astype(dtype)
+        results = []
+        for name in ("numpy", "numba"):
+            y, cache = dense.forward(
+                params, x, np.array([6, 3]), clip=(0.0, 1.0), backend=name
+            )
+            dx, grads = dense.backward(params, dy, cache, backend=name)
+            assert y.dtype == dx.dtype == grads["W"].dtype == grads["b"].dtype == dtype
+            results.append((y, dx, grads["W"], grads["b"]))
+        for ref, fast in zip(*results):
+            np.testing.assert_allclose(fast, ref, rtol=rtol, atol=atol)
+
+
+def test_clipped_numba_threads_split_the_rows(rng):
+    """Above the kernels' parallel threshold (2**20 values) the bias-and-clip pass and
+    the gradient pass split the rows over the threads: the same results as NumPy."""
+    params = dense.init(rng, 8, 512, scheme="pytorch")
+    x = (rng.standard_normal((2100, 1, 8)) * 2.0).astype(np.float32)
+    dy = rng.standard_normal((2100, 1, 512)).astype(np.float32)
+    results = []
+    for name in ("numpy", "numba"):
+        y, cache = dense.forward(params, x, clip=(0.0, 1.0), backend=name)
+        dx, grads = dense.backward(params, dy, cache, backend=name)
+        results.append((y, dx, grads["W"], grads["b"]))
+    for ref, fast in zip(*results):
+        np.testing.assert_allclose(
+            fast, ref, rtol=BACKEND_RTOL_FLOAT32, atol=10 * BACKEND_ATOL_FLOAT32
+        )
+
+
+def test_clip_bounds_must_be_ordered(rng):
+    params = dense.init(rng, 3, 2)
+    with pytest.raises(ConfigError, match="dense clip"):
+        dense.forward(params, np.zeros((4, 1, 3), np.float32), clip=(1.0, 1.0))

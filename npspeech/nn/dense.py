@@ -1,4 +1,6 @@
-"""Dense (fully connected) layer: ``y = x @ W + b`` over every frame with one GEMM.
+"""Dense (fully connected) layer: ``y = x @ W + b`` over every frame with one GEMM,
+optionally clipped (``clip=(low, high)``: DeepSpeech's clipped ReLU is ``(0, 20)``) in
+the same pass.
 
 Shape legend: T frames, B batch, N rows (T * B), F_in / F_out features.
 """
@@ -29,11 +31,17 @@ class DenseCache:
         The input's own shape, ``(T, B, F_in)`` or ``(N, F_in)``.
     lengths : int32 array, shape (B,), or None
         When given to :func:`forward`, padded frames of ``y`` were zeroed.
+    clip : (float, float) or None
+        The clipping bounds given to :func:`forward`.
+    y : array, shape (N, F_out), or None
+        The clipped output as rows, kept for the clip's gradient (None unclipped).
     """
 
     x: np.ndarray
     shape: tuple
     lengths: np.ndarray | None
+    clip: tuple[float, float] | None = None
+    y: np.ndarray | None = None
 
 
 def init(
@@ -86,9 +94,10 @@ def forward(
     x: np.ndarray,
     lengths: np.ndarray | None = None,
     *,
+    clip: tuple[float, float] | None = None,
     backend=None,
 ) -> tuple[np.ndarray, DenseCache]:
-    """``y = x @ W + b``.
+    """``y = x @ W + b``, or ``min(max(x @ W + b, low), high)`` with ``clip``.
 
     Parameters
     ----------
@@ -98,6 +107,12 @@ def forward(
     lengths : int32 array, shape (B,), optional
         For a (T, B, F_in) batch: zero the padded output frames (which would otherwise
         hold ``b``).
+    clip : (low, high), optional
+        Clip the output in the pass that adds the bias, and take the clip's gradient
+        in :func:`backward`: the same results as
+        :func:`~npspeech.nn.activations.clipped_relu_forward` (``(0, ceiling)``) or
+        :func:`~npspeech.nn.activations.hardtanh_forward` after the layer, with one
+        pass over the output less each way. Padded frames are zero after the clip.
     backend : str or module, optional
         Kernel backend (default: ``$NPSPEECH_BACKEND`` or numba).
 
@@ -118,11 +133,21 @@ def forward(
         if x.ndim != 3:
             raise ConfigError("dense: lengths need a time-major (T, B, F) input")
         lengths = _checks.lengths_array(lengths, x.shape[1], x.shape[0])
+    if clip is not None:
+        low, high = (float(bound) for bound in clip)
+        if not low < high:
+            raise ConfigError(f"dense clip: low {low} must be below high {high}")
+        clip = (low, high)
     rows = x.reshape(-1, x.shape[-1])  # (N, F_in), N = T * B: one GEMM for all frames
-    y = kernels.dense_forward(rows, W, b).reshape(x.shape[:-1] + (W.shape[1],))
+    if clip is None:
+        y_rows = kernels.dense_forward(rows, W, b)  # (N, F_out)
+    else:
+        y_rows = kernels.dense_clip_forward(rows, W, b, *clip)
+    y = y_rows.reshape(x.shape[:-1] + (W.shape[1],))
     if lengths is not None:
         y = kernels.mask_padded(y, lengths, out=y)
-    return y, DenseCache(x=rows, shape=x.shape, lengths=lengths)
+    kept = None if clip is None else y.reshape(-1, W.shape[1])
+    return y, DenseCache(x=rows, shape=x.shape, lengths=lengths, clip=clip, y=kept)
 
 
 def backward(
@@ -158,9 +183,13 @@ def backward(
     if cache.lengths is not None:
         # padded outputs were set to zero, so no gradient flows back through them
         dy = kernels.mask_padded(dy, cache.lengths)
-    dx, dW, db = kernels.dense_backward(
-        cache.x, W, dy.reshape(-1, W.shape[1]), need_dx=input_grad
-    )
+    dy_rows = dy.reshape(-1, W.shape[1])  # (N, F_out)
+    if cache.clip is None:
+        dx, dW, db = kernels.dense_backward(cache.x, W, dy_rows, need_dx=input_grad)
+    else:
+        dx, dW, db = kernels.dense_clip_backward(
+            cache.x, W, cache.y, dy_rows, *cache.clip, need_dx=input_grad
+        )
     if dx is not None:
         dx = dx.reshape(cache.shape)
     return dx, {"W": dW, "b": db}

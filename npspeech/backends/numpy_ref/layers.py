@@ -28,6 +28,8 @@ __all__ = [
     "conv2d_backward",
     "conv2d_forward",
     "dense_backward",
+    "dense_clip_backward",
+    "dense_clip_forward",
     "dense_forward",
     "dropout_apply",
     "im2col",
@@ -94,6 +96,32 @@ def dense_backward(x: np.ndarray, W: np.ndarray, dy: np.ndarray, need_dx: bool =
     dW = x.T @ dy  # (F_in, F_out)
     db = dy.sum(axis=0)
     return dx, dW, db
+
+
+def dense_clip_forward(
+    x: np.ndarray, W: np.ndarray, b: np.ndarray, low: float, high: float
+) -> np.ndarray:
+    """``y = min(max(x @ W + b, low), high)``: a dense layer and its clipping activation
+    (clipped ReLU, hard-tanh) as one operation, so that a backend can add the bias and
+    clip in one pass over the output.
+
+    x (N, F_in), W (F_in, F_out), b (F_out,) -> y (N, F_out).
+    """
+    return clip_forward(dense_forward(x, W, b), low, high)
+
+
+def dense_clip_backward(
+    x: np.ndarray,
+    W: np.ndarray,
+    y: np.ndarray,
+    dy: np.ndarray,
+    low: float,
+    high: float,
+    need_dx: bool = True,
+):
+    """Gradients of :func:`dense_clip_forward` from its output ``y`` (N, F_out):
+    :func:`clip_backward`, then :func:`dense_backward`; the same shapes as that."""
+    return dense_backward(x, W, clip_backward(dy, y, low, high), need_dx)
 
 
 # --- element-wise activations --------------------------------------------------------
