@@ -78,17 +78,19 @@ def test_backends_agree_and_keep_dtype(rng):
         # wide enough for the numba backend's tiled weight gradient (with a row
         # remainder and a column tail)
         _assert_backends_agree(rng, dtype, rtol, atol, 13, 40)
+        # the layer with its clip
+        _assert_backends_agree(rng, dtype, rtol, atol, 13, 40, clip=(0.0, 1.0))
 
 
-def _assert_backends_agree(rng, dtype, rtol, atol, n_in, n_out):
+def _assert_backends_agree(rng, dtype, rtol, atol, n_in, n_out, clip=None):
     """Both backends, forward and backward, on a padded (6, 2, n_in) batch."""
-    params = dense.init(rng, n_in, n_out, dtype=dtype)
-    x = rng.standard_normal((6, 2, n_in)).astype(dtype)
+    params = dense.init(rng, n_in, n_out, dtype=dtype, scheme="pytorch")
+    x = (rng.standard_normal((6, 2, n_in)) * 2.0).astype(dtype)
     dy = rng.standard_normal((6, 2, n_out)).astype(dtype)
     lengths = np.array([6, 3])
     results = []
     for name in ("numpy", "numba"):
-        y, cache = dense.forward(params, x, lengths, backend=name)
+        y, cache = dense.forward(params, x, lengths, clip=clip, backend=name)
         dx, grads = dense.backward(params, dy, cache, backend=name)
         assert y.dtype == dx.dtype == grads["W"].dtype == grads["b"].dtype == dtype
         results.append((y, dx, grads["W"], grads["b"]))
@@ -173,7 +175,7 @@ def test_matches_torch_linear(rng, backend, dtype):
     np.testing.assert_allclose(grads["b"], linear.bias.grad.numpy(), **tol)
 
 
-# --- the layer with its clip (clipped ReLU, hard-tanh) in one operation ----------------
+# --- the layer with its clip (clipped ReLU, hard-tanh) in one operation ---------------
 
 CLIPS = [(0.0, 1.5), (-1.0, 1.0)]
 
@@ -228,26 +230,6 @@ def test_clipped_equals_layer_then_activation(rng, backend, clip, dtype):
     np.testing.assert_array_equal(dx, dx_apart)
     for name in grads:
         np.testing.assert_array_equal(grads[name], grads_apart[name], err_msg=name)
-
-
-def test_clipped_backends_agree(rng):
-    for dtype, rtol, atol in (
-        (np.float32, BACKEND_RTOL_FLOAT32, BACKEND_ATOL_FLOAT32),
-        (np.float64, BACKEND_RTOL_FLOAT64, BACKEND_ATOL_FLOAT64),
-    ):
-        params = dense.init(rng, 13, 40, dtype=dtype, scheme="pytorch")
-        x = (rng.standard_normal((6, 2, 13)) * 2.0).astype(dtype)
-        dy = rng.standard_normal((6, 2, 40)).astype(dtype)
-        results = []
-        for name in ("numpy", "numba"):
-            y, cache = dense.forward(
-                params, x, np.array([6, 3]), clip=(0.0, 1.0), backend=name
-            )
-            dx, grads = dense.backward(params, dy, cache, backend=name)
-            assert y.dtype == dx.dtype == grads["W"].dtype == grads["b"].dtype == dtype
-            results.append((y, dx, grads["W"], grads["b"]))
-        for ref, fast in zip(*results):
-            np.testing.assert_allclose(fast, ref, rtol=rtol, atol=atol)
 
 
 def test_clipped_numba_threads_split_the_rows(rng):

@@ -15,7 +15,8 @@
 ``exp(x) = 2**n exp(r)`` with ``n = round(x / ln 2)`` and ``r = x - n ln 2``, so
 that ``|r| <= ln(2) / 2``: ``ln 2`` is split in two parts (Cody and Waite), the first
 with few enough significant bits that ``n * LN2_HI`` and ``x - n * LN2_HI`` are exact;
-``exp(r)`` is its Taylor polynomial and ``2**n`` is built from its IEEE-754 bits.
+``exp(r) = 1 + expm1(r)`` with ``expm1(r)`` a Taylor polynomial, and ``2**n`` is built
+from its IEEE-754 bits.
 
 tanh takes ``expm1`` rather than ``exp``: ``tanh(t) = -u / (2 + u)`` with
 ``u = expm1(-2t)``, ``t = |a|``. ``1 - exp(-2t)`` would cancel for small ``t``;
@@ -57,11 +58,9 @@ _LN2_HI = _F32(0.693359375)
 _LN2_LO = _F32(-2.1219444005469057e-4)
 _FLOAT32_EXPONENT_BIAS = np.int32(127)
 _FLOAT32_MANTISSA_BITS = np.int32(23)
-# 1 / k! for the polynomials. Truncation on |r| <= ln(2) / 2: exp's degree 7 leaves
-# r**8 / 8! < 6e-9 relative, expm1's degree 8 leaves r**9 / 9! < 6e-10 of r (one float32
-# ulp is 6e-8 to 1.2e-7 relative).
-_INV_FACTORIAL = tuple(_F32(1.0 / math.factorial(k)) for k in range(10))
-_C2, _C3, _C4, _C5, _C6, _C7, _C8 = _INV_FACTORIAL[2:9]
+# 1 / k! for expm1's Taylor polynomial of degree 8: on |r| <= ln(2) / 2 it leaves
+# r**9 / 9! < 6e-10 of r (one float32 ulp is 6e-8 to 1.2e-7 relative).
+_C2, _C3, _C4, _C5, _C6, _C7, _C8 = (_F32(1.0 / math.factorial(k)) for k in range(2, 9))
 
 
 @intrinsic
@@ -76,40 +75,13 @@ def _bits_as_float32(typingctx, bits):  # pragma: no cover - jit
 
 
 @njit(cache=True, fastmath={"contract"})
-def _reduce(x):  # pragma: no cover - jit
-    """(n, r, 2**n) with ``x = n ln 2 + r``, ``|r| <= ln(2) / 2``; float32 x, clamped by
-    the caller so that 2**n is a normal number."""
+def _scale_and_expm1(x):  # pragma: no cover - jit
+    """(2**n, expm1(r)) with ``x = n ln 2 + r``, ``|r| <= ln(2) / 2``, so that
+    ``exp(x) = 2**n (1 + expm1(r))``; float32 x, clamped by the caller so that 2**n is
+    a normal number."""
     n = np.floor(x * _LOG2E + _HALF)  # float32, an integer value
     r = (x - n * _LN2_HI) - n * _LN2_LO
-    bits = (np.int32(n) + _FLOAT32_EXPONENT_BIAS) << _FLOAT32_MANTISSA_BITS
-    return n, r, _bits_as_float32(bits)
-
-
-@njit(cache=True, fastmath={"contract"})
-def _exp_float32(x):  # pragma: no cover - jit
-    """exp(x) for float32 x, branch-free (selects, not branches; NaN stays NaN)."""
-    x = _EXP_LOW if x < _EXP_LOW else x
-    x = _EXP_HIGH if x > _EXP_HIGH else x
-    _, r, scale = _reduce(x)
-    p = _C7  # Horner's rule over 1 / k!, k = 7 .. 0
-    p = p * r + _C6
-    p = p * r + _C5
-    p = p * r + _C4
-    p = p * r + _C3
-    p = p * r + _C2
-    p = p * r + _ONE
-    p = p * r + _ONE
-    return p * scale
-
-
-@njit(cache=True, fastmath={"contract"})
-def _tanh_float32(a):  # pragma: no cover - jit
-    """tanh(a) for float32 a through expm1 (see the module docstring)."""
-    t = abs(a)
-    x = -_TWO * t
-    x = _EXPM1_LOW if x < _EXPM1_LOW else x
-    _, r, scale = _reduce(x)
-    q = _C8  # expm1(r) = r (1 + r/2! + ... + r**7/8!)
+    q = _C8  # Horner's rule: expm1(r) = r (1 + r/2! + ... + r**7/8!)
     q = q * r + _C7
     q = q * r + _C6
     q = q * r + _C5
@@ -118,6 +90,26 @@ def _tanh_float32(a):  # pragma: no cover - jit
     q = q * r + _C2
     q = q * r + _ONE
     q = q * r
+    bits = (np.int32(n) + _FLOAT32_EXPONENT_BIAS) << _FLOAT32_MANTISSA_BITS
+    return _bits_as_float32(bits), q
+
+
+@njit(cache=True, fastmath={"contract"})
+def _exp_float32(x):  # pragma: no cover - jit
+    """exp(x) for float32 x, branch-free (selects, not branches; NaN stays NaN)."""
+    x = _EXP_LOW if x < _EXP_LOW else x
+    x = _EXP_HIGH if x > _EXP_HIGH else x
+    scale, q = _scale_and_expm1(x)
+    return scale * q + scale
+
+
+@njit(cache=True, fastmath={"contract"})
+def _tanh_float32(a):  # pragma: no cover - jit
+    """tanh(a) for float32 a through expm1 (see the module docstring)."""
+    t = abs(a)
+    x = -_TWO * t
+    x = _EXPM1_LOW if x < _EXPM1_LOW else x
+    scale, q = _scale_and_expm1(x)
     # expm1(x); 2**n - 1 is exact down to n = -24 and rounds to -1 below, where tanh is
     # within an ulp of 1
     u = scale * q + (scale - _ONE)
