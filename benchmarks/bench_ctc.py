@@ -94,9 +94,12 @@ def main() -> None:
             npspeech_step(batch, grad_buffer)  # warm-up at this thread count
             torch_step(batch)
             ours = median_seconds(
-                lambda: npspeech_step(batch, grad_buffer), args.repeats
+                lambda batch=batch, grad_buffer=grad_buffer: npspeech_step(
+                    batch, grad_buffer
+                ),
+                args.repeats,
             )
-            theirs = median_seconds(lambda: torch_step(batch), args.repeats)
+            theirs = median_seconds(lambda batch=batch: torch_step(batch), args.repeats)
             ratio = ours / theirs
             flag = "" if ratio <= TARGET_RATIO else "  (above target)"
             print(f"{T:>5} {B:>3} {V:>3} {L:>4} {threads:>7} {ours * 1e3:>12.2f} "

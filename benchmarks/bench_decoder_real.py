@@ -25,7 +25,8 @@ Two protocols:
 
 Run::
 
-    python benchmarks/bench_decoder_real.py --model runs/kathleen_fsdd_small/model.npz \\
+    python benchmarks/bench_decoder_real.py \\
+        --model runs/kathleen_fsdd_small/model.npz \\
         --test-csv $NPSPEECH_DATA/kathleen_arctic/test.csv \\
         --lm-csv $NPSPEECH_DATA/kathleen_arctic/train.csv \\
         [--dev-csv $NPSPEECH_DATA/kathleen_arctic/dev.csv --cache-dir /tmp/bdr]
@@ -248,7 +249,8 @@ def main(argv=None) -> int:
         "--oov-word-penalty",
         type=float,
         default=None,
-        help="npspeech's penalty where a word leaves the vocabulary (default: Scorer's)",
+        help="npspeech's penalty where a word leaves the vocabulary "
+        "(default: Scorer's)",
     )
     parser.add_argument(
         "--unk-score",
@@ -385,11 +387,13 @@ def main(argv=None) -> int:
             bootstrap_lines.append(
                 f"{label}: npspeech - pyctcdecode WER {wer_diff.difference:+.4f} "
                 f"[{wer_diff.low:+.4f}, {wer_diff.high:+.4f}], CER "
-                f"{cer_diff.difference:+.4f} [{cer_diff.low:+.4f}, {cer_diff.high:+.4f}] "
+                f"{cer_diff.difference:+.4f} "
+                f"[{cer_diff.low:+.4f}, {cer_diff.high:+.4f}] "
                 f"(95% paired bootstrap over utterances; npspeech lower in "
                 f"{wer_diff.a_better:.0%} / {cer_diff.a_better:.0%} of resamples)"
             )
-            # Without an LM both run the same CTC prefix search: they must agree closely.
+            # Without an LM both run the same CTC prefix search: they must
+            # agree closely.
             if "LM" not in label and counts.cer > peer_counts.cer + 0.01:
                 failures.append(
                     f"{label}: CER {counts.cer:.4f} vs {peer_counts.cer:.4f}"

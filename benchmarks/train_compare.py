@@ -17,7 +17,8 @@ Usage::
 
     python benchmarks/train_compare.py --recipe recipes/kathleen_fsdd_small.toml
     python benchmarks/train_compare.py --quick   # a subset and 2 epochs: a smoke run
-    python benchmarks/train_compare.py --sizing 6   # time 6 real batches, project an epoch
+    python benchmarks/train_compare.py --sizing 6   # time 6 real batches,
+                                                    # project an epoch
 
 Data come from the recipe's ``${NPSPEECH_DATA}`` paths (default ``../shared/data``
 beside the repository).

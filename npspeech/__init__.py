@@ -1,8 +1,8 @@
 """npspeech: framework-free speech-to-text.
 
 Audio in, text out, and the training that makes the model, with NumPy, Numba and Cython.
-DeepSpeech's corpus CSVs, ``alphabet.txt``, ``.scorer`` files and MFCC front end are read
-as they are.
+DeepSpeech's corpus CSVs, ``alphabet.txt``, ``.scorer`` files and MFCC front end are
+read as they are.
 """
 
 from importlib.metadata import PackageNotFoundError, version

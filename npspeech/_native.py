@@ -1,8 +1,8 @@
 """Loads the compiled extensions in ``npspeech._ext`` with one policy for all of them.
 
 A missing extension (a source checkout that was never built) makes npspeech fall back to
-its pure-Python paths with a warning. With ``NPSPEECH_REQUIRE_EXT=1`` (set in CI) it is an
-error instead, so a broken build can never pass silently.
+its pure-Python paths with a warning. With ``NPSPEECH_REQUIRE_EXT=1`` (set in CI) it is
+an error instead, so a broken build can never pass silently.
 """
 
 from __future__ import annotations
@@ -18,12 +18,15 @@ _REQUIRE_ENV = "NPSPEECH_REQUIRE_EXT"
 
 
 def extensions_required() -> bool:
-    """True when ``NPSPEECH_REQUIRE_EXT`` is set to a true value (``1``, ``true``, ``yes``)."""
+    """True when ``NPSPEECH_REQUIRE_EXT`` is set to a true value (``1``,
+    ``true``, ``yes``).
+    """
     return os.environ.get(_REQUIRE_ENV, "").strip().lower() in {"1", "true", "yes"}
 
 
 def load_extension(name: str) -> ModuleType | None:
-    """Import ``npspeech._ext.<name>``; return None (with a warning) when it is not built.
+    """Import ``npspeech._ext.<name>``; return None (with a warning) when it
+    is not built.
 
     Raises
     ------

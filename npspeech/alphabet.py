@@ -1,11 +1,11 @@
 """Alphabets: the labels a model emits, in DeepSpeech's ``alphabet.txt`` format.
 
-Label ``i`` of an alphabet with ``n`` labels is class ``i`` of the model's output; the CTC
-blank is class ``n`` (the last one), as in DeepSpeech.
+Label ``i`` of an alphabet with ``n`` labels is class ``i`` of the model's output; the
+CTC blank is class ``n`` (the last one), as in DeepSpeech.
 
-File format (DeepSpeech ``util/text.py`` and ``native_client/alphabet.cc``): one label per
-line, UTF-8; a line starting with ``#`` is a comment; ``\\#`` is a literal ``#``; a line
-holding a single space is the space label. Empty lines are skipped.
+File format (DeepSpeech ``util/text.py`` and ``native_client/alphabet.cc``): one label
+per line, UTF-8; a line starting with ``#`` is a comment; ``\\#`` is a literal ``#``; a
+line holding a single space is the space label. Empty lines are skipped.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ class Alphabet:
 
     Notes
     -----
-    Labels are usually single characters. Multi-character labels are allowed, and text is
-    then encoded greedily, longest label first.
+    Labels are usually single characters. Multi-character labels are allowed, and text
+    is then encoded greedily, longest label first.
     """
 
     def __init__(self, labels: Sequence[str]):
@@ -58,7 +58,7 @@ class Alphabet:
         self._index = seen
         self._max_label_length = max(len(label) for label in labels)
 
-    # -- construction --------------------------------------------------------------------
+    # -- construction ------------------------------------------------------------------
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> Alphabet:
         """Read a DeepSpeech ``alphabet.txt``.
@@ -66,7 +66,8 @@ class Alphabet:
         Raises
         ------
         AlphabetError
-            If the file is missing, not UTF-8, holds no label or repeats one (line named).
+            If the file is missing, not UTF-8, holds no label or repeats one
+            (line named).
         """
         path = Path(path)
         try:
@@ -90,7 +91,8 @@ class Alphabet:
             if line in labels:
                 first = lines[labels.index(line)]
                 raise AlphabetError(
-                    f"{path}:{line_number}: label {line!r} already defined on line {first}"
+                    f"{path}:{line_number}: label {line!r} already defined "
+                    f"on line {first}"
                 )
             labels.append(line)
             lines.append(line_number)
@@ -117,7 +119,7 @@ class Alphabet:
         ]
         Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
-    # -- queries -------------------------------------------------------------------------
+    # -- queries -----------------------------------------------------------------------
     @property
     def labels(self) -> tuple[str, ...]:
         """The labels in class order."""
@@ -158,7 +160,7 @@ class Alphabet:
     def __repr__(self) -> str:
         return f"Alphabet({list(self._labels)!r})"
 
-    # -- encode / decode -----------------------------------------------------------------
+    # -- encode / decode ---------------------------------------------------------------
     def unknown_characters(self, text: str) -> list[tuple[int, str]]:
         """Positions and characters of ``text`` that no label covers."""
         unknown = []
@@ -186,8 +188,8 @@ class Alphabet:
             length = self._match(text, position)
             if length == 0:
                 raise AlphabetError(
-                    f"character {text[position]!r} (U+{ord(text[position]):04X}) at position "
-                    f"{position} of {text!r} is not in the alphabet"
+                    f"character {text[position]!r} (U+{ord(text[position]):04X}) "
+                    f"at position {position} of {text!r} is not in the alphabet"
                 )
             ids.append(self._index[text[position : position + length]])
             position += length
@@ -200,17 +202,18 @@ class Alphabet:
         except IndexError:
             bad = [int(i) for i in ids if not 0 <= int(i) < len(self._labels)]
             raise AlphabetError(
-                f"class ids {bad[:5]} are outside the alphabet's {len(self._labels)} labels"
+                f"class ids {bad[:5]} are outside the alphabet's "
+                f"{len(self._labels)} labels"
             ) from None
 
     def normalize(self, text: str) -> str:
         """Fold ``text`` into what the alphabet can spell.
 
         Lower-cases when the alphabet has no upper-case letters, folds typographic
-        apostrophes and accents (``é`` -> ``e``) where the plain letter is a label, turns
-        hyphens and slashes into spaces, drops any other character the alphabet lacks and
-        collapses runs of spaces. This is the normalisation corpus text gets before it
-        reaches a language model.
+        apostrophes and accents (``é`` -> ``e``) where the plain letter is a label,
+        turns hyphens and slashes into spaces, drops any other character the alphabet
+        lacks and collapses runs of spaces. This is the normalisation corpus text gets
+        before it reaches a language model.
         """
         if not any(label != label.lower() for label in self._labels):
             text = text.lower()
@@ -241,5 +244,7 @@ class Alphabet:
 
 
 def english() -> Alphabet:
-    """DeepSpeech's English alphabet: space, ``a``-``z`` and the apostrophe (28 labels)."""
+    """DeepSpeech's English alphabet: space, ``a``-``z`` and the apostrophe
+    (28 labels).
+    """
     return Alphabet([" "] + [chr(c) for c in range(ord("a"), ord("z") + 1)] + ["'"])

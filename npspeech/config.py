@@ -1,8 +1,8 @@
 """Configuration as frozen dataclasses, with a dict/JSON/TOML round-trip.
 
 Each dataclass documents its fields with a comment and gives every field a default, so a
-recipe only states what it changes. ``from_dict`` rejects unknown keys by name, so a typo
-in a recipe is an error rather than a silently ignored setting.
+recipe only states what it changes. ``from_dict`` rejects unknown keys by name, so a
+typo in a recipe is an error rather than a silently ignored setting.
 """
 
 from __future__ import annotations
@@ -64,7 +64,9 @@ class FeatureConfig:
 
     @property
     def fft_size(self) -> int:
-        """``n_fft``; by default the window length (spectrogram) or the next power of two."""
+        """``n_fft``; by default the window length (spectrogram) or the next
+        power of two.
+        """
         if self.n_fft is not None:
             return self.n_fft
         if self.kind == "spectrogram":

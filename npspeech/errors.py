@@ -28,7 +28,9 @@ class ConfigError(NpspeechError):
 
 
 class ModelFileError(NpspeechError):
-    """A model file that is truncated, foreign, corrupt or written by a newer version."""
+    """A model file that is truncated, foreign, corrupt or written by a
+    newer version.
+    """
 
 
 class ScorerError(NpspeechError):
@@ -44,4 +46,6 @@ class OutputError(NpspeechError):
 
 
 class ExtensionMissingError(NpspeechError):
-    """A compiled extension was required (``NPSPEECH_REQUIRE_EXT=1``) but is not built."""
+    """A compiled extension was required (``NPSPEECH_REQUIRE_EXT=1``) but
+    is not built.
+    """

@@ -23,8 +23,8 @@ def write_atomically(
     The bytes go to a temporary file in the target's folder (same filesystem, so the
     rename is atomic), which is flushed and fsynced before :func:`os.replace`; the
     folder is fsynced after the rename where the OS allows it, so the new name survives
-    a crash. ``handle`` is a binary file opened for writing; it can seek. ``path`` may be
-    a file that ``write`` itself reads (it is replaced only at the end).
+    a crash. ``handle`` is a binary file opened for writing; it can seek. ``path`` may
+    be a file that ``write`` itself reads (it is replaced only at the end).
 
     Raises
     ------

@@ -1,7 +1,7 @@
 """Word and character error rates.
 
-Edit distances come from rapidfuzz's C++ Levenshtein, which accepts sequences of words as
-well as strings. Corpus rates are the total edits over the total reference length (as
+Edit distances come from rapidfuzz's C++ Levenshtein, which accepts sequences of words
+as well as strings. Corpus rates are the total edits over the total reference length (as
 DeepSpeech and jiwer report them), not the mean of per-utterance rates.
 
 :func:`paired_bootstrap` says how sure a difference between two systems on one test set
@@ -28,7 +28,9 @@ class ErrorCounts:
 
     @property
     def wer(self) -> float:
-        """Word error rate; ``inf`` when the reference has no words but the hypothesis does."""
+        """Word error rate; ``inf`` when the reference has no words but the
+        hypothesis does.
+        """
         return _rate(self.word_edits, self.words)
 
     @property

@@ -213,7 +213,9 @@ def _conv_geometry(config: ModelConfig, n_input: int) -> Iterator[tuple[int, int
 
 
 def time_stride(config: ModelConfig) -> int:
-    """Feature frames per output frame: the product of the convolutions' time strides."""
+    """Feature frames per output frame: the product of the convolutions'
+    time strides.
+    """
     if config.architecture == "deepspeech":
         return 1
     stride = 1

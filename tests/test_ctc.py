@@ -449,7 +449,7 @@ def test_each_sequence_is_independent_of_its_batch(name, sizes):
         np.testing.assert_allclose(alone_grad[:, 0], grad[:frames, b], atol=1e-14)
 
 
-# --- which path the Numba kernel takes --------------------------------------------------
+# --- which path the Numba kernel takes ------------------------------------------------
 
 
 def _kernel_inputs(labels, blank):

@@ -1,1 +1,3 @@
-"""Compiled extensions built from ``csrc/`` (see setup.py). Import them via ``npspeech._native``."""
+"""Compiled extensions built from ``csrc/`` (see setup.py). Import them via
+``npspeech._native``.
+"""

@@ -1,9 +1,10 @@
 """Array backends with one kernel API.
 
-Each backend is a package exposing the same kernel names and signatures (``mfcc_frames``,
-``ctc_loss_and_grad``, ``lstm_forward``, ...):
+Each backend is a package exposing the same kernel names and signatures
+(``mfcc_frames``, ``ctc_loss_and_grad``, ``lstm_forward``, ...):
 
-- ``numpy``: ``numpy_ref``, the readable reference that defines what every kernel must do;
+- ``numpy``: ``numpy_ref``, the readable reference that defines what every
+  kernel must do;
 - ``numba``: ``numba_cpu``, Numba-JIT CPU kernels, the default;
 - ``cupy``: ``cupy_gpu``, CUDA kernels, imported lazily and only when asked for.
 

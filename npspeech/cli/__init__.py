@@ -5,7 +5,8 @@ Each subcommand lives in its own module of this package and provides two functio
 - ``register(subparsers)``: adds its parser (with ``--help`` text for every option);
 - ``run(args) -> int``: does the work through the library API and returns the exit code.
 
-Command modules import numerical code inside ``run`` so that ``npspeech --help`` is instant.
+Command modules import numerical code inside ``run`` so that
+``npspeech --help`` is instant.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the process exit code (never raises for bad input)."""
+    """Run the command line; returns the process exit code (never raises
+    for bad input).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "run", None) is None:

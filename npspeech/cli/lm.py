@@ -184,7 +184,8 @@ def _register_tune(commands) -> None:
     source.add_argument(
         "--model",
         metavar="MODEL",
-        help="an npspeech model file: run it once over --dev to get the log-probabilities",
+        help="an npspeech model file: run it once over --dev to get "
+        "the log-probabilities",
     )
     parser.add_argument(
         "--dev",

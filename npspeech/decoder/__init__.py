@@ -1,7 +1,8 @@
 """Decoders: per-frame class log-probabilities in, text out.
 
 - :mod:`.greedy`: best-path decoding.
-- :mod:`.results`: what both return (``CandidateTranscript`` with token and word timings).
+- :mod:`.results`: what both return (``CandidateTranscript`` with token and
+  word timings).
 - :mod:`.beam`: CTC prefix beam search with KenLM, hot-words, n-best, timings, streams.
 - :mod:`.scorer`: the KenLM adapter (``Scorer``, ``LOG10_TO_LN``).
 

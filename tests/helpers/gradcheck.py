@@ -47,7 +47,9 @@ def assert_gradient_close(
     atol: float = GRADCHECK_ATOL,
     eps: float = GRADCHECK_EPS,
 ) -> None:
-    """Assert that ``analytic`` equals the finite-difference gradient of ``scalar_fn``."""
+    """Assert that ``analytic`` equals the finite-difference gradient of
+    ``scalar_fn``.
+    """
     numeric = numerical_gradient(scalar_fn, array, eps)
     assert analytic.shape == array.shape, (
         f"{name}: shape {analytic.shape} != {array.shape}"
@@ -56,5 +58,7 @@ def assert_gradient_close(
 
 
 def random_projection(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """A fixed random cotangent: checking ``sum(y * R)`` exercises every output element."""
+    """A fixed random cotangent: checking ``sum(y * R)`` exercises every
+    output element.
+    """
     return rng.standard_normal(shape)

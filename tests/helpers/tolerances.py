@@ -21,8 +21,8 @@ BACKEND_ATOL_FLOAT32 = 1e-5
 # arithmetic, but BLAS may block a (T*B, F) product differently, so ulps differ.
 MODEL_PADDING_ATOL_FLOAT32 = 1e-5
 
-# Dropout keep fraction over 10,000 Bernoulli draws: the standard deviation is ~0.0043 at
-# rate 0.25, so 0.02 is more than four of them.
+# Dropout keep fraction over 10,000 Bernoulli draws: the standard deviation is ~0.0043
+# at rate 0.25, so 0.02 is more than four of them.
 DROPOUT_RATE_ATOL = 0.02
 
 # Language models. Sums of P(w | h) over the vocabulary in float64: ~1e-15 per term, but
@@ -34,19 +34,21 @@ ARPA_TEXT_ATOL = 1e-7
 # a few dozen terms of magnitude ~3 stays well within 1e-4.
 KENLM_SCORE_ATOL = 1e-4
 
-# Prefix beam search: compiled against the Python oracle, and against brute-force sums of
-# alignment probabilities. Both sides add the same float64 terms; 1e-4 is the contract.
+# Prefix beam search: compiled against the Python oracle, and against brute-force
+# sums of alignment probabilities. Both sides add the same float64 terms; 1e-4 is
+# the contract.
 DECODER_SCORE_ATOL = 1e-4
 
 # Acoustic front end. The numba backend computes in float32 (FFT, spectrum, filterbank,
-# DCT), the reference in the input's dtype; their difference is a few float32 ulps of the
-# largest feature value (measured <= 6e-7 of it on LDC93S1 and ARCTIC), so features are
-# compared with an absolute tolerance of this fraction of the largest |value|.
+# DCT), the reference in the input's dtype; their difference is a few float32 ulps of
+# the largest feature value (measured <= 6e-7 of it on LDC93S1 and ARCTIC), so features
+# are compared with an absolute tolerance of this fraction of the largest |value|.
 FEATURES_FLOAT32_SCALED_ATOL = 4e-6
-# The float64 reference against TensorFlow 2.21's AudioSpectrogram + Mfcc (measured 1.8e-6
-# on LDC93S1) and against TF values quoted to 5 decimals (rounding adds 5e-6).
+# The float64 reference against TensorFlow 2.21's AudioSpectrogram + Mfcc (measured
+# 1.8e-6 on LDC93S1) and against TF values quoted to 5 decimals (rounding adds 5e-6).
 FEATURES_TF_ATOL_FLOAT64 = 2e-5
-# The float32 production path against the same TF values (measured 2.3e-5 on values ~50).
+# The float32 production path against the same TF values (measured 2.3e-5 on
+# values ~50).
 FEATURES_TF_ATOL_FLOAT32 = 1e-4
 # Resampled LDC93S1 (8 kHz and 44.1 kHz stereo files) against the 16 kHz original:
 # minimum correlation after band-limiting both to what the 8 kHz file can hold.

@@ -1,4 +1,5 @@
-"""The NumPy reference backend: readable kernels that define what the others must compute.
+"""The NumPy reference backend: readable kernels that define what the others
+must compute.
 
 Kernels live in one module per area and are re-exported here; each area module lists its
 kernels in ``__all__``.
