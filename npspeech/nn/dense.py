@@ -14,6 +14,7 @@ import numpy as np
 from ..backends import get_backend
 from ..errors import ConfigError
 from . import _checks
+from .activations import ClipCache
 from .init import glorot_uniform, pytorch_uniform
 
 SCHEMES = ("glorot_uniform", "pytorch")
@@ -31,17 +32,15 @@ class DenseCache:
         The input's own shape, ``(T, B, F_in)`` or ``(N, F_in)``.
     lengths : int32 array, shape (B,), or None
         When given to :func:`forward`, padded frames of ``y`` were zeroed.
-    clip : (float, float) or None
-        The clipping bounds given to :func:`forward`.
-    y : array, shape (N, F_out), or None
-        The clipped output as rows, kept for the clip's gradient (None unclipped).
+    clip : ClipCache or None
+        With ``clip`` given to :func:`forward`: its bounds and the clipped output as
+        rows (N, F_out), for the clip's gradient.
     """
 
     x: np.ndarray
     shape: tuple
     lengths: np.ndarray | None
-    clip: tuple[float, float] | None = None
-    y: np.ndarray | None = None
+    clip: ClipCache | None = None
 
 
 def init(
@@ -137,17 +136,17 @@ def forward(
         low, high = (float(bound) for bound in clip)
         if not low < high:
             raise ConfigError(f"dense clip: low {low} must be below high {high}")
-        clip = (low, high)
     rows = x.reshape(-1, x.shape[-1])  # (N, F_in), N = T * B: one GEMM for all frames
     if clip is None:
         y_rows = kernels.dense_forward(rows, W, b)  # (N, F_out)
     else:
-        y_rows = kernels.dense_clip_forward(rows, W, b, *clip)
+        y_rows = kernels.dense_clip_forward(rows, W, b, low, high)
     y = y_rows.reshape(x.shape[:-1] + (W.shape[1],))
     if lengths is not None:
         y = kernels.mask_padded(y, lengths, out=y)
-    kept = None if clip is None else y.reshape(-1, W.shape[1])
-    return y, DenseCache(x=rows, shape=x.shape, lengths=lengths, clip=clip, y=kept)
+    if clip is not None:
+        clip = ClipCache(y=y.reshape(-1, W.shape[1]), low=low, high=high)
+    return y, DenseCache(x=rows, shape=x.shape, lengths=lengths, clip=clip)
 
 
 def backward(
@@ -187,8 +186,9 @@ def backward(
     if cache.clip is None:
         dx, dW, db = kernels.dense_backward(cache.x, W, dy_rows, need_dx=input_grad)
     else:
+        clip = cache.clip
         dx, dW, db = kernels.dense_clip_backward(
-            cache.x, W, cache.y, dy_rows, *cache.clip, need_dx=input_grad
+            cache.x, W, clip.y, dy_rows, clip.low, clip.high, need_dx=input_grad
         )
     if dx is not None:
         dx = dx.reshape(cache.shape)

@@ -165,9 +165,10 @@ def _add_to(total, values):  # pragma: no cover - jit
         total[k] += values[k]
 
 
-def _bias_gradient_parts(B: int, GH: int, dtype) -> np.ndarray:
-    """Zeroed (parts, G*H) sums for a backward loop, one row per part of the batch."""
-    return np.zeros((max(1, min(_threads(), B)), GH), dtype=dtype)
+def _bias_gradient_parts(threads: int, B: int, GH: int, dtype) -> np.ndarray:
+    """Zeroed (parts, G*H) sums for a backward loop run on ``threads`` threads, one
+    row per part of the batch (as the loop splits it: ``min(threads, B)`` parts)."""
+    return np.zeros((max(1, min(threads, B)), GH), dtype=dtype)
 
 
 # --- vanilla RNN with clipped ReLU ----------------------------------------------------
@@ -267,12 +268,12 @@ def rnn_backward(dy, dh_n, x, lengths, W_ih, W_hh, h0, y, ceiling):
     d_pre = np.zeros(y.shape, dtype=x.dtype)
     ceiling = x.dtype.type(ceiling)
     W_hh_T_packed = packed_matmul.pack_panels(W_hh.T)
-    db_parts = _bias_gradient_parts(y.shape[1], y.shape[2], x.dtype)
+    threads = _threads()
+    db_parts = _bias_gradient_parts(threads, y.shape[1], y.shape[2], x.dtype)
     dh0 = _rnn_backward_loop(
-        dy, dh_n, lengths, W_hh_T_packed, y, ceiling, d_pre, db_parts, _threads()
+        dy, dh_n, lengths, W_hh_T_packed, y, ceiling, d_pre, db_parts, threads
     )
-    db = db_parts.sum(axis=0)
-    grads = _weight_gradients(x, y, h0, d_pre, d_pre, W_ih, db)
+    grads = _weight_gradients(x, y, h0, d_pre, d_pre, W_ih, db_parts.sum(axis=0))
     return (*grads, dh0)
 
 
@@ -440,7 +441,8 @@ def lstm_backward(dy, dh_n, dc_n, x, lengths, W_ih, W_hh, h0, c0, y, gates, cell
     """See ``numpy_ref.rnn.lstm_backward``."""
     # the loop writes all four gates' gradients at every step before each length
     d_pre = _zero_past_lengths(gates.shape, x.dtype, lengths)
-    db_parts = _bias_gradient_parts(gates.shape[1], gates.shape[2], x.dtype)
+    threads = _threads()
+    db_parts = _bias_gradient_parts(threads, gates.shape[1], gates.shape[2], x.dtype)
     dh0, dc0 = _lstm_backward_loop(
         dy,
         dh_n,
@@ -452,7 +454,7 @@ def lstm_backward(dy, dh_n, dc_n, x, lengths, W_ih, W_hh, h0, c0, y, gates, cell
         cells,
         d_pre,
         db_parts,
-        _threads(),
+        threads,
     )
     grads = _weight_gradients(x, y, h0, d_pre, d_pre, W_ih, db_parts.sum(axis=0))
     return (*grads, dh0, dc0)
