@@ -1,0 +1,1 @@
+"""Command-line tools beside the npspeech package (never imported by it)."""
