@@ -1,0 +1,16 @@
+"""The inference-only network: no backward caches, packed weights, streaming state.
+
+:class:`InferenceNetwork` wraps a :class:`npspeech.models.Network` for inference. It
+prepares the weights once (batch norms folded into the adjacent linear layers, the
+recurrent weights packed in the layout its kernels read) and runs either a padded batch
+at once (:meth:`InferenceNetwork.forward`, the result of ``models.forward(...,
+training=False)``) or a single stream chunk by chunk
+(:meth:`InferenceNetwork.forward_chunk` with a :class:`StreamState`), holding back only
+the future frames each layer needs.
+"""
+
+from __future__ import annotations
+
+from .network import InferenceNetwork, StreamState
+
+__all__ = ["InferenceNetwork", "StreamState"]

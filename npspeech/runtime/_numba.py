@@ -1,0 +1,167 @@
+"""The inference kernels compiled with Numba: the names, signatures and results of
+:mod:`._reference` (read it for the equations).
+
+- Dense layers: the product in BLAS and the bias with the clipped ReLU in one fused
+  pass over the output: the training backend's ``dense_forward`` and
+  ``dense_clip_forward``, reused as they are, so a first run compiles nothing more for
+  them (they also sit in Numba's on-disk cache after any training run).
+- Recurrent layers: one compiled call runs every frame of a chunk. The recurrent
+  weight is packed once, when the network is built (:func:`pack_recurrent`), into the
+  column panels of :mod:`npspeech.backends.numba_cpu.packed_matmul`, whose register
+  tiles compute each step's ``h W_hh`` (training packs it on every call); the gates
+  are the float32 ``sigmoid`` and ``tanh`` of :mod:`~npspeech.backends.numba_cpu.
+  gate_math` in branch-free loops that vectorise. At batch 1 a step streams the whole
+  packed weight (64 MiB for an LSTM of 2048 units), so the product is memory-bound
+  and the tile prefetches the next block of panels as it goes.
+- Few compiled functions (a fresh install compiles them on first use): the three
+  kinds share one time loop, :func:`_rows`, specialised by a ``kind`` constant, and
+  one parallel wrapper that splits a batch's sequences over Numba's threads (each
+  thread running the whole time loop for its rows); a single sequence instead splits
+  the product's column panels over the threads.
+
+Subnormal states and gates are flushed to zero, as in training (see
+``npspeech/backends/numba_cpu/rnn.py``: a saturated gate's subnormal values otherwise
+slow every operation on them a hundredfold on x86).
+
+Shape legend as in :mod:`._reference`.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from ..backends.numba_cpu import packed_matmul
+from ..backends.numba_cpu.gate_math import normal_or_zero, sigmoid, tanh
+from ..backends.numba_cpu.layers import dense_clip_forward, dense_forward
+
+__all__ = [
+    "dense",
+    "dense_clip",
+    "pack_recurrent",
+    "lstm_sequence",
+    "gru_sequence",
+    "rnn_sequence",
+]
+
+_LSTM, _GRU, _RNN = 0, 1, 2
+_ONE = np.float32(1.0)
+_ZERO = np.float32(0.0)
+
+
+def dense(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """See :func:`._reference.dense`."""
+    return dense_forward(np.ascontiguousarray(x), W, b)
+
+
+def dense_clip(
+    x: np.ndarray, W: np.ndarray, b: np.ndarray, low: float, high: float
+) -> np.ndarray:
+    """See :func:`._reference.dense_clip`."""
+    return dense_clip_forward(np.ascontiguousarray(x), W, b, low, high)
+
+
+def pack_recurrent(W_hh: np.ndarray) -> np.ndarray:
+    """``W_hh`` (H, G*H) as column panels (P, Kp, NR) for the per-step product."""
+    return packed_matmul.pack_panels(np.ascontiguousarray(W_hh))
+
+
+@njit(cache=True, error_model="numpy")
+def _sigmoid_of_sum(a, b, c, out):  # pragma: no cover - jit
+    """out = sigmoid(a + b + c), all (N,): one loop that vectorises."""
+    for k in range(out.size):
+        out[k] = normal_or_zero(out, sigmoid(a[k] + b[k] + c[k]))
+
+
+@njit(cache=True, error_model="numpy")
+def _cell(kind, xw, hw, bias, h, c, ceiling, gates):  # pragma: no cover - jit
+    """One sequence's step, in place on ``h`` and ``c`` (H,); xw, hw, bias (G*H,);
+    ``gates`` (G*H,) scratch. One loop per kind of nonlinearity, so each vectorises."""
+    H = h.size
+    if kind == _LSTM:
+        _sigmoid_of_sum(xw[: 2 * H], hw[: 2 * H], bias[: 2 * H], gates[: 2 * H])
+        for k in range(2 * H, 3 * H):
+            gates[k] = tanh(xw[k] + hw[k] + bias[k])
+        _sigmoid_of_sum(xw[3 * H :], hw[3 * H : 4 * H], bias[3 * H :], gates[3 * H :])
+        for k in range(H):
+            c[k] = normal_or_zero(c, gates[H + k] * c[k] + gates[k] * gates[2 * H + k])
+        for k in range(H):
+            h[k] = normal_or_zero(h, gates[3 * H + k] * tanh(c[k]))
+    elif kind == _GRU:
+        # r, z = sigmoid(x W_i + b_i + h W_h + b_h); n = tanh(x W_in + b_in +
+        # r (h W_hn + b_hn)); h' = (1 - z) n + z h
+        _sigmoid_of_sum(xw[: 2 * H], hw[: 2 * H], bias[: 2 * H], gates[: 2 * H])
+        for k in range(H):
+            hn = hw[2 * H + k] + bias[2 * H + k]
+            gates[2 * H + k] = tanh(xw[2 * H + k] + gates[k] * hn)
+        for k in range(H):
+            z = gates[H + k]
+            h[k] = normal_or_zero(h, (_ONE - z) * gates[2 * H + k] + z * h[k])
+    else:
+        for k in range(H):
+            v = xw[k] + hw[k] + bias[k]
+            h[k] = normal_or_zero(h, min(max(v, _ZERO), ceiling))
+
+
+@njit(cache=True)
+def _rows(
+    kind, xw, lengths, W_packed, bias, h, c, ceiling, y, b0, b1, threads
+):  # pragma: no cover - jit
+    """The time loop for sequences ``b0 .. b1 - 1``: every frame of the chunk."""
+    T = y.shape[0]
+    a_t, hw = packed_matmul.buffers(W_packed, b1 - b0)
+    gates = np.empty(xw.shape[2], dtype=xw.dtype)
+    for t in range(T):
+        # rows past their length ride along in the product; their state is unchanged
+        packed_matmul.rows_times(h[b0:b1], a_t, W_packed, hw, threads)  # h W_hh
+        for b in range(b0, b1):
+            if t < lengths[b]:
+                _cell(kind, xw[t, b], hw[b - b0], bias, h[b], c[b], ceiling, gates)
+                y[t, b, :] = h[b]
+            else:
+                y[t, b, :] = 0.0
+
+
+@njit(cache=True, parallel=True)
+def _sequence(
+    kind, xw, lengths, W_packed, bias, h, c, ceiling, y, threads
+):  # pragma: no cover - jit
+    B = y.shape[1]
+    parts = min(threads, B)
+    if parts <= 1:
+        _rows(kind, xw, lengths, W_packed, bias, h, c, ceiling, y, 0, B, threads)
+    else:
+        for part in prange(parts):
+            b0, b1 = part * B // parts, (part + 1) * B // parts
+            _rows(kind, xw, lengths, W_packed, bias, h, c, ceiling, y, b0, b1, 1)
+
+
+def _run(kind, xw, lengths, W_packed, bias, h, c, ceiling, y) -> None:
+    _sequence(
+        kind,
+        np.ascontiguousarray(xw),
+        np.ascontiguousarray(lengths, dtype=np.int64),
+        W_packed,
+        bias,
+        h,
+        c,
+        np.float32(ceiling),
+        y,
+        numba.get_num_threads(),
+    )
+
+
+def lstm_sequence(xw, lengths, W_packed, bias, h, c, y) -> None:
+    """See :func:`._reference.lstm_sequence`."""
+    _run(_LSTM, xw, lengths, W_packed, bias, h, c, 0.0, y)
+
+
+def gru_sequence(xw, lengths, W_packed, b_hh, h, y) -> None:
+    """See :func:`._reference.gru_sequence`."""
+    _run(_GRU, xw, lengths, W_packed, b_hh, h, h, 0.0, y)
+
+
+def rnn_sequence(xw, lengths, W_packed, bias, h, ceiling, y) -> None:
+    """See :func:`._reference.rnn_sequence`."""
+    _run(_RNN, xw, lengths, W_packed, bias, h, h, ceiling, y)

@@ -1,0 +1,144 @@
+"""The inference kernels in plain NumPy: the spec that :mod:`._numba` accelerates.
+
+Every kernel runs a whole chunk of frames; none keeps anything for a backward pass. The
+recurrent kernels carry their state in place (``h``, ``c`` are read as the state
+entering the chunk and left as the state after each sequence's last valid frame), so a
+stream is the same call repeated chunk by chunk.
+
+Shape legend: T frames, B batch, N rows, F features, H hidden units, G gates (LSTM 4 in
+order i, f, g, o; GRU 3 in order r, z, n; RNN 1).
+
+The recurrent weight ``W_hh (H, G*H)`` is passed in the form :func:`pack_recurrent`
+returns; here that is the matrix itself (the Numba kernels pack it into column panels
+once, when the network is built).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "dense",
+    "dense_clip",
+    "pack_recurrent",
+    "lstm_sequence",
+    "gru_sequence",
+    "rnn_sequence",
+]
+
+
+def dense(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``x @ W + b``.
+
+    x (N, F_in), W (F_in, F_out), b (F_out,), one float dtype -> y (N, F_out).
+    """
+    return x @ W + b
+
+
+def dense_clip(
+    x: np.ndarray, W: np.ndarray, b: np.ndarray, low: float, high: float
+) -> np.ndarray:
+    """``min(max(x @ W + b, low), high)``: a dense layer and its clipped ReLU
+    (``(0, 20)`` in DeepSpeech) or hardtanh.
+
+    x (N, F_in), W (F_in, F_out), b (F_out,), one float dtype -> y (N, F_out).
+    """
+    return np.clip(x @ W + b, x.dtype.type(low), x.dtype.type(high))
+
+
+def pack_recurrent(W_hh: np.ndarray) -> np.ndarray:
+    """The recurrent weight as the kernels of this module read it: unchanged,
+    C-contiguous (H, G*H)."""
+    return np.ascontiguousarray(W_hh)
+
+
+def _sigmoid(a: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-a))
+
+
+def lstm_sequence(xw, lengths, W_packed, bias, h, c, y) -> None:
+    """An LSTM over a chunk of frames, state carried in place.
+
+    Parameters
+    ----------
+    xw : array, shape (T, B, 4H)
+        The input projection ``x W_ih`` without any bias.
+    lengths : int array, shape (B,)
+        Valid frames per sequence; later frames leave its state as it is.
+    W_packed : array
+        ``W_hh`` (H, 4H) as :func:`pack_recurrent` gives it.
+    bias : array, shape (4H,)
+        ``b_ih + b_hh``.
+    h, c : arrays, shape (B, H)
+        State entering the chunk; overwritten with the state after each sequence's
+        last valid frame.
+    y : array, shape (T, B, H)
+        Output: the hidden states, zero past each length.
+    """
+    H = h.shape[1]
+    for t in range(xw.shape[0]):
+        active = (t < np.asarray(lengths))[:, None]  # (B, 1)
+        a = xw[t] + h @ W_packed + bias  # (B, 4H)
+        i = _sigmoid(a[:, :H])
+        f = _sigmoid(a[:, H : 2 * H])
+        g = np.tanh(a[:, 2 * H : 3 * H])
+        o = _sigmoid(a[:, 3 * H :])
+        c_new = f * c + i * g
+        h_new = o * np.tanh(c_new)
+        y[t] = np.where(active, h_new, 0.0)
+        h[...] = np.where(active, h_new, h)
+        c[...] = np.where(active, c_new, c)
+
+
+def gru_sequence(xw, lengths, W_packed, b_hh, h, y) -> None:
+    """A GRU (PyTorch's definition) over a chunk of frames, state carried in place.
+
+    Parameters
+    ----------
+    xw : array, shape (T, B, 3H)
+        The input projection ``x W_ih + b_ih``.
+    lengths : int array, shape (B,)
+    W_packed : array
+        ``W_hh`` (H, 3H) as :func:`pack_recurrent` gives it.
+    b_hh : array, shape (3H,)
+        The recurrent bias (inside the reset gate's product for n, so kept apart).
+    h : array, shape (B, H)
+        State, updated in place.
+    y : array, shape (T, B, H)
+        Output, zero past each length.
+    """
+    H = h.shape[1]
+    for t in range(xw.shape[0]):
+        active = (t < np.asarray(lengths))[:, None]
+        ah = h @ W_packed + b_hh  # (B, 3H)
+        r = _sigmoid(xw[t, :, :H] + ah[:, :H])
+        z = _sigmoid(xw[t, :, H : 2 * H] + ah[:, H : 2 * H])
+        n = np.tanh(xw[t, :, 2 * H :] + r * ah[:, 2 * H :])
+        h_new = (1.0 - z) * n + z * h
+        y[t] = np.where(active, h_new, 0.0)
+        h[...] = np.where(active, h_new, h)
+
+
+def rnn_sequence(xw, lengths, W_packed, bias, h, ceiling, y) -> None:
+    """A vanilla RNN with ReLU clipped at ``ceiling`` over a chunk of frames.
+
+    Parameters
+    ----------
+    xw : array, shape (T, B, H)
+        The input projection ``x W_ih`` without any bias.
+    lengths : int array, shape (B,)
+    W_packed : array
+        ``W_hh`` (H, H) as :func:`pack_recurrent` gives it.
+    bias : array, shape (H,)
+        ``b_ih + b_hh``.
+    h : array, shape (B, H)
+        State, updated in place.
+    ceiling : float
+    y : array, shape (T, B, H)
+        Output, zero past each length.
+    """
+    for t in range(xw.shape[0]):
+        active = (t < np.asarray(lengths))[:, None]
+        h_new = np.clip(xw[t] + h @ W_packed + bias, 0.0, ceiling)
+        y[t] = np.where(active, h_new, 0.0)
+        h[...] = np.where(active, h_new, h)

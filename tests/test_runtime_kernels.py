@@ -1,0 +1,72 @@
+"""The compiled inference kernels against their NumPy reference, state carried across
+chunks included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from npspeech.runtime import _numba, _reference
+
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+def _run(kernels, kind, xw, lengths, W_hh, bias, h, c):
+    """One chunk through ``kernels``; returns y and the (copied) state after it."""
+    h, c = h.copy(), c.copy()
+    y = np.full((xw.shape[0], xw.shape[1], h.shape[1]), np.nan, dtype=np.float32)
+    packed = kernels.pack_recurrent(W_hh)
+    if kind == "lstm":
+        kernels.lstm_sequence(xw, lengths, packed, bias, h, c, y)
+    elif kind == "gru":
+        kernels.gru_sequence(xw, lengths, packed, bias, h, y)
+    else:
+        kernels.rnn_sequence(xw, lengths, packed, bias, h, np.float32(20.0), y)
+    return y, h, c
+
+
+@pytest.mark.parametrize("H", [5, 33])
+@pytest.mark.parametrize("kind", list(GATES))
+def test_recurrent_kernels_match_reference(kind, H, rng):
+    G = GATES[kind]
+    B, T = 5, 9
+    scale = 3.0 if kind != "rnn" else 1.0  # saturate some gates
+    xw = rng.normal(0, scale, (T, B, G * H)).astype(np.float32)
+    W_hh = rng.normal(0, 1 / np.sqrt(H), (H, G * H)).astype(np.float32)
+    bias = rng.normal(0, 0.5, G * H).astype(np.float32)
+    h0 = rng.normal(0, 0.5, (B, H)).astype(np.float32)
+    if kind == "rnn":
+        h0 = np.abs(h0)
+    c0 = rng.normal(0, 1, (B, H)).astype(np.float32)
+    lengths = np.array([9, 0, 4, 9, 1])
+    y_ref, h_ref, c_ref = _run(_reference, kind, xw, lengths, W_hh, bias, h0, c0)
+    y, h, c = _run(_numba, kind, xw, lengths, W_hh, bias, h0, c0)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(h, h_ref, rtol=1e-5, atol=1e-6)
+    if kind == "lstm":
+        np.testing.assert_allclose(c, c_ref, rtol=1e-5, atol=1e-6)
+    # a sequence of zero length keeps its state; frames past a length are zero
+    np.testing.assert_array_equal(h[1], h0[1])
+    assert not y[4:, 2].any() and not y[:, 1].any()
+    # the state carries: two chunks give what one does
+    full = np.array([T] * B)
+    y1, h1, c1 = _run(_numba, kind, xw[:4], full, W_hh, bias, h0, c0)
+    y2, h2, c2 = _run(_numba, kind, xw[4:], full, W_hh, bias, h1, c1)
+    y_all, h_all, c_all = _run(_reference, kind, xw, full, W_hh, bias, h0, c0)
+    np.testing.assert_allclose(np.concatenate([y1, y2]), y_all, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(h2, h_all, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(c2, c_all, rtol=1e-5, atol=1e-6)
+
+
+def test_dense_kernels_match_reference(rng):
+    x = rng.normal(0, 3, (13, 17)).astype(np.float32)
+    W = rng.normal(0, 1, (17, 6)).astype(np.float32)
+    b = rng.normal(0, 1, 6).astype(np.float32)
+    expected = _reference.dense_clip(x, W, b, 0.0, 2.0)
+    assert expected.min() == 0.0 and expected.max() == 2.0  # both bounds are hit
+    np.testing.assert_allclose(
+        _numba.dense_clip(x, W, b, 0.0, 2.0), expected, rtol=1e-6, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        _numba.dense(x, W, b), _reference.dense(x, W, b), rtol=1e-6, atol=1e-5
+    )
