@@ -17,10 +17,10 @@ try:
 except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__", "Model", "transcribe"]
+__all__ = ["__version__", "Model", "Stream", "transcribe"]
 
 # Loaded on first use, so that `import npspeech` (and `npspeech --help`) stays instant.
-_LAZY = {"Model": "inference", "transcribe": "inference"}
+_LAZY = {"Model": "api", "Stream": "stream", "transcribe": "api"}
 
 
 def __getattr__(name: str):

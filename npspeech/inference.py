@@ -1,8 +1,10 @@
 """Inference: a loaded model, transcription of audio, and evaluation of a corpus.
 
-``Model.load(path).transcribe("audio.wav")`` is the whole public path from a model file
-to text. :func:`evaluate` runs a model over corpus rows in padded batches and scores the
-transcripts (WER/CER); the training loop's dev pass and ``npspeech eval`` share it.
+:class:`Model` is a loaded model with its decoder (the public ``npspeech.Model`` in
+:mod:`npspeech.api` adds DeepSpeech's API to it); ``Model.load(path).transcribe(
+"audio.wav")`` goes from a model file to text. :func:`evaluate` runs a model over
+corpus rows in padded batches and scores the transcripts (WER/CER); the training
+loop's dev pass and ``npspeech eval`` share it.
 
 Shape legend: T frames, B batch, F features, V classes (the blank last).
 """
@@ -20,7 +22,7 @@ from . import models
 from .alphabet import Alphabet
 from .config import DecodeConfig, FeatureConfig, ModelConfig
 from .decoder.results import CandidateTranscript
-from .errors import ConfigError, DecoderError
+from .errors import AudioError, ConfigError, DecoderError
 from .nn.activations import log_softmax
 
 # -- decoders --------------------------------------------------------------------------
@@ -44,6 +46,12 @@ class GreedyDecoder:
     def decode_text(self, log_probs: np.ndarray) -> str:
         """The transcript's text alone (the beam decoder's interface)."""
         return self.decode(log_probs)[0].text
+
+    def stream(self):
+        """A :class:`~npspeech.decoder.greedy.GreedyDecoderStream`."""
+        from .decoder.greedy import GreedyDecoderStream
+
+        return GreedyDecoderStream(self.alphabet, self.frame_seconds)
 
 
 def _beam_decoder(alphabet: Alphabet, config: DecodeConfig, frame_seconds: float):
@@ -109,6 +117,11 @@ def frame_seconds(config: ModelConfig, feature_config: FeatureConfig) -> float:
 class Model:
     """A trained model ready to transcribe.
 
+    The decoder (and a scorer's KenLM model and LM cache) is built once, when
+    :meth:`set_decoder` is called, and kept for every later call; the network's
+    weights are prepared once for inference
+    (:class:`npspeech.runtime.InferenceNetwork`).
+
     Parameters
     ----------
     network : models.Network
@@ -139,6 +152,8 @@ class Model:
         self.training = dict(training or {})
         self.backend = backend
         self.decode_config = DecodeConfig()
+        self._decoder: Any = None
+        self._runtime: Any = None
 
     @classmethod
     def load(cls, path: str | os.PathLike, backend: str | None = None) -> Model:
@@ -170,24 +185,55 @@ class Model:
         """Seconds between two output frames (the feature hop times the time stride)."""
         return frame_seconds(self.network.config, self.features)
 
+    @property
+    def streamable(self) -> bool:
+        """True for one-way models (``deepspeech``, ``ds2-stream``): they stream."""
+        return self.network.config.architecture != "ds2"
+
+    @property
+    def decoder(self) -> Any:
+        """The decoder :attr:`decode_config` describes, built once and kept."""
+        if self._decoder is None:
+            self._decoder = make_decoder(
+                self.alphabet, self.decode_config, self.frame_seconds
+            )
+        return self._decoder
+
+    @property
+    def inference_network(self) -> Any:
+        """The network prepared for inference (built on first use, then kept)."""
+        if self._runtime is None:
+            from .runtime import InferenceNetwork
+
+            self._runtime = InferenceNetwork(self.network, backend=self.backend)
+        return self._runtime
+
     def set_decoder(self, config: DecodeConfig) -> None:
-        """Use ``config`` for :meth:`transcribe` from now on."""
-        make_decoder(self.alphabet, config, self.frame_seconds)  # validate now
+        """Use ``config`` from now on (the decoder is built and checked now)."""
+        self._decoder = make_decoder(self.alphabet, config, self.frame_seconds)
         self.decode_config = config
 
-    def compute_features(
-        self, audio_or_path: np.ndarray | str | os.PathLike
+    def signal(
+        self,
+        audio_or_path: Any,
+        sample_rate: int | None = None,
+        where: str = "audio",
     ) -> np.ndarray:
-        """``(T, F)`` float32 features of a path, or of a signal at the model's rate."""
-        from . import audio, features
+        """Float32 mono samples at the model's rate (see :func:`read_signal`)."""
+        return read_signal(audio_or_path, self.sample_rate, sample_rate, where)
 
-        if isinstance(audio_or_path, (str, os.PathLike)):
-            signal = audio.load(audio_or_path, sample_rate=self.sample_rate)
-        else:
-            signal = np.asarray(audio_or_path)
-            if signal.dtype == np.int16:
-                signal = signal.astype(np.float32) / np.float32(32768.0)
-        return features.compute(signal, dataclasses.replace(self.features, n_context=0))
+    def compute_features(
+        self, audio_or_path: Any, sample_rate: int | None = None
+    ) -> np.ndarray:
+        """``(T, F)`` float32 input frames (no context stacking: the network does it)
+        of a path or a signal (see :func:`read_signal`)."""
+        from . import features
+
+        signal = self.signal(audio_or_path, sample_rate)
+        base = dataclasses.replace(self.features, n_context=0)
+        if signal.shape[0] < base.window_samples:  # shorter than one frame: no frames
+            return np.zeros((0, features.n_features(base)), dtype=np.float32)
+        return features.compute(signal, base)
 
     def log_probs(
         self,
@@ -206,33 +252,135 @@ class Model:
         log_probs : float32 array, shape (T_out, B, V)
         output_lengths : int32 array, shape (B,)
         """
-        logits, output_lengths, _ = models.forward(
-            self.network, batch_features, lengths, training=False, backend=self.backend
+        logits, output_lengths = self.inference_network.forward(
+            np.asarray(batch_features, dtype=np.float32),
+            np.asarray(lengths, dtype=np.int32),
         )
         return log_softmax(logits), output_lengths
 
-    def transcribe_full(
-        self, audio_or_path: np.ndarray | str | os.PathLike, n_best: int = 1
-    ) -> list[CandidateTranscript]:
-        """Candidate transcripts (confidences, word timings) of one utterance."""
-        feats = self.compute_features(audio_or_path)  # (T, F)
+    def utterance_log_probs(self, feats: np.ndarray) -> np.ndarray:
+        """``(T_out, V)`` float32 log-probabilities of one utterance's ``(T, F)``
+        input frames."""
+        if feats.shape[0] == 0:
+            return np.zeros((0, self.alphabet.n_classes), dtype=np.float32)
         log_probs, lengths = self.log_probs(
             feats[:, None, :], np.array([feats.shape[0]], dtype=np.int32)
         )
-        decoder = make_decoder(self.alphabet, self.decode_config, self.frame_seconds)
-        return decoder.decode(log_probs[: int(lengths[0]), 0], n_best=n_best)
+        return np.ascontiguousarray(log_probs[: int(lengths[0]), 0])
 
-    def transcribe(self, audio_or_path: np.ndarray | str | os.PathLike) -> str:
-        """Text of one utterance: a path, or a float32 (or int16) signal at the model's
-        sample rate."""
-        return self.transcribe_full(audio_or_path)[0].text
+    def transcribe_full(
+        self,
+        audio_or_path: Any,
+        n_best: int = 1,
+        sample_rate: int | None = None,
+    ) -> list[CandidateTranscript]:
+        """Candidate transcripts (confidences, word timings) of a recording.
+
+        A recording longer than :data:`npspeech.segment.LONG_AUDIO_SECONDS` is
+        decoded in bounded memory by :func:`npspeech.segment.transcribe_long`
+        (a file is read block by block): its pieces are joined into one candidate
+        with global times, so ``n_best`` gives one candidate there.
+        """
+        from . import segment
+
+        if segment.is_long(audio_or_path, self.sample_rate, sample_rate):
+            return segment.transcribe_long(self, audio_or_path, sample_rate=sample_rate)
+        log_probs = self.utterance_log_probs(
+            self.compute_features(audio_or_path, sample_rate)
+        )
+        return self.decoder.decode(log_probs, n_best=n_best)
+
+    def transcribe(self, audio_or_path: Any, sample_rate: int | None = None) -> str:
+        """Text of a recording: a path, or a signal (see :func:`read_signal`)."""
+        return self.transcribe_full(audio_or_path, sample_rate=sample_rate)[0].text
 
 
-def transcribe(path: str | os.PathLike, model: Model | str | os.PathLike) -> str:
-    """Text of the audio at ``path`` with ``model`` (a :class:`Model` or a path)."""
-    if not isinstance(model, Model):
-        model = Model.load(model)
-    return model.transcribe(path)
+def read_signal(
+    audio_or_path: Any,
+    model_rate: int,
+    sample_rate: int | None = None,
+    where: str = "audio",
+) -> np.ndarray:
+    """Audio as float32 mono samples at ``model_rate``; never a silent misreading.
+
+    Parameters
+    ----------
+    audio_or_path : str, path-like, bytes, or 1-D array
+        A file (read and resampled by :func:`npspeech.audio.load`); ``bytes`` of
+        little-endian 16-bit PCM; an int16 array; a float array with samples in
+        [-1, 1].
+    model_rate : int
+        Hz the model needs.
+    sample_rate : int, optional
+        Hz of bytes or an array when it is not ``model_rate``: they are resampled.
+        A file knows its own rate, so it takes none.
+    where : str
+        Names the input in error messages.
+
+    Returns
+    -------
+    float32 array, shape (N,)
+
+    Raises
+    ------
+    AudioError
+        A missing or unreadable file, a list or other non-array, an array that is not
+        1-D (stereo: mix it down first), an integer type other than int16, NaN or
+        infinite samples, float samples outside [-1, 1] (int16 values stored as
+        float?), bytes of odd length, a bad ``sample_rate``.
+    """
+    from . import audio
+
+    if isinstance(audio_or_path, (str, os.PathLike)):
+        if sample_rate is not None:
+            raise AudioError(
+                f"{audio_or_path}: sample_rate is for arrays and bytes; a file gives "
+                "its own"
+            )
+        return audio.load(audio_or_path, sample_rate=model_rate)
+    if isinstance(audio_or_path, (bytes, bytearray, memoryview)):
+        signal = audio.to_float32(audio_or_path, where=where)
+    elif isinstance(audio_or_path, np.ndarray):
+        array = audio_or_path
+        if array.ndim == 2 and 1 in array.shape and array.size > 1:
+            raise AudioError(
+                f"{where}: shape {array.shape} is ambiguous; pass a 1-D signal"
+            )
+        if array.ndim != 1:
+            raise AudioError(
+                f"{where}: expected a 1-D mono signal, got shape {array.shape} "
+                "(mix channels down first, e.g. signal.mean(axis=1))"
+            )
+        if array.dtype.kind == "f":
+            audio.check_finite_samples(array, where)
+            peak = float(np.abs(array).max()) if array.size else 0.0
+            if peak > 1.0:
+                raise AudioError(
+                    f"{where}: float samples must lie in [-1, 1], the largest is "
+                    f"{peak:.6g} (int16 values stored as float? pass "
+                    "signal.astype(numpy.int16) or signal / 32768)"
+                )
+        signal = audio.to_float32(array, where=where)
+    else:
+        raise AudioError(
+            f"{where}: expected a path, bytes of 16-bit PCM or a NumPy array, got "
+            f"{type(audio_or_path).__name__}"
+        )
+    if sample_rate is not None:
+        if (
+            isinstance(sample_rate, bool)
+            or not isinstance(sample_rate, (int, np.integer))
+            or sample_rate <= 0
+        ):
+            raise AudioError(
+                f"{where}: sample_rate must be a positive whole number of Hz, "
+                f"got {sample_rate!r}"
+            )
+        if int(sample_rate) != model_rate and signal.shape[0]:
+            signal = np.clip(
+                audio.resample(signal, int(sample_rate), model_rate), -1.0, 1.0
+            ).astype(np.float32)
+    return signal
 
 
 # -- corpus evaluation -----------------------------------------------------------------
@@ -335,7 +483,9 @@ def evaluate(
             backend=backend,
         )
         log_probs = log_softmax(logits)
-        for b, (index, utterance) in enumerate(zip(members, batch.utterances)):
+        for b, (index, utterance) in enumerate(
+            zip(members, batch.utterances, strict=True)
+        ):
             try:
                 hypothesis = decoder.decode_text(log_probs[: int(output_lengths[b]), b])
             except DecoderError as error:
@@ -404,7 +554,7 @@ def _forward_batches(
         durations=durations,
         prefetch=False,
     )
-    batches: Any = zip(loader.epoch_batches(0), loader.iterate(0))
+    batches: Any = zip(loader.epoch_batches(0), loader.iterate(0), strict=False)
     if progress:
         from tqdm import tqdm
 

@@ -227,6 +227,44 @@ class BeamSearchDecoder:
         """A stream: feed frames chunk by chunk, ask for the current best, finish."""
         return BeamDecoderStream(self)
 
+    def set_beam_width(self, beam_width: int) -> None:
+        """Keep ``beam_width`` prefixes per frame in searches started from now on."""
+        _check_int("beam_width", beam_width, 1)
+        self.beam_width = int(beam_width)
+
+    def set_hotwords(
+        self, hotwords: Mapping[str, float] | Sequence[str] | None
+    ) -> None:
+        """Replace the hot-words of searches started from now on.
+
+        The scorer, the vocabulary trie and the LM caches are kept (the cached KenLM
+        answers do not depend on hot-words). Raises :class:`DecoderError` for a
+        hot-word the alphabet cannot spell, leaving the old ones in place.
+        """
+        self.hotwords = empty_trie() if not hotwords else self._hotword_trie(hotwords)
+
+    def set_scorer_weights(self, alpha: float, beta: float) -> None:
+        """Set the scorer's ``alpha`` (LM weight) and ``beta`` (word bonus).
+
+        Searches started from now on use them; the LM caches stay valid.
+
+        Raises
+        ------
+        ConfigError
+            Without a scorer, or for a weight that is not a finite number.
+        """
+        if self.scorer is None:
+            raise ConfigError("alpha and beta need a scorer; enable one first")
+        for name, value in (("alpha", alpha), ("beta", beta)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float, np.floating, np.integer))
+                or not math.isfinite(value)
+            ):
+                raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        self.scorer.alpha = float(alpha)
+        self.scorer.beta = float(beta)
+
     def decode_batch(
         self,
         batch: Sequence[np.ndarray],
@@ -407,7 +445,7 @@ class BeamSearchDecoder:
         confidences /= confidences.sum()
         return [
             self._candidate(labels, float(score), float(confidence), log_probs)
-            for (labels, score), confidence in zip(ranked, confidences)
+            for (labels, score), confidence in zip(ranked, confidences, strict=True)
         ]
 
     def _candidate(
@@ -456,44 +494,88 @@ def _best(search: Any, n_best: int) -> list[tuple[np.ndarray, float]]:
 class BeamDecoderStream:
     """Incremental decoding: ``finish`` gives what decoding all frames at once gives.
 
-    Created by :meth:`BeamSearchDecoder.stream`. The frames fed are kept (float32,
-    T x V) because the word timings align the final transcript to all of them.
+    Created by :meth:`BeamSearchDecoder.stream`. Work per :meth:`feed` is proportional
+    to the frames fed. The frames are kept (float32, T x V, 116 bytes a frame for 29
+    classes) because the word timings align the final transcript to all of them;
+    :meth:`intermediate_text` and :meth:`finish_text` give the text without that
+    alignment. The stream borrows one of the decoder's LM caches and gives it back
+    when it finishes (or is closed), so consecutive streams share KenLM's answers.
     """
 
     def __init__(self, decoder: BeamSearchDecoder):
         self.decoder = decoder
-        self._search = decoder.new_search()
+        self._lm_cache = decoder._lend_lm_cache()
+        self._search = decoder.new_search(lm_cache=self._lm_cache)
         self._chunks: list[np.ndarray] = []
+        self._n_frames = 0
         self._finished = False
 
     @property
     def n_frames(self) -> int:
         """Frames fed so far."""
-        return sum(chunk.shape[0] for chunk in self._chunks)
+        return self._n_frames
+
+    @property
+    def finished(self) -> bool:
+        """True once :meth:`finish`, :meth:`finish_text` or :meth:`close` ran."""
+        return self._finished
 
     def feed(self, log_probs: np.ndarray) -> None:
         """Advance by a chunk of frames, shape (T_chunk, V) (T_chunk may be 0)."""
-        if self._finished:
-            raise DecoderError("this stream is finished; start a new one")
+        self._check_open()
         log_probs = self.decoder.validate(log_probs)
+        if log_probs.shape[0] == 0:
+            return
         self._search.feed(log_probs)
         self._chunks.append(log_probs)
+        self._n_frames += log_probs.shape[0]
+
+    def intermediate_text(self) -> str:
+        """The current best text, as if the utterance ended now, without timings.
+
+        Costs the ranking of the beam only (no alignment over the frames so far), as
+        DeepSpeech's ``intermediateDecode``.
+        """
+        self._check_open()
+        labels, _ = _best(self._search, 1)[0]
+        return "".join([self.decoder._class_text[c] for c in labels.tolist()])
 
     def intermediate(self, n_best: int = 1) -> list[CandidateTranscript]:
         """The current best transcripts, as if the utterance ended now."""
+        self._check_open()
         _check_n_best(n_best)
         return self.decoder._results(_best(self._search, n_best), self._frames())
 
     def finish(self, n_best: int = 1) -> list[CandidateTranscript]:
         """The final transcripts; the stream accepts no more frames afterwards."""
         results = self.intermediate(n_best)
-        self._finished = True
+        self.close()
         return results
+
+    def finish_text(self) -> str:
+        """The final best text (``finish()[0].text`` without the alignment)."""
+        text = self.intermediate_text()
+        self.close()
+        return text
+
+    def close(self) -> None:
+        """End the stream without a result, returning its LM cache to the decoder."""
+        if not self._finished:
+            self._finished = True
+            self._chunks = []
+            self.decoder._give_back_lm_cache(self._lm_cache)
+            self._lm_cache = None
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise DecoderError("this stream is finished; start a new one")
 
     def _frames(self) -> np.ndarray:
         if not self._chunks:
             return np.zeros((0, self.decoder.n_classes), dtype=np.float32)
-        return np.concatenate(self._chunks, axis=0)
+        if len(self._chunks) > 1:  # join once, so that repeated calls stay cheap
+            self._chunks = [np.concatenate(self._chunks, axis=0)]
+        return self._chunks[0]
 
 
 def align(

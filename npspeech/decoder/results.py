@@ -5,10 +5,16 @@ same JSON (DeepSpeech's client format). Word ``start_time`` is its first token's
 ``duration`` runs to the start of the token that ends it (the following space, or the
 word's own last letter at the end of the text), as DeepSpeech's client computes it. A
 word's ``confidence`` is the geometric mean of its letters' probabilities.
+
+:class:`Metadata` is the same result under DeepSpeech 0.9's names (``transcripts``,
+``tokens[j].timestep``, ``confidence`` = the summed log score), as
+``Model.stt_with_metadata`` returns it. :func:`shift_candidate`, :func:`trim_candidate`
+and :func:`join_candidates` put the pieces of a long recording together on one clock.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -113,7 +119,7 @@ def make_candidate(
     token_log_probs = token_log_probs.tolist()
     tokens = [
         Token(class_text[label], frame, frame * frame_step_seconds)
-        for label, frame in zip(labels, frames)
+        for label, frame in zip(labels, frames, strict=True)
     ]
     words: list[Word] = []
     letters: list[int] = []  # token indices of the word being read
@@ -135,3 +141,189 @@ def make_candidate(
             letters = []
     text = "".join(token.text for token in tokens)
     return CandidateTranscript(text, confidence, tokens, words, log_score)
+
+
+def shift_candidate(
+    candidate: CandidateTranscript, frames: int, seconds: float
+) -> CandidateTranscript:
+    """``candidate`` moved later by ``frames`` output frames (``seconds`` seconds)."""
+    tokens = [
+        Token(t.text, t.frame + frames, t.start_time + seconds)
+        for t in candidate.tokens
+    ]
+    words = [
+        Word(w.word, w.start_time + seconds, w.duration, w.confidence)
+        for w in candidate.words
+    ]
+    return dataclasses.replace(candidate, tokens=tokens, words=words)
+
+
+def _word_token_spans(
+    candidate: CandidateTranscript, space: str | None
+) -> list[tuple[int, int]]:
+    """``(first, end)`` token indices of each word (end exclusive, before its space),
+    in the order of ``candidate.words``."""
+    spans, first = [], None
+    for index, token in enumerate(candidate.tokens):
+        if space is not None and token.text == space:
+            if first is not None:
+                spans.append((first, index))
+            first = None
+        elif first is None:
+            first = index
+    if first is not None:
+        spans.append((first, len(candidate.tokens)))
+    return spans
+
+
+def trim_candidate(
+    candidate: CandidateTranscript,
+    start: float,
+    end: float,
+    space: str | None = " ",
+) -> CandidateTranscript:
+    """The words of ``candidate`` that start in ``[start, end)`` seconds.
+
+    Whole words are kept or dropped (a window's overlap with its neighbours decides by
+    where a word starts, so that each word is taken from exactly one window). The
+    tokens kept are the words' own and the spaces between them; ``confidence`` and
+    ``log_score`` are kept as they are.
+    """
+    spans = _word_token_spans(candidate, space)
+    if len(spans) != len(candidate.words):
+        raise ValueError("the candidate's words do not match its tokens")
+    kept = [
+        (span, word)
+        for span, word in zip(spans, candidate.words, strict=True)
+        if start <= candidate.tokens[span[0]].start_time < end
+    ]
+    return _from_words(candidate, [(candidate.tokens, s, w) for s, w in kept], space)
+
+
+def _from_words(
+    candidate: CandidateTranscript,
+    pieces: list[tuple[list[Token], tuple[int, int], Word]],
+    space: str | None,
+) -> CandidateTranscript:
+    """A candidate of the given words: ``(tokens, (first, end), word)`` each, the word
+    being ``tokens[first:end]``; words are separated by the space token that followed
+    each in its own candidate, or by a new one at its last letter's time."""
+    tokens: list[Token] = []
+    for index, (source, (first, stop), _) in enumerate(pieces):
+        if index and space is not None:
+            previous_source, (_, previous_stop), _ = pieces[index - 1]
+            follower = previous_source[previous_stop : previous_stop + 1]
+            if follower and follower[0].text == space:
+                tokens.append(follower[0])
+            else:  # the word ended its piece: a space at its last letter's time
+                last = previous_source[previous_stop - 1]
+                tokens.append(Token(space, last.frame, last.start_time))
+        tokens.extend(source[first:stop])
+    text = "".join(t.text for t in tokens)
+    words = [word for _, _, word in pieces]
+    return dataclasses.replace(candidate, text=text, tokens=tokens, words=words)
+
+
+def join_candidates(
+    pieces: Sequence[CandidateTranscript], space: str | None = " "
+) -> CandidateTranscript:
+    """Consecutive pieces of one recording (already on one clock) as one transcript.
+
+    Words are joined with ``space`` (nothing when the alphabet has none);
+    ``log_score`` is the sum of the pieces' and ``confidence`` the product of their
+    posteriors (the pieces were decoded independently).
+    """
+    if space is None:
+        tokens = [token for piece in pieces for token in piece.tokens]
+        words = [word for piece in pieces for word in piece.words]
+        joined = CandidateTranscript(
+            "".join(t.text for t in tokens), 1.0, tokens, words, 0.0
+        )
+    else:
+        parts = []
+        for piece in pieces:
+            spans = _word_token_spans(piece, space)
+            if len(spans) != len(piece.words):
+                raise ValueError("a piece's words do not match its tokens")
+            parts.extend(
+                zip([piece.tokens] * len(spans), spans, piece.words, strict=True)
+            )
+        joined = _from_words(CandidateTranscript("", 1.0), parts, space)
+    return dataclasses.replace(
+        joined,
+        confidence=math.prod(piece.confidence for piece in pieces),
+        log_score=math.fsum(piece.log_score for piece in pieces),
+    )
+
+
+# -- DeepSpeech's names ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenMetadata:
+    """One emitted character, as DeepSpeech's ``TokenMetadata``.
+
+    Attributes
+    ----------
+    text : str
+    timestep : int
+        Output frame where it starts on the best alignment.
+    start_time : float
+        Seconds from the start of the audio.
+    """
+
+    text: str
+    timestep: int
+    start_time: float
+
+
+@dataclass(frozen=True)
+class TranscriptMetadata:
+    """One transcript of the n-best, as DeepSpeech's ``CandidateTranscript``.
+
+    Attributes
+    ----------
+    tokens : list of TokenMetadata
+    confidence : float
+        DeepSpeech's meaning: the transcript's summed log score (acoustic plus the
+        weighted LM and hot-word terms), larger is better, not a probability.
+    posterior : float
+        npspeech's normalised confidence: the softmax of the scores over the returned
+        n-best (``CandidateTranscript.confidence``).
+    words : list of Word
+        npspeech's words with start time, duration and confidence.
+    text : str
+        The transcript (DeepSpeech's client joins the tokens' texts; the same).
+    """
+
+    tokens: list[TokenMetadata]
+    confidence: float
+    posterior: float
+    words: list[Word]
+    text: str
+
+    @classmethod
+    def from_candidate(cls, candidate: CandidateTranscript) -> TranscriptMetadata:
+        """The DeepSpeech view of ``candidate``."""
+        return cls(
+            tokens=[
+                TokenMetadata(t.text, t.frame, t.start_time) for t in candidate.tokens
+            ],
+            confidence=candidate.log_score,
+            posterior=candidate.confidence,
+            words=list(candidate.words),
+            text=candidate.text,
+        )
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What ``stt_with_metadata`` returns: ``transcripts``, best first (DeepSpeech's
+    ``Metadata``)."""
+
+    transcripts: list[TranscriptMetadata]
+
+    @classmethod
+    def from_candidates(cls, candidates: Sequence[CandidateTranscript]) -> Metadata:
+        """The DeepSpeech view of an n-best list."""
+        return cls([TranscriptMetadata.from_candidate(c) for c in candidates])
