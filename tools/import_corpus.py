@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the importer; 0 on success, 2 with a message when the import cannot run."""
+    """Run the importer: 0 on success, 1 when no row was usable (the report says
+    why), 2 with a message when the import cannot run.
+    """
     options = build_parser().parse_args(argv)
     try:
         if options.jobs < 1:
@@ -99,7 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"import_corpus: error: {error}", file=sys.stderr)
         return 2
     print(result.summary())
-    return 0
+    # Every row unusable is almost always a wrong layout, alphabet or folder.
+    return 0 if sum(result.rows.values()) else 1
 
 
 if __name__ == "__main__":

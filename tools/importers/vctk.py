@@ -69,23 +69,23 @@ def find(source: Path, options: argparse.Namespace) -> Found:
         except DataError as error:
             unreadable.add(path.stem)
             problems.append(Problem("", str(path), "unreadable_transcript", str(error)))
-    keys = sorted(set(audio_by_key) | set(texts))
-    # "p225_001" -> speaker "p225"
-    groups = {key: key.split("_")[0] for key in keys}
+    # Only utterances with a transcript take part in the split, so a speaker without
+    # any (p315) does not take a place in dev or test.
+    keys = sorted(texts)
+    groups = {key: key.split("_")[0] for key in keys}  # "p225_001" -> "p225"
     if options.split_by == "utterance":
         groups = {key: key for key in keys}
     split_of_group = seeded_split(
         groups.values(), options.seed, options.dev_fraction, options.test_fraction
     )
+    for key in sorted(set(audio_by_key) - set(texts) - unreadable):
+        speaker = key.split("_")[0]
+        message = f"no transcript txt/{speaker}/{key}.txt"
+        audio = str(audio_by_key[key])
+        problems.append(Problem("", audio, "missing_transcript", message))
     items = []
     for key in keys:
         split, speaker = split_of_group[groups[key]], key.split("_")[0]
-        if key not in texts:
-            if key not in unreadable:
-                message = f"no transcript txt/{speaker}/{key}.txt"
-                audio = str(audio_by_key[key])
-                problems.append(Problem(split, audio, "missing_transcript", message))
-            continue
         text, where = texts[key]
         if key not in audio_by_key:
             message = f"no audio for {key} in {folders[0]}"
