@@ -17,6 +17,16 @@ weights, the optimizer moments, the schedule, the early-stopping record and the 
 in the epoch, and every random draw (shuffling, augmentation, dropout) is seeded by
 ``(seed, epoch, batch)``, so the resumed run computes exactly what the uninterrupted one
 would have.
+
+A folder that already holds a run (its last checkpoint or model file) is refused
+unless the run is resumed or ``overwrite=True`` replaces it; replacing removes nothing
+before the new run has set up and writes its own files.
+
+Data-parallel training: given a :class:`~npspeech.distributed.Collective` of several
+ranks (``mpirun -n N npspeech train``), every rank trains on its share of each global
+batch and applies the same update (see :mod:`npspeech.distributed.mpi`); rank 0 alone
+writes the files above and shows progress. The checkpoint records the position in
+global batches, so a run resumes with any number of ranks.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +45,7 @@ import numpy as np
 from . import checkpoint, fpenv, memory, models
 from .alphabet import Alphabet
 from .config import TrainConfig, from_dict, to_dict
+from .distributed.collective import Collective
 from .errors import ConfigError, DataError
 
 LAST_CHECKPOINT = "checkpoint_last.npz"
@@ -60,6 +72,42 @@ class TrainResult:
     stopped: str  # "epochs", "early_stop", "target_wer", "max_steps"
 
 
+#: Files that mark a folder as holding a run, and those a replacing run removes.
+_RUN_MARKERS = (LAST_CHECKPOINT, MODEL_FILE)
+_STALE_ON_REPLACE = (BEST_CHECKPOINT, MODEL_FILE, PLOT_FILE)
+
+
+@dataclasses.dataclass
+class _LocalGradients:
+    """What one rank's rows of a global batch give before the ranks exchange."""
+
+    grads: dict[str, np.ndarray]  # name -> array shaped as the parameter
+    loss_sum: float  # summed CTC loss of the rows (nats)
+    problem: str  # why the batch must be skipped ("" when it need not)
+    state: dict[str, np.ndarray]  # batch-norm running statistics after the forward
+
+
+def _rows(batch: Any, rows: slice) -> Any:
+    """The utterances ``rows`` of a :class:`~npspeech.data.Batch` as a batch of their
+    own, padded only to their own longest (padding changes no result); None when the
+    slice is empty."""
+    from .data import Batch
+
+    lengths = batch.lengths[rows]  # (b,)
+    if lengths.size == 0:
+        return None
+    bounds = np.concatenate([[0], np.cumsum(batch.target_lengths)])  # (B + 1,)
+    start, stop = rows.indices(len(batch.lengths))[:2]
+    return Batch(
+        features=np.ascontiguousarray(batch.features[: int(lengths.max()), rows]),
+        lengths=lengths,
+        targets=batch.targets[bounds[start] : bounds[stop]],
+        target_lengths=batch.target_lengths[rows],
+        utterances=batch.utterances[rows],
+        transcripts=batch.transcripts[rows],
+    )
+
+
 class Trainer:
     """One training run. :func:`train` is the usual entry point.
 
@@ -69,24 +117,47 @@ class Trainer:
     resume : bool
         Continue from ``output_dir/checkpoint_last.npz`` (it must exist).
     augmentation : npspeech.augment.AugmentConfig, optional
+    overwrite : bool
+        Replace a run already in ``output_dir`` (else :meth:`run` refuses to start
+        there unless resuming).
+    collective : npspeech.distributed.Collective, optional
+        The ranks of a data-parallel run; None for a single process.
+    on_epoch : callable, optional
+        Called on rank 0 with each epoch's log entry (``train_loss``, ``dev_wer``,
+        ``dev_cer``, ``dev_loss``, ``lr``, ...) as the epoch ends.
     """
 
     def __init__(
-        self, config: TrainConfig, *, resume: bool = False, augmentation: Any = None
+        self,
+        config: TrainConfig,
+        *,
+        resume: bool = False,
+        augmentation: Any = None,
+        overwrite: bool = False,
+        collective: Collective | None = None,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
     ):
         from . import data
         from .backends import get_backend
 
         self.config = config
         self.output_dir = Path(config.output_dir)
+        self.collective = collective if collective is not None else Collective()
+        self.on_epoch = on_epoch
         self.backend = get_backend(config.backend)
         _validate(config)
-        resumed = self._load_resume_state() if resume else None
+        if resume and overwrite:
+            raise ConfigError("--resume and --overwrite exclude each other")
+        self.resume, self.overwrite = resume, overwrite
+        # Rank 0 reads the run's files; the others receive what it read (or its
+        # error), so that no rank needs the output folder.
+        collective = self.collective
+        resumed = collective.root_call(self._load_resume_state) if resume else None
         init_model = None
         if resumed is None and config.init_from:
             from . import modelfile
 
-            init_model = modelfile.load(config.init_from)
+            init_model = collective.root_call(lambda: modelfile.load(config.init_from))
         self.features = (
             init_model.features if init_model is not None else config.features
         )
@@ -129,7 +200,11 @@ class Trainer:
             self.state = resumed
         else:
             network = self._initial_network(init_model, n_features(self.features))
-            self.state = _fresh_state(network, config, self.alphabet)
+            # Every rank initialised from the same seed; rank 0's weights are sent to
+            # all anyway, so that nothing can make the replicas start apart.
+            self.state = collective.broadcast(
+                _fresh_state(network, config, self.alphabet)
+            )
         self._last_save = time.monotonic()
         # Steps run with subnormal floats flushed to zero (see npspeech.fpenv); False
         # leaves the processor's setting off, for measuring what the flush saves.
@@ -215,11 +290,11 @@ class Trainer:
             return self._train_step(batch, epoch, index)
 
     def _train_step(self, batch: Any, epoch: int, index: int) -> dict[str, Any]:
-        from . import ctc, optim
+        from . import optim
 
-        state, config = self.state, self.config
+        state, config, collective = self.state, self.config, self.collective
         network = state.network
-        rng = np.random.default_rng([config.seed, epoch, index, _DROPOUT_STREAM])
+        collective.before_step(state.step)
         seconds = float(batch.lengths.sum()) * self.features.step_ms / 1000.0
         result = {
             "loss": float("nan"),
@@ -227,58 +302,36 @@ class Trainer:
             "skipped": True,
             "audio_seconds": seconds,
         }
-        names = ", ".join(u.source for u in batch.utterances)
-        with np.errstate(all="ignore"):  # non-finite values are reported below instead
-            logits, output_lengths, cache = models.forward(
-                network,
-                batch.features,
-                batch.lengths,
-                training=True,
-                rng=rng,
-                backend=self.backend,
-            )
-        valid = models.frame_mask(output_lengths, logits.shape[0], bool)[:, :, 0]
-        if not np.isfinite(logits[valid]).all():
+        B = len(batch.utterances)  # the global batch; a rank trains on its rows
+        share = batch if collective.size == 1 else _rows(batch, collective.rows(B))
+        # Each rank draws dropout masks for its own rows (a rank-free seed would give
+        # every rank the same masks); one process keeps the seed it always had.
+        seed = [config.seed, epoch, index, _DROPOUT_STREAM]
+        if collective.size > 1:
+            seed.append(collective.rank)
+        rng = np.random.default_rng(seed)
+        local = self._local_gradients(share, B, epoch, index, rng)
+        grads, loss_sum, net_state = local.grads, local.loss_sum, local.state
+        problem = bool(local.problem)
+        if collective.size > 1:
+            grads, loss_sum, problem, net_state = self._sum_over_ranks(local, share)
+        if problem:
             self._skip(
-                f"non-finite network output in batch {index} of epoch {epoch} "
-                f"({names}); batch skipped"
+                local.problem
+                or f"batch {index} of epoch {epoch} skipped: another rank met a "
+                "non-finite network output or CTC loss (see its warning)"
             )
             return result
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            losses, dlogits = ctc.ctc_loss(
-                logits,
-                batch.targets,
-                output_lengths,
-                batch.target_lengths,
-                blank=network.n_classes - 1,
-                reduction="none",
-                backend=self.backend,
-            )
-        losses = np.asarray(losses, dtype=np.float64)
-        if not np.isfinite(losses).all():
-            bad = [
-                u.source
-                for u, loss in zip(batch.utterances, losses)
-                if not np.isfinite(loss)
-            ]
-            detail = "; ".join(str(w.message) for w in caught)
-            self._skip(
-                f"non-finite CTC loss for {', '.join(bad)} in batch {index} of "
-                f"epoch {epoch}; batch skipped" + (f" ({detail})" if detail else "")
-            )
-            return result
-        B = len(batch.utterances)
-        dlogits = dlogits / dlogits.dtype.type(B)  # mean over the batch, as DeepSpeech
         with np.errstate(all="ignore"):
-            grads = models.backward(network, dlogits, cache, backend=self.backend)
-            # A non-finite norm makes the clip factor 0 and inf * 0 = NaN: harmless, as
+            # The norm of the summed gradient: clipping sees the global gradient. A
+            # non-finite norm makes the clip factor 0 and inf * 0 = NaN: harmless, as
             # such a batch is skipped just below.
             if config.clip_norm > 0:
                 grads, norm = optim.clip_grad_norm(grads, config.clip_norm)
             else:
                 norm = optim.global_norm(grads)
         if not math.isfinite(norm):
+            names = ", ".join(u.source for u in batch.utterances)
             self._skip(
                 f"non-finite gradient (norm {norm}) in batch {index} of epoch "
                 f"{epoch} ({names}); batch skipped"
@@ -296,11 +349,104 @@ class Trainer:
             backend=self.backend,
         )
         network.params = params
-        network.state = cache.state
+        network.state = net_state
         state.optimizer = optimizer
         state.step += 1
-        result.update(loss=float(losses.mean()), grad_norm=float(norm), skipped=False)
+        result.update(loss=float(loss_sum) / B, grad_norm=float(norm), skipped=False)
         return result
+
+    def _local_gradients(
+        self, batch: Any, B: int, epoch: int, index: int, rng: np.random.Generator
+    ) -> _LocalGradients:
+        """Forward, CTC and backward on this rank's rows ``batch`` (None: no rows) of a
+        global batch of ``B`` utterances, the gradient scaled by ``1 / B``."""
+        from . import ctc
+
+        network = self.state.network
+        nothing = _LocalGradients(
+            {name: np.zeros_like(value) for name, value in network.params.items()},
+            0.0,
+            "",
+            network.state,
+        )
+        if batch is None:
+            return nothing
+        names = ", ".join(u.source for u in batch.utterances)
+        with np.errstate(all="ignore"):  # non-finite values are reported below instead
+            logits, output_lengths, cache = models.forward(
+                network,
+                batch.features,
+                batch.lengths,
+                training=True,
+                rng=rng,
+                backend=self.backend,
+            )
+        valid = models.frame_mask(output_lengths, logits.shape[0], bool)[:, :, 0]
+        if not np.isfinite(logits[valid]).all():
+            return dataclasses.replace(
+                nothing,
+                problem=f"non-finite network output in batch {index} of epoch "
+                f"{epoch} ({names}); batch skipped",
+            )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            losses, dlogits = ctc.ctc_loss(
+                logits,
+                batch.targets,
+                output_lengths,
+                batch.target_lengths,
+                blank=network.n_classes - 1,
+                reduction="none",
+                backend=self.backend,
+            )
+        losses = np.asarray(losses, dtype=np.float64)
+        if not np.isfinite(losses).all():
+            bad = [
+                u.source
+                for u, loss in zip(batch.utterances, losses, strict=True)
+                if not np.isfinite(loss)
+            ]
+            detail = "; ".join(str(w.message) for w in caught)
+            return dataclasses.replace(
+                nothing,
+                problem=f"non-finite CTC loss for {', '.join(bad)} in batch {index} "
+                f"of epoch {epoch}; batch skipped" + (f" ({detail})" if detail else ""),
+            )
+        # The mean over the global batch, as DeepSpeech: summed over the ranks, these
+        # gradients are the single-process gradient of the whole batch.
+        dlogits = dlogits / dlogits.dtype.type(B)
+        with np.errstate(all="ignore"):
+            grads = models.backward(network, dlogits, cache, backend=self.backend)
+        return _LocalGradients(grads, float(losses.sum()), "", cache.state)
+
+    def _sum_over_ranks(
+        self, local: _LocalGradients, rows: Any
+    ) -> tuple[dict[str, np.ndarray], float, bool, dict[str, np.ndarray]]:
+        """The gradient, loss sum and problem count summed over the ranks in one
+        exchange, and batch-norm running statistics averaged over the ranks that had
+        rows (weighted by their rows)."""
+        network = self.state.network
+        names = sorted(local.grads)
+        state_names = sorted(network.state)
+        dtype = np.result_type(*(local.grads[name] for name in names))
+        n = 0 if rows is None else len(rows.utterances)
+        # (3,): loss sum, ranks with a problem, utterances (weights of the statistics)
+        scalars = np.array([local.loss_sum, bool(local.problem), n], dtype=dtype)
+        weighted = [local.state[name] * dtype.type(n) for name in state_names]
+        sums = self.collective.allreduce_sum(
+            [*(local.grads[name] for name in names), *weighted, scalars],
+            what=f"gradient exchange of step {self.state.step + 1}",
+        )
+        grads = dict(zip(names, sums[: len(names)], strict=True))
+        total = sums[-1]
+        rows_total = max(float(total[2]), 1.0)
+        averaged = {
+            name: (value / value.dtype.type(rows_total)).astype(
+                network.state[name].dtype, copy=False
+            )
+            for name, value in zip(state_names, sums[len(names) : -1], strict=True)
+        }
+        return grads, float(total[0]), bool(total[1] > 0), averaged
 
     def _skip(self, message: str) -> None:
         self.state.record["skipped_batches"] = (
@@ -313,22 +459,33 @@ class Trainer:
         """Train until the epochs run out, early stopping, the target WER, or
         ``max_steps`` optimizer steps (then the last checkpoint is written and the run
         can be resumed)."""
-        config, state = self.config, self.state
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        from .fileio import write_text_atomically
+        config, state, collective = self.config, self.state, self.collective
+        replacing = collective.root_call(self._check_output_dir)
+        if collective.is_root:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            from .fileio import write_text_atomically
 
-        write_text_atomically(
-            self.output_dir / CONFIG_FILE,
-            json.dumps(to_dict(config), indent=2, sort_keys=True),
-        )
-        self._trim_log()
+            write_text_atomically(
+                self.output_dir / CONFIG_FILE,
+                json.dumps(to_dict(config), indent=2, sort_keys=True),
+            )
+            self._trim_log()
+            if replacing:
+                # The new run has set up and begun writing: now the old run's files
+                # go, so that the folder never mixes the two runs.
+                for name in _STALE_ON_REPLACE:
+                    (self.output_dir / name).unlink(missing_ok=True)
+                self._save_last()
         stopped = state.record.get("stopped") or ""
         if stopped == "epochs" and state.epoch < config.epochs:
             stopped = ""  # a finished run resumed with more epochs goes on
         while not stopped and state.epoch < config.epochs:
             epoch = state.epoch
             progress = _progress_bar(
-                len(self.loader), state.batch, epoch, config.progress
+                len(self.loader),
+                state.batch,
+                epoch,
+                config.progress and collective.is_root,
             )
             for index, batch in enumerate(
                 self.loader.iterate(epoch, state.batch), start=state.batch
@@ -359,7 +516,7 @@ class Trainer:
             state.record["stopped"] = stopped
         self._save_last()
         model_path = self._export_model()
-        if stopped != "max_steps":
+        if stopped != "max_steps" and collective.is_root:
             try:
                 plot_run(self.output_dir)
             except Exception as error:  # a missing font must not fail a finished run
@@ -406,6 +563,7 @@ class Trainer:
                 "lr": self.state.learning_rate,
                 "skipped": step["skipped"],
                 "audio_seconds_per_second": step["audio_seconds_per_second"],
+                "ranks": self.collective.size,
             }
         )
 
@@ -456,6 +614,8 @@ class Trainer:
                 record.get("epochs_without_improvement", 0) + 1
             )
         self._log(entry)
+        if self.on_epoch is not None and self.collective.is_root:
+            self.on_epoch(dict(entry))
         state.epoch += 1
         state.batch = 0
         record["epoch_loss_sum"] = 0.0
@@ -472,7 +632,7 @@ class Trainer:
             and record["epochs_without_improvement"] >= config.early_stop_patience
         ):
             stop = "early_stop"
-        if improved:
+        if improved and self.collective.is_root:
             checkpoint.save(self.output_dir / BEST_CHECKPOINT, state)
             self._export_model(best=True)
         if stop:
@@ -481,22 +641,55 @@ class Trainer:
         return stop
 
     def evaluate_dev(self) -> Any:
-        """Greedy WER/CER and mean CTC loss of the current weights on the dev set."""
+        """Greedy WER/CER and mean CTC loss of the current weights on the dev set.
+
+        With several ranks each evaluates a share of the rows (similar amounts of
+        audio) and the per-row results are gathered, so every rank gets the same
+        :class:`~npspeech.inference.Evaluation`, rows in corpus order.
+        """
         from .inference import evaluate
 
-        return evaluate(
-            self.state.network,
-            self.dev_set,
-            self.alphabet,
-            self.features,
-            cache=self.cache,
-            frames_budget=self.config.batch_frames,
-            backend=self.backend,
-            durations=self.dev_durations,
-        )
+        collective = self.collective
+        indices = list(range(len(self.dev_set)))
+        if collective.size > 1:
+            indices = collective.spread(self.dev_durations)
+        results = []
+        if indices:
+            results = evaluate(
+                self.state.network,
+                [self.dev_set[i] for i in indices],
+                self.alphabet,
+                self.features,
+                cache=self.cache,
+                frames_budget=self.config.batch_frames,
+                backend=self.backend,
+                durations=[self.dev_durations[i] for i in indices],
+            )
+        if collective.size == 1:
+            return results
+        local = list(zip(indices, results.utterances if indices else [], strict=True))
+        gathered = collective.allgather(local)
+        rows = [row for _, row in sorted(pair for part in gathered for pair in part)]
+        return _evaluation(rows)
 
     # -- files -------------------------------------------------------------------------
+    def _check_output_dir(self) -> bool:
+        """Whether this run replaces one in ``output_dir``; refuses (ConfigError) a
+        folder holding a run unless resuming it or ``overwrite``."""
+        if self.resume:
+            return False
+        found = [name for name in _RUN_MARKERS if (self.output_dir / name).is_file()]
+        if found and not self.overwrite:
+            raise ConfigError(
+                f"{self.output_dir} already holds a training run ({', '.join(found)}); "
+                "pass --resume to continue it, --overwrite to replace it, or choose "
+                "another output_dir"
+            )
+        return bool(found)
+
     def _save_last(self) -> None:
+        if not self.collective.is_root:
+            return
         checkpoint.save(self.output_dir / LAST_CHECKPOINT, self.state)
         self._last_save = time.monotonic()
 
@@ -506,6 +699,8 @@ class Trainer:
         from . import modelfile
 
         path = self.output_dir / MODEL_FILE
+        if not self.collective.is_root:
+            return path
         state = self.state
         if not best:
             best_path = self.output_dir / BEST_CHECKPOINT
@@ -533,6 +728,8 @@ class Trainer:
         return modelfile.save(path, model)
 
     def _log(self, entry: dict[str, Any]) -> None:
+        if not self.collective.is_root:
+            return
         entry = {"time": time.time(), **entry}
         with (self.output_dir / LOG_FILE).open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry, allow_nan=True) + "\n")
@@ -579,6 +776,23 @@ def _validate(config: TrainConfig) -> None:
         raise ConfigError(
             f"train.plateau_factor must be in (0, 1), got {config.plateau_factor}"
         )
+
+
+def _evaluation(rows: list[Any]) -> Any:
+    """An :class:`~npspeech.inference.Evaluation` of gathered per-row results, scored
+    as :func:`npspeech.inference.evaluate` scores its own rows."""
+    from .inference import Evaluation
+    from .metrics import ErrorCounts
+
+    total = ErrorCounts(
+        sum(r.word_edits for r in rows),
+        sum(r.words for r in rows),
+        sum(r.char_edits for r in rows),
+        sum(r.chars for r in rows),
+    )
+    finite = [r.loss for r in rows if np.isfinite(r.loss)]
+    loss = float(np.mean(finite)) if finite else float("inf")
+    return Evaluation(total.wer, total.cer, loss, rows)
 
 
 def _fresh_state(
@@ -628,17 +842,34 @@ def train(
     resume: bool = False,
     augmentation: Any = None,
     max_steps: int | None = None,
+    overwrite: bool = False,
+    collective: Collective | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Run (or resume) a training run; see the module docstring for what it writes.
+
+    Parameters are those of :class:`Trainer`, and ``max_steps`` of
+    :meth:`Trainer.run`. With a collective of several ranks, an exception on any
+    rank ends the whole job (see :meth:`Collective.failing_together`).
 
     Raises
     ------
     ConfigError, DataError, ModelFileError
-        For bad settings, bad corpus rows (all listed at once), or an unreadable
-        checkpoint or initial model.
+        For bad settings, a folder already holding a run, bad corpus rows (all listed
+        at once), or an unreadable checkpoint or initial model.
     """
+    collective = collective if collective is not None else Collective()
     try:
-        return Trainer(config, resume=resume, augmentation=augmentation).run(max_steps)
+        with collective.failing_together(config.output_dir):
+            trainer = Trainer(
+                config,
+                resume=resume,
+                augmentation=augmentation,
+                overwrite=overwrite,
+                collective=collective,
+                on_epoch=on_epoch,
+            )
+            return trainer.run(max_steps)
     finally:
         memory.release_pool()  # the steps' cached buffers are not needed any more
 

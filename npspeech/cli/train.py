@@ -12,12 +12,21 @@ Settings are layered, each layer overriding the one before:
 5. the explicit flags (--epochs, --n-hidden, ...).
 
 Paths in a recipe may use environment variables (${NPSPEECH_DATA}/fsdd/train.csv).
+
+A folder that already holds a run is refused unless --resume continues it or
+--overwrite replaces it. Each epoch prints a line with its train loss and dev loss,
+WER and CER.
+
+Data-parallel training: launched by an MPI launcher with several processes
+(mpirun -n 4 npspeech train --config RECIPE.toml), the processes train one model
+together, each on its share of every batch; rank 0 writes the files and prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -173,10 +182,32 @@ def register(subparsers: Any) -> None:
         "checkpoint (default: start afresh)",
     )
     run_group.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a run already in --output-dir; its files go only once the new "
+        "run writes its own (default: refuse such a folder)",
+    )
+    run_group.add_argument(
         "--max-steps",
         type=int,
         help="stop after this many optimizer steps, checkpointed "
         "for --resume (default: no limit)",
+    )
+    run_group.add_argument(
+        "--distributed",
+        choices=("auto", "mpi", "none"),
+        default="auto",
+        help="data-parallel training over MPI: auto uses it when an MPI launcher "
+        "started several processes (mpirun -n N), mpi always, none never "
+        "(default: auto)",
+    )
+    run_group.add_argument(
+        "--collective-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="with MPI, end the job when a rank waits this long for the others "
+        "(default: 600)",
     )
     run_group.add_argument(
         "--no-progress", action="store_true", help="no progress bar (default: show it)"
@@ -307,6 +338,31 @@ def build_config(settings: dict[str, dict[str, Any]]) -> tuple[Any, Any]:
     return config, augmentation
 
 
+def format_epoch(entry: dict[str, Any], epochs: int) -> str:
+    """The line printed for a finished epoch (an ``epoch`` entry of the log)."""
+    parts = [
+        f"epoch {entry['epoch'] + 1}/{epochs}",
+        f"step {entry['step']}",
+        f"train loss {entry['train_loss']:.3f}",
+    ]
+    if "dev_wer" in entry:
+        parts += [
+            f"dev loss {entry['dev_loss']:.3f}",
+            f"WER {entry['dev_wer']:.4f}",
+            f"CER {entry['dev_cer']:.4f}",
+        ]
+    parts.append(f"lr {entry['lr']:.3g}")
+    return "  ".join(parts)
+
+
+def _print_epoch(entry: dict[str, Any], epochs: int) -> None:
+    from tqdm import tqdm
+
+    # tqdm.write keeps a progress bar on the terminal intact below the line.
+    tqdm.write(format_epoch(entry, epochs), file=sys.stdout)
+    sys.stdout.flush()
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``npspeech train``."""
     import json
@@ -332,9 +388,24 @@ def run(args: argparse.Namespace) -> int:
             )
         )
         return 0
+    from ..distributed import get_collective
+
+    collective = get_collective(args.distributed, timeout=args.collective_timeout)
+    if collective.size > 1:
+        started = collective.describe()  # every rank takes part
+        if collective.is_root:
+            print(f"npspeech train: {started}", file=sys.stderr, flush=True)
     result = train.train(
-        config, resume=args.resume, augmentation=augmentation, max_steps=args.max_steps
+        config,
+        resume=args.resume,
+        augmentation=augmentation,
+        max_steps=args.max_steps,
+        overwrite=args.overwrite,
+        collective=collective,
+        on_epoch=lambda entry: _print_epoch(entry, config.epochs),
     )
+    if not collective.is_root:
+        return 0
     best = "n/a" if result.best_dev_wer is None else f"{result.best_dev_wer:.4f}"
     print(
         f"stopped ({result.stopped}) after {result.epochs} epochs, "
