@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import kenlm
@@ -15,6 +17,7 @@ from npspeech.decoder.hotwords import LabelTrie, hotword_trie, vocabulary_trie
 from npspeech.decoder.scorer import (
     LOG10_TO_LN,
     Scorer,
+    load_language_model,
     log10_to_ln,
     read_arpa_unigrams,
 )
@@ -125,6 +128,38 @@ def test_from_file_reads_arpa_with_default_weights():
 def test_from_file_errors_name_the_file(tmp_path):
     with pytest.raises(ScorerError, match="missing.scorer"):
         Scorer.from_file(tmp_path / "missing.scorer")
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter, whose file descriptor 2 is a pipe we read."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_loading_an_arpa_prints_nothing_on_stderr():
+    # Unsilenced, KenLM writes "Loading the LM will be faster if you build a binary
+    # file.", the path and 100 progress stars to descriptor 2 while it reads an ARPA.
+    loud = _run_python(f"import kenlm; kenlm.Model({str(TINY_ARPA)!r})")
+    assert loud.returncode == 0 and "****" in loud.stderr  # the test can fail
+    quiet = _run_python(
+        "from npspeech.decoder.scorer import Scorer\n"
+        f"scorer = Scorer.from_file({str(TINY_ARPA)!r})\n"
+        "print(scorer.language_model.order)\n"
+        "import sys; print('after', file=sys.stderr)"
+    )
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout.strip() == "2"
+    assert quiet.stderr == "after\n"  # and descriptor 2 works again afterwards
+
+
+def test_a_failed_load_still_shows_what_kenlm_said(tmp_path, capfd):
+    broken = tmp_path / "broken.arpa"
+    broken.write_text("\\data\\\nngram 1=3\n\n\\1-grams:\n-1.0\tab\n\\end\\\n")
+    with pytest.raises(ScorerError, match="broken.arpa"):
+        load_language_model(broken)
+    err = capfd.readouterr().err
+    assert "broken.arpa" in err  # KenLM's own words, shown because the load failed
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,13 @@ natural logs (``npspeech.lm`` imports it rather than redefining it).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sys
+import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import kenlm
@@ -34,6 +37,68 @@ _MARKERS = frozenset({"<s>", "</s>", UNKNOWN_WORD})
 def log10_to_ln(value: float) -> float:
     """Natural log of a probability given as KenLM's log10."""
     return value * LOG10_TO_LN
+
+
+# One capture of file descriptor 2 at a time: it is the whole process's.
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _native_stderr_captured() -> Iterator[list[str]]:
+    """Send what C code writes to file descriptor 2 into a list, while inside.
+
+    KenLM writes its loading chatter ("Loading the LM will be faster if you build a
+    binary file.", the file name, a bar of 100 progress stars) with C++'s ``std::cerr``,
+    which Python's ``sys.stderr`` does not see, so only redirecting the descriptor
+    silences it. The list receives the captured text when the block ends, so that a
+    caller can show it after a failure. Where descriptor 2 cannot be duplicated (a
+    process started without one), nothing is captured.
+    """
+    captured: list[str] = []
+    with _STDERR_LOCK:
+        try:
+            saved = os.dup(2)
+        except OSError:
+            yield captured
+            return
+        try:
+            with tempfile.TemporaryFile() as sink:
+                sys.stderr.flush()  # Python's buffered text goes out before the swap
+                os.dup2(sink.fileno(), 2)
+                try:
+                    yield captured
+                finally:
+                    os.dup2(saved, 2)
+                    sink.seek(0)
+                    captured.append(sink.read().decode("utf-8", errors="replace"))
+        finally:
+            os.close(saved)
+
+
+def load_language_model(path: str | os.PathLike) -> kenlm.Model:
+    """``kenlm.Model(path)`` without KenLM's loading chatter on the terminal.
+
+    What KenLM prints while it loads (progress, the advice to build a binary) is
+    dropped; when loading fails, it is written to ``sys.stderr`` after all, since it may
+    say why.
+
+    Raises
+    ------
+    ScorerError
+        Naming the file when KenLM cannot read it.
+    """
+    with _native_stderr_captured() as captured:
+        try:
+            model = kenlm.Model(str(path))
+        except (OSError, RuntimeError) as error:
+            failure = error
+        else:
+            failure = None
+    if failure is not None:
+        if captured and captured[0].strip():
+            sys.stderr.write(captured[0])
+        raise ScorerError(f"{path}: KenLM cannot read it ({failure})") from None
+    return model
 
 
 class Scorer:
@@ -166,10 +231,7 @@ class Scorer:
         elif _looks_like_arpa(path):
             vocabulary = read_arpa_unigrams(path)
             covers_lm = True
-        try:
-            model = kenlm.Model(str(model_path))
-        except (OSError, RuntimeError) as error:
-            raise ScorerError(f"{model_path}: KenLM cannot read it ({error})") from None
+        model = load_language_model(model_path)
         if "vocabulary" not in options:
             options["vocabulary"] = vocabulary
             options.setdefault("vocabulary_covers_lm", covers_lm)
