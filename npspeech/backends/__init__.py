@@ -45,7 +45,8 @@ def get_backend(name: str | ModuleType | None = None) -> ModuleType:
     Raises
     ------
     ConfigError
-        For an unknown name, or a backend whose imports fail (CuPy without a GPU).
+        For an unknown name, or a backend whose imports fail: the cupy backend
+        without CuPy installed, or without a CUDA device (the message says which).
     """
     if isinstance(name, ModuleType):
         return name
@@ -57,7 +58,9 @@ def get_backend(name: str | ModuleType | None = None) -> ModuleType:
     try:
         return importlib.import_module(BACKEND_MODULES[name])
     except ImportError as error:
-        raise ConfigError(f"backend {name!r} is not available here: {error}") from error
+        # The cupy backend's import says what is missing: "CuPy is not installed
+        # (pip install npspeech[gpu])" or "no CUDA device ...".
+        raise ConfigError(f"backend {name!r} cannot run: {error}") from error
 
 
 def available_backends() -> list[str]:
