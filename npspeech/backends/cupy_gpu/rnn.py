@@ -343,9 +343,7 @@ def rnn_backward(dy, dh_n, x, lengths, W_ih, W_hh, h0, y, ceiling):
         xp.matmul(d_pre[t], W_hhT, out=g)
     if T:
         dh = xp.where(_first_active(lengths), g, dh)
-    dx, dW_ih, dW_hh = _weight_grads(
-        x, _previous_states(y, h0), W_ih, W_hh, d_pre, d_pre
-    )
+    dx, dW_ih, dW_hh = _weight_grads(x, _previous_states(y, h0), W_ih, d_pre, d_pre)
     db = d_pre.reshape(T * B, H).sum(axis=0)
     return dx, dW_ih, dW_hh, db, db.copy(), dh
 
@@ -392,9 +390,7 @@ def lstm_backward(dy, dh_n, dc_n, x, lengths, W_ih, W_hh, h0, c0, y, gates, cell
         xp.matmul(d_pre[t], W_hhT, out=g)
     if T:
         dh = xp.where(_first_active(lengths), g, dh)
-    dx, dW_ih, dW_hh = _weight_grads(
-        x, _previous_states(y, h0), W_ih, W_hh, d_pre, d_pre
-    )
+    dx, dW_ih, dW_hh = _weight_grads(x, _previous_states(y, h0), W_ih, d_pre, d_pre)
     db = d_pre.reshape(T * B, 4 * H).sum(axis=0)
     return dx, dW_ih, dW_hh, db, db.copy(), dh, dc
 
