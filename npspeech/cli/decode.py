@@ -1,16 +1,27 @@
-"""`npspeech decode`: transcribe audio files (or the rows of a corpus CSV).
+"""`npspeech decode`: transcribe audio files, folders, globs, corpus CSVs or stdin.
 
-Prints one transcript per file, or with `--json` one JSON object per file in the
-format of DeepSpeech's client (`{"transcripts": [{"confidence", "words": [{"word",
-"start_time", "duration"}]}]}`) with an added `"audio"` field naming the file.
+Writes the transcripts to stdout, or one file per input under `--output-dir`
+(written atomically; existing files are kept unless `--overwrite`). Formats: `text`;
+`json` as DeepSpeech's client prints it (one input; several inputs to stdout give JSON
+Lines with an added "audio" field); `srt` and `vtt` subtitles; `tsv` rows of start,
+end and text. A file that fails is reported on stderr and the others still decode;
+the exit code is 1 when any failed. DeepSpeech's client flags are accepted too
+(`--audio`, `--scorer`, `--beam_width`, `--lm_alpha`, `--lm_beta`, `--json`,
+`--candidate_transcripts`, `--hot_words`, `--extended`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import Any
 
 from .eval import add_decoder_options, decode_config_from
+
+FORMATS = ("text", "json", "srt", "vtt", "tsv")
+#: Candidate transcripts in JSON output: DeepSpeech's client's default.
+JSON_CANDIDATES = 3
 
 
 def register(subparsers: Any) -> None:
@@ -19,72 +30,304 @@ def register(subparsers: Any) -> None:
         "decode", help="transcribe audio files", description=__doc__
     )
     parser.add_argument(
-        "audio",
+        "inputs",
         nargs="*",
         metavar="AUDIO",
-        help="audio files (WAV, FLAC, ...; resampled to the model's rate)",
+        help="audio files (WAV, FLAC, ...; resampled to the model's rate), folders "
+        "(searched recursively), glob patterns, or - for 16-bit PCM on stdin",
     )
     parser.add_argument("--model", required=True, metavar="MODEL", help="model file")
     parser.add_argument(
+        "--audio",
+        action="append",
+        default=[],
+        metavar="AUDIO",
+        help="an input, as DeepSpeech's client takes it; repeat for more "
+        "(default: none)",
+    )
+    parser.add_argument(
         "--csv",
-        nargs="+",
+        action="append",
         default=[],
         metavar="CSV",
-        help="also transcribe every row of these corpus CSVs (default: none)",
+        help="transcribe every row of a corpus CSV; repeat the flag for more "
+        "(default: none)",
     )
-    parser.add_argument(
+    out = parser.add_argument_group("output")
+    out.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=None,
+        help="text, DeepSpeech's json, srt or vtt subtitles, or tsv (default: text)",
+    )
+    out.add_argument(
         "--json",
         action="store_true",
-        help="DeepSpeech's JSON output with word timings (default: text)",
+        help="DeepSpeech's spelling of --format json (default: off)",
     )
-    parser.add_argument(
+    out.add_argument(
+        "--extended",
+        action="store_true",
+        help="the best transcript joined from its tokens, as DeepSpeech's client "
+        "prints it (default: off)",
+    )
+    out.add_argument(
         "--candidate-transcripts",
+        "--candidate_transcripts",
         type=int,
-        default=3,
-        help="transcripts per file with --json and the beam decoder "
-        "(default: 3, as DeepSpeech's client)",
+        default=None,
+        metavar="N",
+        help=f"transcripts per input in json output, with the beam decoder "
+        f"(default: {JSON_CANDIDATES}, as DeepSpeech's client)",
     )
-    parser.add_argument(
+    out.add_argument(
+        "--output-dir",
+        metavar="DIR",
+        help="write one file per input here, named after it (default: stdout)",
+    )
+    out.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing files in --output-dir (default: refuse)",
+    )
+    out.add_argument(
+        "--tsv-unit",
+        choices=("segment", "word"),
+        default=None,
+        help="tsv rows per segment or per word (default: segment)",
+    )
+    out.add_argument(
+        "--max-line-chars",
+        type=int,
+        default=None,
+        help="srt/vtt/tsv segments: characters per line, two lines a cue (default: 42)",
+    )
+    out.add_argument(
+        "--max-cue-seconds",
+        type=float,
+        default=None,
+        help="srt/vtt/tsv segments: longest segment (default: 7)",
+    )
+    out.add_argument(
+        "--pause-seconds",
+        type=float,
+        default=None,
+        help="srt/vtt/tsv segments: a silence this long between words starts a "
+        "new one (default: 0.5)",
+    )
+    run_group = parser.add_argument_group("running")
+    run_group.add_argument(
+        "--rate",
+        type=int,
+        default=None,
+        metavar="HZ",
+        help="sample rate of raw PCM on stdin (-); a WAV header gives its own "
+        "(default: the model's)",
+    )
+    run_group.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes, each loading the model once (default: 1)",
+    )
+    run_group.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (default: shown when stderr is a terminal)",
+    )
+    run_group.add_argument(
         "--backend",
         choices=("numpy", "numba", "cupy"),
         default=None,
         help="kernel backend (default: $NPSPEECH_BACKEND or numba)",
     )
-    add_decoder_options(parser)
+    add_decoder_options(parser, deepspeech_aliases=True)
     parser.set_defaults(run=run)
+
+
+def _output_format(args: argparse.Namespace, beam: bool) -> tuple[str, int, dict]:
+    """The format, candidate count and writer options; rejects options that would do
+    nothing with them."""
+    from ..errors import ConfigError
+
+    chosen = [
+        name
+        for name, on in (
+            (f"--format {args.format}", args.format),
+            ("--json", args.json),
+            ("--extended", args.extended),
+        )
+        if on
+    ]
+    if len(chosen) > 1 and not (args.json and args.format == "json"):
+        raise ConfigError(f"{' and '.join(chosen)} choose different outputs")
+    fmt = "json" if args.json else "extended" if args.extended else args.format
+    fmt = fmt or "text"
+    n_best = 1
+    if args.candidate_transcripts is not None:
+        if fmt != "json":
+            raise ConfigError(
+                "--candidate-transcripts only applies to json output "
+                f"(the {fmt} output holds the best transcript alone)"
+            )
+        if args.candidate_transcripts < 1:
+            raise ConfigError(
+                f"--candidate-transcripts {args.candidate_transcripts}: give 1 or more"
+            )
+        if not beam and args.candidate_transcripts > 1:
+            raise ConfigError(
+                "--candidate-transcripts needs the beam decoder (greedy decoding "
+                "gives one transcript)"
+            )
+        n_best = args.candidate_transcripts
+    elif fmt == "json" and beam:
+        n_best = JSON_CANDIDATES
+    options: dict[str, Any] = {}
+    segmenting = (
+        ("--max-line-chars", "max_line_chars", args.max_line_chars),
+        ("--max-cue-seconds", "max_seconds", args.max_cue_seconds),
+        ("--pause-seconds", "pause_seconds", args.pause_seconds),
+    )
+    for flag, name, value in segmenting:
+        if value is None:
+            continue
+        if fmt not in ("srt", "vtt", "tsv") or args.tsv_unit == "word":
+            raise ConfigError(f"{flag} only applies to srt, vtt and tsv segments")
+        if not value > 0:
+            raise ConfigError(f"{flag} {value}: give a value > 0")
+        options[name] = value
+    if args.tsv_unit is not None:
+        if fmt != "tsv":
+            raise ConfigError("--tsv-unit only applies to --format tsv")
+        options["unit"] = args.tsv_unit
+    return fmt, n_best, options
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``npspeech decode``."""
-    import json
-
+    from .. import batch
     from ..errors import ConfigError
-    from ..inference import Model
 
-    paths = list(args.audio)
-    if args.csv:
-        from ..data import read_csvs
+    decode_config = decode_config_from(args)
+    fmt, n_best, options = _output_format(args, decode_config.decoder == "beam")
+    inputs = [*args.inputs, *args.audio]
+    if args.rate is not None and (args.rate <= 0 or batch.STDIN_NAME not in inputs):
+        raise ConfigError("--rate gives the Hz (> 0) of raw PCM read from - (stdin)")
+    if args.overwrite and not args.output_dir:
+        raise ConfigError("--overwrite only applies with --output-dir")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs {args.jobs}: give 1 or more worker processes")
+    if not inputs and not args.csv:
+        raise ConfigError("nothing to decode: give AUDIO files, folders, --csv or -")
+    sources = batch.discover(
+        inputs, args.csv, stdin=sys.stdin.buffer, raw_rate=args.rate
+    )
+    if fmt in ("srt", "vtt") and len(sources) > 1 and not args.output_dir:
+        raise ConfigError(
+            f"{len(sources)} inputs make one {fmt} file each: give --output-dir"
+        )
+    paths = None
+    if args.output_dir:
+        from ..formats import EXTENSIONS
 
-        paths += [str(utterance.audio_path) for utterance in read_csvs(args.csv)]
-    if not paths:
-        raise ConfigError("nothing to decode: give AUDIO files or --csv")
-    model = Model.load(args.model, backend=args.backend)
-    model.set_decoder(decode_config_from(args))
-    n_best = max(args.candidate_transcripts, 1) if args.json else 1
-    for path in paths:
-        candidates = model.transcribe_full(path, n_best=n_best)
-        if args.json:
-            output = {
-                "audio": str(path),
-                "transcripts": [
-                    candidate.to_deepspeech_dict() for candidate in candidates
-                ],
-            }
-            print(json.dumps(output))
-        else:
-            print(
-                candidates[0].text
-                if len(paths) == 1
-                else f"{path}\t{candidates[0].text}"
+        paths = batch.output_paths(
+            sources, args.output_dir, EXTENSIONS[fmt], args.overwrite
+        )
+    spec = batch.ModelSpec(args.model, args.backend, decode_config)
+    model = batch.load_model(spec)  # a bad model or scorer stops here, before any work
+    if args.jobs > 1:
+        model = None  # the workers load their own
+    results = batch.transcribe_all(
+        sources, spec, n_best=n_best, jobs=args.jobs, model=model
+    )
+    writer = _Writer(fmt, options, paths, several=len(sources) > 1)
+    return writer.consume(results, len(sources), progress=not args.no_progress)
+
+
+class _Writer:
+    """Puts each result where it goes and reports failures and the summary."""
+
+    def __init__(self, fmt: str, options: dict, paths: list | None, several: bool):
+        self.fmt = fmt
+        self.options = options
+        self.paths = paths
+        self.several = several
+        self.first_row = True
+        self.bar: Any = None
+
+    def consume(self, results: Any, total: int, progress: bool) -> int:
+        from ..batch import Summary
+
+        summary = Summary()
+        generator = results
+        if progress and total > 1 and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = results = tqdm(
+                results, total=total, unit="file", desc="decoding", leave=False
             )
-    return 0
+        try:
+            for index, result in enumerate(results):
+                summary.add(result)
+                for message in result.warnings:
+                    self.say(message)
+                if result.error:
+                    self.say(f"npspeech decode: error: {result.error}")
+                    continue
+                self.put(index, result)
+        except BrokenPipeError:
+            # the reader of stdout has gone (`| head`): stop quietly, as cat does
+            generator.close()  # cancels the work not yet started
+            _silence_stdout()
+            return 1 if summary.failed else 0
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+        self.say(summary.line())
+        return 1 if summary.failed else 0
+
+    def say(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr)
+
+    def put(self, index: int, result: Any) -> None:
+        from .. import formats
+        from ..fileio import write_text_atomically
+
+        candidates = result.candidates
+        name = result.source.name
+        if self.paths is not None:
+            text = formats.WRITERS[self.fmt](candidates, **self.options)
+            write_text_atomically(self.paths[index], text)
+            return
+        if not self.several:
+            text = formats.WRITERS[self.fmt](candidates, **self.options)
+        elif self.fmt == "json":
+            text = formats.json_line(candidates, name)
+        elif self.fmt == "tsv":
+            text = formats.tsv(
+                candidates, audio=name, header=self.first_row, **self.options
+            )
+        else:  # text, extended: the input's name, a tab, the transcript
+            text = f"{name}\t{formats.WRITERS[self.fmt](candidates)}"
+        self.first_row = False
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stdout, end="")
+        else:
+            sys.stdout.write(text)
+        sys.stdout.flush()  # stream each input's output (and notice a closed pipe now)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush of the text
+    still buffered for the closed pipe does not fail again at exit."""
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (tests)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, descriptor)
+    os.close(devnull)

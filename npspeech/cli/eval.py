@@ -10,34 +10,57 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+#: Options of the beam search: given with the default decoder, they choose it.
+BEAM_OPTIONS = (
+    ("beam_width", "--beam-width"),
+    ("cutoff_top_n", "--cutoff-top-n"),
+    ("cutoff_prob", "--cutoff-prob"),
+    ("scorer", "--scorer"),
+    ("alpha", "--alpha"),
+    ("beta", "--beta"),
+    ("hotwords", "--hotwords"),
+    ("hot_words", "--hot_words"),
+)
 
-def add_decoder_options(parser: argparse.ArgumentParser) -> None:
-    """The decoder options ``eval`` and ``decode`` share."""
+
+def add_decoder_options(
+    parser: argparse.ArgumentParser, deepspeech_aliases: bool = False
+) -> None:
+    """The decoder options ``eval`` and ``decode`` share.
+
+    With ``deepspeech_aliases`` the spellings of DeepSpeech's client are accepted too:
+    ``--beam_width``, ``--lm_alpha``, ``--lm_beta`` and ``--hot_words "a:1.5,b:2"``.
+    """
     from .. import constants as C
+
+    def spellings(*names: str) -> tuple[str, ...]:
+        return names if deepspeech_aliases else names[:1]
 
     group = parser.add_argument_group("decoding")
     group.add_argument(
         "--decoder",
         choices=("greedy", "beam"),
-        default="greedy",
-        help="best path, or prefix beam search (default: greedy)",
+        default=None,
+        help="best path, or prefix beam search (default: beam when a beam option "
+        "below is given, else greedy)",
     )
     group.add_argument(
-        "--beam-width",
+        *spellings("--beam-width", "--beam_width"),
+        dest="beam_width",
         type=int,
-        default=C.BEAM_WIDTH,
+        default=None,
         help=f"prefixes kept per frame (default: {C.BEAM_WIDTH})",
     )
     group.add_argument(
         "--cutoff-top-n",
         type=int,
-        default=C.CUTOFF_TOP_N,
+        default=None,
         help=f"classes considered per frame (default: {C.CUTOFF_TOP_N})",
     )
     group.add_argument(
         "--cutoff-prob",
         type=float,
-        default=C.CUTOFF_PROB,
+        default=None,
         help=f"cumulative probability pruning (default: {C.CUTOFF_PROB})",
     )
     group.add_argument(
@@ -47,37 +70,88 @@ def add_decoder_options(parser: argparse.ArgumentParser) -> None:
         "or KenLM binary (default: none)",
     )
     group.add_argument(
-        "--alpha", type=float, help="language model weight (default: the scorer's own)"
+        *spellings("--alpha", "--lm_alpha"),
+        dest="alpha",
+        type=float,
+        help="language model weight, >= 0; needs --scorer (default: the scorer's own)",
     )
     group.add_argument(
-        "--beta", type=float, help="word insertion bonus (default: the scorer's own)"
+        *spellings("--beta", "--lm_beta"),
+        dest="beta",
+        type=float,
+        help="word insertion bonus, >= 0; needs --scorer (default: the scorer's own)",
     )
     group.add_argument(
         "--hotwords",
-        nargs="+",
+        action="append",
         default=[],
         metavar="WORD[:BOOST]",
-        help=f"words to boost in the beam decoder (default: none; boost "
-        f"{C.HOTWORD_BOOST} when not given)",
+        help=f"a word to boost in the beam decoder; one per flag, repeat the flag "
+        f"for more (default: none; boost {C.HOTWORD_BOOST} when not given)",
     )
+    if deepspeech_aliases:
+        group.add_argument(
+            "--hot_words",
+            action="append",
+            default=[],
+            metavar="WORD:BOOST,...",
+            help="DeepSpeech's spelling: comma-separated WORD:BOOST pairs "
+            "(default: none)",
+        )
 
 
 def decode_config_from(args: argparse.Namespace) -> Any:
-    """A :class:`~npspeech.config.DecodeConfig` from the decoder options."""
+    """A :class:`~npspeech.config.DecodeConfig` from the decoder options.
+
+    Raises
+    ------
+    ConfigError
+        Options that would do nothing (beam options with ``--decoder greedy``,
+        ``--alpha``/``--beta`` without a scorer) or values out of range.
+    """
     from ..config import DecodeConfig
     from ..errors import ConfigError
 
-    if args.decoder == "greedy" and (args.scorer or args.hotwords):
-        raise ConfigError("--scorer and --hotwords need --decoder beam")
+    given = [
+        flag
+        for dest, flag in BEAM_OPTIONS
+        if getattr(args, dest, None) not in (None, "", [])
+    ]
+    decoder = args.decoder or ("beam" if given else "greedy")
+    if decoder == "greedy" and given:
+        raise ConfigError(
+            f"{', '.join(given)} only apply to the beam decoder, not --decoder greedy"
+        )
+    if (args.alpha is not None or args.beta is not None) and not args.scorer:
+        raise ConfigError("--alpha and --beta weigh a language model: give --scorer")
+    for name, value in (("--alpha", args.alpha), ("--beta", args.beta)):
+        if value is not None and not value >= 0:
+            raise ConfigError(f"{name} {value}: give a weight >= 0")
+    if args.beam_width is not None and args.beam_width < 1:
+        raise ConfigError(f"--beam-width {args.beam_width}: give 1 or more")
+    if args.cutoff_top_n is not None and args.cutoff_top_n < 1:
+        raise ConfigError(f"--cutoff-top-n {args.cutoff_top_n}: give 1 or more")
+    if args.cutoff_prob is not None and not 0 < args.cutoff_prob <= 1:
+        raise ConfigError(f"--cutoff-prob {args.cutoff_prob}: give a value in (0, 1]")
+    hotwords = list(args.hotwords)
+    for pairs in getattr(args, "hot_words", []):
+        for pair in pairs.split(","):
+            word, colon, boost = pair.partition(":")
+            if not (word.strip() and colon and boost.strip()):
+                raise ConfigError(f"--hot_words {pairs!r}: {pair!r} is not WORD:BOOST")
+            hotwords.append(f"{word.strip()}:{boost.strip()}")
+    set_values = {
+        name: getattr(args, name)
+        for name in ("beam_width", "cutoff_top_n", "cutoff_prob")
+        if getattr(args, name) is not None
+    }
     return DecodeConfig(
-        decoder=args.decoder,
-        beam_width=args.beam_width,
-        cutoff_top_n=args.cutoff_top_n,
-        cutoff_prob=args.cutoff_prob,
+        decoder=decoder,
+        **set_values,
         scorer=args.scorer or "",
         alpha=args.alpha,
         beta=args.beta,
-        hotwords=tuple(args.hotwords),
+        hotwords=tuple(hotwords),
     )
 
 
@@ -95,9 +169,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--csv",
         required=True,
-        nargs="+",
+        action="append",
         metavar="CSV",
-        help="DeepSpeech corpus CSVs to score",
+        help="a DeepSpeech corpus CSV to score; repeat the flag for more",
     )
     parser.add_argument(
         "--report",
@@ -175,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
         report.update(
             model=str(args.model),
             csv=[str(path) for path in args.csv],
-            decoder=args.decoder,
+            decoder=decode_config.decoder,
         )
         write_text_atomically(args.report, json.dumps(report, indent=2) + "\n")
         print(f"report: {args.report}")
