@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -492,6 +493,8 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
     write(tmp_path / "metadata.csv", "LJ1|a|a\n")
     assert run(*argv) == 2
     assert "test_fraction must be in [0, 1)" in capsys.readouterr().err
+    assert import_corpus.main([*argv[:3], "--jobs", "0"]) == 2
+    assert "--jobs must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_cli_as_a_script_with_an_alphabet_file(tmp_path):
@@ -508,3 +511,10 @@ def test_cli_as_a_script_with_an_alphabet_file(tmp_path):
     assert "imported 1 rows (train 1, dev 0, test 0)" in done.stdout
     with (dest / "train.csv").open(encoding="utf-8") as handle:
         assert list(csv.reader(handle))[1][2] == "HELLO WORLD"
+
+
+def test_the_package_never_imports_the_tools():
+    pattern = re.compile(r"^\s*(from|import)\s+tools\b", re.MULTILINE)
+    sources = list((REPO / "npspeech").rglob("*.py"))
+    assert sources
+    assert [p for p in sources if pattern.search(p.read_text(encoding="utf-8"))] == []

@@ -226,12 +226,12 @@ def wav_is_complete(path: Path) -> bool:
         return False
     position, format_ok = 12, False
     while position + 8 <= len(header):
-        chunk, length = (
-            header[position : position + 4],
-            struct.unpack_from("<I", header, position + 4)[0],
-        )
+        chunk = header[position : position + 4]
+        (length,) = struct.unpack_from("<I", header, position + 4)
         body = position + 8
         if chunk == b"fmt ":
+            if body + 16 > len(header):
+                return False
             tag, channels, rate = struct.unpack_from("<HHI", header, body)
             bits = struct.unpack_from("<H", header, body + 14)[0]
             format_ok = (tag, channels, rate, bits) == (1, 1, SAMPLE_RATE, 16)
