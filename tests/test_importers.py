@@ -276,7 +276,7 @@ def test_common_voice_mp3(tmp_path):
 
 
 def test_mp3_through_pyav_where_libsndfile_lacks_it(tmp_path, monkeypatch):
-    av = pytest.importorskip("av")
+    pytest.importorskip("av")
     if "MP3" not in soundfile.available_formats():
         pytest.skip("no MP3 writer here to make the fixture")
     clip = tmp_path / "clip.mp3"
@@ -295,7 +295,6 @@ def test_mp3_through_pyav_where_libsndfile_lacks_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "av", None)  # as if PyAV were not installed
     with pytest.raises(AudioError, match="pip install av"):
         common.load_source(clip)
-    del av
 
 
 # -- LJSpeech --------------------------------------------------------------------------

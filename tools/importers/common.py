@@ -47,8 +47,9 @@ SAMPLE_RATE = 16_000  # Hz; what DeepSpeech-style English models expect
 REPORT_NAME = "import_report.csv"
 REPORT_COLUMNS = ("split", "source", "kind", "message")
 WAV_FOLDER = "wav"
-# Formats libsndfile may lack, decoded with PyAV (``av``) where it does.
-_PYAV_FORMATS = {".mp3": "MP3", ".opus": "OGG", ".m4a": None, ".aac": None}
+# Suffixes libsndfile reads only from some version on (MP3 from 1.1), with the
+# soundfile format name that says it can; where it cannot, PyAV (``av``) decodes them.
+_PYAV_FORMATS = {".mp3": "MP3"}
 # Bytes of the canonical PCM WAV header soundfile writes: RIFF + fmt (16) + data.
 _WAV_HEADER_BYTES = 44
 
