@@ -28,8 +28,10 @@ from helpers.tolerances import (
 )
 
 import npspeech.backends as backends
-from npspeech import features
+from npspeech import ctc as ctc_api
+from npspeech import features, models, optim
 from npspeech.backends import numpy_ref
+from npspeech.config import ModelConfig
 from npspeech.errors import ConfigError
 
 # float32 on a GPU: cuBLAS and the fused kernels sum in other orders than NumPy, and
@@ -504,3 +506,146 @@ def test_gpu_kernel_matches_reference(gpu_backend, case, dtype, rng):
     else:
         rtol, atol = GPU_RTOL_FLOAT32, GPU_ATOL_FLOAT32
     _run_case(gpu_backend, case, rng, dtype, rtol, atol)
+
+
+# --- host/device boundary ------------------------------------------------------------
+
+
+def test_device_inputs_stay_on_the_device(fake_backend, rng):
+    """Device arrays in, device arrays out (no transfer); NumPy in, NumPy out."""
+    args = CASES["lstm_forward"](rng, np.float32)
+    device_args = tuple(
+        a.view(DeviceArray) if isinstance(a, np.ndarray) else a for a in args
+    )
+    on_device = fake_backend.lstm_forward(*device_args)
+    on_host = fake_backend.lstm_forward(*args)
+    assert all(type(a) is DeviceArray for a in on_device)
+    assert all(type(a) is np.ndarray for a in on_host)
+    for a, b in zip(on_device, on_host, strict=True):
+        np.testing.assert_array_equal(a.get(), b)
+
+
+def test_host_out_buffers_receive_the_result(fake_backend, rng):
+    x = _a(rng, (T_, B_, F_), np.float32)
+    out = np.full_like(x, np.nan)
+    returned = fake_backend.mask_padded(x, LENGTHS, out=out)
+    assert returned is out
+    np.testing.assert_array_equal(out, numpy_ref.mask_padded(x, LENGTHS))
+    in_place = x.copy()
+    fake_backend.mask_padded(in_place, LENGTHS, out=in_place)
+    np.testing.assert_array_equal(in_place, out)
+    dxp = _a(rng, (7, 2, 2, 6), np.float64)
+    want = dxp.copy()
+    dcols = _a(rng, (2 * 2 * 5, 2 * 3 * 2), np.float64)
+    numpy_ref.col2im_add(dcols, want, 3, 2, 2, 1, 1)
+    assert fake_backend.col2im_add(dcols, dxp, 3, 2, 2, 1, 1) is None
+    np.testing.assert_array_equal(dxp, want)
+
+
+def test_train_step_pieces_match_optim(fake_backend, rng):
+    from npspeech.backends.cupy_gpu import train_step
+
+    params = {"W": _a(rng, (4, 3), np.float32), "b": _a(rng, (3,), np.float32)}
+    grads = {k: _a(rng, v.shape, np.float32, 10.0) for k, v in params.items()}
+    state = optim.adam_init(params)
+    want_grads, want_norm = optim.clip_grad_norm(grads, 1.0)
+    want_params, want_state = optim.adam_step(
+        params, want_grads, state, 1e-2, weight_decay=0.01, decoupled=True,
+        backend="numpy",
+    )  # fmt: skip
+    d_params, d_grads, d_state = (
+        train_step.to_device(t) for t in (params, grads, state)
+    )
+    norm = train_step.clip_grad_norm_(d_grads, 1.0)
+    train_step.adam_step_(d_params, d_grads, d_state, 1e-2, weight_decay=0.01,
+                          decoupled=True)  # fmt: skip
+    assert type(norm) is float and norm == pytest.approx(want_norm, rel=1e-6)
+    assert all(type(v) is DeviceArray for v in d_params.values())
+    back_params, back_state = train_step.to_host(d_params), train_step.to_host(d_state)
+    assert back_state["step"] == want_state["step"] == 1
+    for name in params:
+        np.testing.assert_allclose(back_params[name], want_params[name], rtol=1e-6)
+        for moment in ("exp_avg", "exp_avg_sq"):
+            key = f"{moment}.{name}"
+            np.testing.assert_allclose(back_state[key], want_state[key], rtol=1e-6)
+
+
+# --- a short training run: the same loss curve as the CPU ----------------------------
+
+
+def _loss_curve(backend, steps=3, architecture="deepspeech"):
+    config = {
+        "deepspeech": ModelConfig(
+            architecture="deepspeech", n_hidden=8, n_context=1, dropout=0.2
+        ),
+        "ds2": ModelConfig(
+            architecture="ds2", n_hidden=6, dropout=0.0, conv_channels=(2,),
+            conv_kernels=((3, 3),), conv_strides=((1, 2),), conv_padding=((1, 1),),
+            rnn_kind="gru", rnn_layers=2,
+        ),
+    }[architecture]  # fmt: skip
+    data = np.random.default_rng(42)
+    network = models.init(config, 5, 4, np.random.default_rng(0))
+    lengths = np.array([8, 6, 5], dtype=np.int32)
+    x = np.zeros((8, 3, 5), dtype=np.float32)
+    for b, n in enumerate(lengths):
+        x[:n, b] = data.standard_normal((n, 5))
+    targets = np.array([0, 1, 2, 2, 1, 0], dtype=np.int32)
+    target_lengths = np.array([3, 2, 1], dtype=np.int32)
+    state = optim.adam_init(network.params)
+    curve = []
+    for step in range(steps):
+        dropout = np.random.default_rng([7, step])
+        logits, out_lengths, cache = models.forward(
+            network, x, lengths, training=True, rng=dropout, backend=backend
+        )
+        losses, dlogits = ctc_api.ctc_loss(
+            logits, targets, out_lengths, target_lengths, reduction="none",
+            backend=backend,
+        )  # fmt: skip
+        curve.append(float(np.mean(losses)))
+        grads = models.backward(network, dlogits / 3, cache, backend=backend)
+        grads, _ = optim.clip_grad_norm(grads, 5.0)
+        network.params, state = optim.adam_step(
+            network.params, grads, state, 1e-2, backend=backend
+        )
+        network.state = cache.state
+    return np.array(curve)
+
+
+@pytest.mark.parametrize("architecture", ["deepspeech", "ds2"])
+def test_training_curve_orchestration_matches_cpu(fake_backend, architecture):
+    want = _loss_curve("numpy", architecture=architecture)
+    got = _loss_curve(fake_backend, architecture=architecture)
+    assert np.all(np.isfinite(want)) and want[-1] != want[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("architecture", ["deepspeech", "ds2"])
+def test_gpu_training_curve_matches_cpu(gpu_backend, architecture):
+    """Three Adam steps from one seed on the GPU and on the CPU reference."""
+    want = _loss_curve("numpy", architecture=architecture)
+    got = _loss_curve(gpu_backend, architecture=architecture)
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
+@pytest.mark.gpu
+def test_gpu_train_step_pieces_stay_on_the_device(gpu_backend, rng):
+    import cupy
+
+    from npspeech.backends.cupy_gpu import train_step
+
+    params = {"W": _a(rng, (64, 32), np.float32)}
+    grads = {"W": _a(rng, (64, 32), np.float32)}
+    state = optim.adam_init(params)
+    want, _ = optim.adam_step(params, grads, state, 1e-3, backend="numpy")
+    d_params, d_grads, d_state = (
+        train_step.to_device(t) for t in (params, grads, state)
+    )
+    train_step.adam_step_(d_params, d_grads, d_state, 1e-3)
+    assert isinstance(d_params["W"], cupy.ndarray)
+    np.testing.assert_allclose(d_params["W"].get(), want["W"], rtol=1e-6, atol=1e-7)
+    args = CASES["ctc_loss_and_grad"](rng, np.float32)
+    loss, grad = train_step.ctc_batch_loss(*train_step.to_device(args))
+    assert isinstance(grad, cupy.ndarray) and loss == np.inf  # one infeasible sequence

@@ -72,11 +72,12 @@ def _dropout_twin(x, keep, scale, y):
     y[...] = np.where(keep, x * scale, 0)
 
 
-def _adam_twin(g, lr, beta1, beta2, eps, wd, decoupled, step_size, bias2_sqrt, p, m, v):
-    p_new = p * (1 - lr * wd) if decoupled else p
-    g = g if decoupled else g + wd * p
-    m[...] = beta1 * m + (1 - beta1) * g
-    v[...] = beta2 * v + (1 - beta2) * g * g
+def _adam_twin(g, beta1, rest1, beta2, rest2, eps, wd, decay, decoupled, step_size,
+               bias2_sqrt, p, m, v):  # fmt: skip
+    grad = g if decoupled else g + wd * p
+    p_new = p * decay if decoupled else p
+    m[...] = beta1 * m + rest1 * grad
+    v[...] = beta2 * v + rest2 * grad * grad
     p[...] = p_new - step_size * m / (np.sqrt(v) / bias2_sqrt + eps)
 
 
@@ -110,15 +111,17 @@ _dropout = elementwise(
 )
 # In place on (p, m, v): one pass over the four arrays instead of PyTorch's foreach
 # chain. Decoupled (AdamW) decays the weight; coupled adds the L2 term to the gradient.
+# 1 - beta and 1 - lr * weight_decay arrive computed in double on the host: 1 - beta2
+# taken in float32 from a rounded 0.999 would be off by 5e-5 relative.
 _adam = elementwise(
-    "T g, T lr, T beta1, T beta2, T eps, T wd, bool decoupled, T step_size, "
-    "T bias2_sqrt",
+    "T g, T beta1, T rest1, T beta2, T rest2, T eps, T wd, T decay, bool decoupled, "
+    "T step_size, T bias2_sqrt",
     "T p, T m, T v",
     """
     T grad = decoupled ? g : g + wd * p;
-    T p_new = decoupled ? p * ((T)1 - lr * wd) : p;
-    m = beta1 * m + ((T)1 - beta1) * grad;
-    v = beta2 * v + ((T)1 - beta2) * grad * grad;
+    T p_new = decoupled ? p * decay : p;
+    m = beta1 * m + rest1 * grad;
+    v = beta2 * v + rest2 * grad * grad;
     p = p_new - step_size * m / (sqrt(v) / bias2_sqrt + eps);
     """,
     "npspeech_adam",
@@ -264,7 +267,6 @@ def col2im_add(dcols, dxp, kt, kf, st, sf, t_start):
         for j in range(kf):
             cols = slice(j, j + sf * (F_out - 1) + 1, sf)
             dxp[rows, :, :, cols] += patches[:, :, :, :, i, j].transpose(0, 1, 3, 2)
-    return dxp
 
 
 def _chunk(B, F_out, patch, itemsize):
@@ -438,8 +440,9 @@ def adam_inplace(
     step_size = lr / (1.0 - beta1**step)
     bias2_sqrt = math.sqrt(1.0 - beta2**step)
     _adam(
-        grad, t(lr), t(beta1), t(beta2), t(eps), t(weight_decay), bool(decoupled),
-        t(step_size), t(bias2_sqrt), param, exp_avg, exp_avg_sq,
+        grad, t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(eps),
+        t(weight_decay), t(1.0 - lr * weight_decay), bool(decoupled), t(step_size),
+        t(bias2_sqrt), param, exp_avg, exp_avg_sq,
     )  # fmt: skip
 
 
