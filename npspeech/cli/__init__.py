@@ -6,7 +6,9 @@ Each subcommand lives in its own module of this package and provides two functio
 - ``run(args) -> int``: does the work through the library API and returns the exit code.
 
 Command modules import numerical code inside ``run`` so that
-``npspeech --help`` is instant.
+``npspeech --help`` is instant: building the parser imports none of NumPy, Numba,
+SciPy, KenLM or Matplotlib (``tests/test_startup.py``), and the version is looked up
+only for ``--version``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from .. import __version__
 from ..errors import NpspeechError
 
 #: Subcommand modules, in the order ``--help`` lists them.
@@ -26,6 +27,21 @@ EXIT_OK = 0
 EXIT_ERROR = 1  # the input or the environment was at fault; the message says how
 EXIT_USAGE = 2  # argparse's own code for a bad command line
 EXIT_INTERRUPTED = 130
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: reads the installed version when asked, not when the parser is
+    built (``importlib.metadata`` alone costs tens of milliseconds to import)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS)
+        self.help = "show the version and exit"
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .. import __version__
+
+        print(f"npspeech {__version__}")  # on stdout, as argparse's own action
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,9 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Run `npspeech COMMAND --help` for the options of a command.",
     )
-    parser.add_argument(
-        "--version", action="version", version=f"npspeech {__version__}"
-    )
+    parser.add_argument("--version", action=_VersionAction)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(subparsers)
