@@ -45,14 +45,14 @@ import numpy as np
 from . import checkpoint, fpenv, memory, models
 from .alphabet import Alphabet
 from .config import TrainConfig, from_dict, to_dict
+from .curves import LOG_FILE, PLOT_FILE, plot_run, read_log
+from .distributed import data_parallel
 from .distributed.collective import Collective
-from .errors import ConfigError, DataError
+from .errors import ConfigError
 
 LAST_CHECKPOINT = "checkpoint_last.npz"
 BEST_CHECKPOINT = "checkpoint_best.npz"
 MODEL_FILE = "model.npz"
-LOG_FILE = "log.jsonl"
-PLOT_FILE = "curves.png"
 CONFIG_FILE = "config.json"
 # the fourth seed word of the dropout generators (see _step_rng)
 _DROPOUT_STREAM = 0x0D50
@@ -75,37 +75,6 @@ class TrainResult:
 #: Files that mark a folder as holding a run, and those a replacing run removes.
 _RUN_MARKERS = (LAST_CHECKPOINT, MODEL_FILE)
 _STALE_ON_REPLACE = (BEST_CHECKPOINT, MODEL_FILE, PLOT_FILE)
-
-
-@dataclasses.dataclass
-class _LocalGradients:
-    """What one rank's rows of a global batch give before the ranks exchange."""
-
-    grads: dict[str, np.ndarray]  # name -> array shaped as the parameter
-    loss_sum: float  # summed CTC loss of the rows (nats)
-    problem: str  # why the batch must be skipped ("" when it need not)
-    state: dict[str, np.ndarray]  # batch-norm running statistics after the forward
-
-
-def _rows(batch: Any, rows: slice) -> Any:
-    """The utterances ``rows`` of a :class:`~npspeech.data.Batch` as a batch of their
-    own, padded only to their own longest (padding changes no result); None when the
-    slice is empty."""
-    from .data import Batch
-
-    lengths = batch.lengths[rows]  # (b,)
-    if lengths.size == 0:
-        return None
-    bounds = np.concatenate([[0], np.cumsum(batch.target_lengths)])  # (B + 1,)
-    start, stop = rows.indices(len(batch.lengths))[:2]
-    return Batch(
-        features=np.ascontiguousarray(batch.features[: int(lengths.max()), rows]),
-        lengths=lengths,
-        targets=batch.targets[bounds[start] : bounds[stop]],
-        target_lengths=batch.target_lengths[rows],
-        utterances=batch.utterances[rows],
-        transcripts=batch.transcripts[rows],
-    )
 
 
 class Trainer:
@@ -303,7 +272,9 @@ class Trainer:
             "audio_seconds": seconds,
         }
         B = len(batch.utterances)  # the global batch; a rank trains on its rows
-        share = batch if collective.size == 1 else _rows(batch, collective.rows(B))
+        share = batch
+        if collective.size > 1:
+            share = data_parallel.batch_rows(batch, collective.rows(B))
         # Each rank draws dropout masks for its own rows (a rank-free seed would give
         # every rank the same masks); one process keeps the seed it always had.
         seed = [config.seed, epoch, index, _DROPOUT_STREAM]
@@ -314,7 +285,12 @@ class Trainer:
         grads, loss_sum, net_state = local.grads, local.loss_sum, local.state
         problem = bool(local.problem)
         if collective.size > 1:
-            grads, loss_sum, problem, net_state = self._sum_over_ranks(local, share)
+            grads, loss_sum, problem, net_state = data_parallel.sum_over_ranks(
+                collective,
+                local,
+                network.state,
+                what=f"gradient exchange of step {state.step + 1}",
+            )
         if problem:
             self._skip(
                 local.problem
@@ -357,17 +333,18 @@ class Trainer:
 
     def _local_gradients(
         self, batch: Any, B: int, epoch: int, index: int, rng: np.random.Generator
-    ) -> _LocalGradients:
+    ) -> data_parallel.LocalGradients:
         """Forward, CTC and backward on this rank's rows ``batch`` (None: no rows) of a
         global batch of ``B`` utterances, the gradient scaled by ``1 / B``."""
         from . import ctc
 
         network = self.state.network
-        nothing = _LocalGradients(
+        nothing = data_parallel.LocalGradients(
             {name: np.zeros_like(value) for name, value in network.params.items()},
             0.0,
             "",
             network.state,
+            0,
         )
         if batch is None:
             return nothing
@@ -417,36 +394,9 @@ class Trainer:
         dlogits = dlogits / dlogits.dtype.type(B)
         with np.errstate(all="ignore"):
             grads = models.backward(network, dlogits, cache, backend=self.backend)
-        return _LocalGradients(grads, float(losses.sum()), "", cache.state)
-
-    def _sum_over_ranks(
-        self, local: _LocalGradients, rows: Any
-    ) -> tuple[dict[str, np.ndarray], float, bool, dict[str, np.ndarray]]:
-        """The gradient, loss sum and problem count summed over the ranks in one
-        exchange, and batch-norm running statistics averaged over the ranks that had
-        rows (weighted by their rows)."""
-        network = self.state.network
-        names = sorted(local.grads)
-        state_names = sorted(network.state)
-        dtype = np.result_type(*(local.grads[name] for name in names))
-        n = 0 if rows is None else len(rows.utterances)
-        # (3,): loss sum, ranks with a problem, utterances (weights of the statistics)
-        scalars = np.array([local.loss_sum, bool(local.problem), n], dtype=dtype)
-        weighted = [local.state[name] * dtype.type(n) for name in state_names]
-        sums = self.collective.allreduce_sum(
-            [*(local.grads[name] for name in names), *weighted, scalars],
-            what=f"gradient exchange of step {self.state.step + 1}",
+        return data_parallel.LocalGradients(
+            grads, float(losses.sum()), "", cache.state, len(batch.utterances)
         )
-        grads = dict(zip(names, sums[: len(names)], strict=True))
-        total = sums[-1]
-        rows_total = max(float(total[2]), 1.0)
-        averaged = {
-            name: (value / value.dtype.type(rows_total)).astype(
-                network.state[name].dtype, copy=False
-            )
-            for name, value in zip(state_names, sums[len(names) : -1], strict=True)
-        }
-        return grads, float(total[0]), bool(total[1] > 0), averaged
 
     def _skip(self, message: str) -> None:
         self.state.record["skipped_batches"] = (
@@ -653,9 +603,9 @@ class Trainer:
         indices = list(range(len(self.dev_set)))
         if collective.size > 1:
             indices = collective.spread(self.dev_durations)
-        results = []
+        evaluation = None
         if indices:
-            results = evaluate(
+            evaluation = evaluate(
                 self.state.network,
                 [self.dev_set[i] for i in indices],
                 self.alphabet,
@@ -666,11 +616,8 @@ class Trainer:
                 durations=[self.dev_durations[i] for i in indices],
             )
         if collective.size == 1:
-            return results
-        local = list(zip(indices, results.utterances if indices else [], strict=True))
-        gathered = collective.allgather(local)
-        rows = [row for _, row in sorted(pair for part in gathered for pair in part)]
-        return _evaluation(rows)
+            return evaluation
+        return data_parallel.gather_evaluation(collective, indices, evaluation)
 
     # -- files -------------------------------------------------------------------------
     def _check_output_dir(self) -> bool:
@@ -778,21 +725,14 @@ def _validate(config: TrainConfig) -> None:
         )
 
 
-def _evaluation(rows: list[Any]) -> Any:
-    """An :class:`~npspeech.inference.Evaluation` of gathered per-row results, scored
-    as :func:`npspeech.inference.evaluate` scores its own rows."""
-    from .inference import Evaluation
-    from .metrics import ErrorCounts
-
-    total = ErrorCounts(
-        sum(r.word_edits for r in rows),
-        sum(r.words for r in rows),
-        sum(r.char_edits for r in rows),
-        sum(r.chars for r in rows),
-    )
-    finite = [r.loss for r in rows if np.isfinite(r.loss)]
-    loss = float(np.mean(finite)) if finite else float("inf")
-    return Evaluation(total.wer, total.cer, loss, rows)
+def _resume_note(output_dir: str) -> str:
+    """How to go on after a failed run (for the message that ends a job)."""
+    if (Path(output_dir) / LAST_CHECKPOINT).is_file():
+        return (
+            f"Its last checkpoint, {Path(output_dir) / LAST_CHECKPOINT}, is intact: "
+            "continue with --resume (with any number of ranks)."
+        )
+    return ""
 
 
 def _fresh_state(
@@ -860,7 +800,7 @@ def train(
     """
     collective = collective if collective is not None else Collective()
     try:
-        with collective.failing_together(config.output_dir):
+        with collective.failing_together(lambda: _resume_note(config.output_dir)):
             trainer = Trainer(
                 config,
                 resume=resume,
@@ -872,89 +812,6 @@ def train(
             return trainer.run(max_steps)
     finally:
         memory.release_pool()  # the steps' cached buffers are not needed any more
-
-
-# -- curves ----------------------------------------------------------------------------
-
-
-def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The entries of a run's ``log.jsonl`` (unreadable lines skipped)."""
-    path = Path(run_dir) / LOG_FILE
-    if not path.is_file():
-        raise DataError(f"{path}: no training log here")
-    entries = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            entries.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return entries
-
-
-def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:
-    """Draw the loss (per step and per epoch) and dev WER curves of a run as a PNG.
-
-    Returns the PNG's path (``run_dir/curves.png`` unless ``output`` is given).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: never needs a display
-    import matplotlib.pyplot as plt
-
-    entries = read_log(run_dir)
-    steps = [e for e in entries if e.get("event") == "step" and not e.get("skipped")]
-    epochs = [e for e in entries if e.get("event") == "epoch"]
-    figure, (loss_axes, wer_axes) = plt.subplots(1, 2, figsize=(11, 4))
-    if steps:
-        loss_axes.plot(
-            [e["step"] for e in steps],
-            [e["loss"] for e in steps],
-            alpha=0.35,
-            label="train (step)",
-        )
-    if epochs:
-        loss_axes.plot(
-            [e["step"] for e in epochs],
-            [e["train_loss"] for e in epochs],
-            marker="o",
-            label="train (epoch)",
-        )
-        dev = [e for e in epochs if "dev_loss" in e and math.isfinite(e["dev_loss"])]
-        if dev:
-            loss_axes.plot(
-                [e["step"] for e in dev],
-                [e["dev_loss"] for e in dev],
-                marker="o",
-                label="dev",
-            )
-        with_wer = [e for e in epochs if "dev_wer" in e]
-        if with_wer:
-            wer_axes.plot(
-                [e["epoch"] for e in with_wer],
-                [e["dev_wer"] for e in with_wer],
-                marker="o",
-                label="dev WER",
-            )
-            wer_axes.plot(
-                [e["epoch"] for e in with_wer],
-                [e["dev_cer"] for e in with_wer],
-                marker="o",
-                label="dev CER",
-            )
-    loss_axes.set(xlabel="step", ylabel="CTC loss (nats / utterance)", title="loss")
-    loss_axes.set_yscale("log")
-    wer_axes.set(xlabel="epoch", ylabel="error rate", title="dev error rates")
-    for axes in (loss_axes, wer_axes):
-        if axes.lines:
-            axes.legend()
-        axes.grid(alpha=0.3)
-    figure.tight_layout()
-    path = Path(output) if output is not None else Path(run_dir) / PLOT_FILE
-    from .fileio import write_atomically
-
-    write_atomically(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
-    plt.close(figure)
-    return path
 
 
 __all__ = ["Trainer", "TrainResult", "train", "plot_run", "read_log"]

@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NpspeechError
 
 SECTIONS = ("train", "model", "features", "augment")
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
@@ -395,15 +395,22 @@ def run(args: argparse.Namespace) -> int:
         started = collective.describe()  # every rank takes part
         if collective.is_root:
             print(f"npspeech train: {started}", file=sys.stderr, flush=True)
-    result = train.train(
-        config,
-        resume=args.resume,
-        augmentation=augmentation,
-        max_steps=args.max_steps,
-        overwrite=args.overwrite,
-        collective=collective,
-        on_epoch=lambda entry: _print_epoch(entry, config.epochs),
-    )
+    try:
+        result = train.train(
+            config,
+            resume=args.resume,
+            augmentation=augmentation,
+            max_steps=args.max_steps,
+            overwrite=args.overwrite,
+            collective=collective,
+            on_epoch=lambda entry: _print_epoch(entry, config.epochs),
+        )
+    except NpspeechError as error:
+        # An error every rank raised alike (a folder holding a run, an unreadable
+        # checkpoint) is reported once, by rank 0.
+        if not collective.is_root and getattr(error, "raised_on_every_rank", False):
+            return 1
+        raise
     if not collective.is_root:
         return 0
     best = "n/a" if result.best_dev_wer is None else f"{result.best_dev_wer:.4f}"

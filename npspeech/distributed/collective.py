@@ -82,8 +82,9 @@ class Collective:
 
     def root_call(self, function: Callable[[], T]) -> T:
         """Run ``function`` on rank 0 and give every rank its result, or raise its
-        exception on every rank (so that an error in rank-0-only work such as reading
-        a checkpoint ends all ranks the same way)."""
+        :class:`~npspeech.errors.NpspeechError` on every rank, marked
+        ``raised_on_every_rank = True`` (so that an error in rank-0-only work such as
+        reading a checkpoint ends all ranks the same way)."""
         return function()
 
     def allgather(self, value: Any) -> list[Any]:
@@ -94,8 +95,9 @@ class Collective:
         """Called before optimizer step ``step + 1`` (fault injection in tests)."""
 
     @contextlib.contextmanager
-    def failing_together(self, output_dir: str) -> Iterator[None]:
-        """Context in which an exception on one rank ends the whole group.
+    def failing_together(self, note: Callable[[], str] = str) -> Iterator[None]:
+        """Context in which an exception on one rank ends the whole group, the
+        message followed by ``note()``.
 
         A single process just lets the exception through.
         """

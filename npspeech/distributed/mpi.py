@@ -116,6 +116,9 @@ class MPICollective(Collective):
         sys.stderr.write(f"npspeech: {message}\n")
         sys.stderr.flush()
         self.comm.Abort(1)
+        # MPICH's MPI_Abort may return after telling the launcher to end the job;
+        # this rank must not go on (nor report the same failure twice).
+        os._exit(1)
 
     def _excepthook(self, kind: type, error: BaseException, trace: Any) -> None:
         traceback.print_exception(kind, error, trace)
@@ -125,22 +128,23 @@ class MPICollective(Collective):
         )
 
     @contextlib.contextmanager
-    def failing_together(self, output_dir: str) -> Iterator[None]:
-        """An exception here prints ``rank R of N failed`` and aborts the job."""
+    def failing_together(self, note: Callable[[], str] = str) -> Iterator[None]:
+        """An exception here prints ``rank R of N failed`` (and ``note()``, which may
+        say how to resume) and aborts the job. An error that every rank raised alike
+        (from :meth:`root_call`, marked ``raised_on_every_rank``) passes through: no
+        rank is left waiting for it."""
         try:
             yield
         except BaseException as error:  # noqa: BLE001 - KeyboardInterrupt too
-            if self.size == 1:
+            if self.size == 1 or getattr(error, "raised_on_every_rank", False):
                 raise
             if not isinstance(error, (NpspeechError, KeyboardInterrupt)):
                 traceback.print_exc()
             reason = "interrupted" if isinstance(error, KeyboardInterrupt) else error
             self._abort(
-                f"rank {self.rank} of {self.size} failed ({reason}); ending the job. "
-                f"The last checkpoint in {output_dir} is intact: continue with "
-                "--resume (any number of ranks)."
+                f"rank {self.rank} of {self.size} failed ({reason}); ending the "
+                f"job. {note()}".rstrip()
             )
-            raise  # only reached where Abort returns (it should not)
 
     def before_step(self, step: int) -> None:
         """Test-only fault injection from :data:`FAULT_VARIABLE`."""
@@ -255,6 +259,7 @@ class MPICollective(Collective):
                 outcome = (False, error)
         ok, payload = self.broadcast(outcome, what="start-up")
         if not ok:
+            payload.raised_on_every_rank = True
             raise payload
         return payload
 
