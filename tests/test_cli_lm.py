@@ -344,3 +344,134 @@ def test_tune_a_deepspeech_scorer_in_place(data_dir, tmp_path, capsys):
     assert (tuned.kind, tuned.alpha, tuned.beta) == ("deepspeech", 0.5, 0.25)
     assert len(tuned.vocabulary) == 3540
     assert f"wrote {scorer}" in capsys.readouterr().out
+
+
+# --- mix, prune, eval -----------------------------------------------------------------
+PETS = Path(__file__).parent / "data" / "mix_pets.arpa"
+WEATHER = Path(__file__).parent / "data" / "mix_weather.arpa"
+
+
+def _dev_text(tmp_path) -> Path:
+    dev = tmp_path / "dev.csv"
+    dev.write_text(
+        "wav_filename,wav_filesize,transcript\n"
+        "a.wav,1,the cat is on the hill\n"
+        "b.wav,1,the sun is on the mat\n"
+        "c.wav,1,a dog and the rain\n"
+    )
+    return dev
+
+
+def test_mix_tunes_prints_and_writes_a_kenlm_readable_mixture(tmp_path, capsys):
+    from npspeech.lm.arpa import read_arpa
+    from npspeech.lm.evaluate import read_sentences
+    from npspeech.lm.interpolate import tune_weights
+
+    dev, output = _dev_text(tmp_path), tmp_path / "mixed.arpa"
+    code = main(
+        ["lm", "mix", str(PETS), str(WEATHER), "--dev", str(dev), "-o", str(output)]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    expected = tune_weights(
+        [read_arpa(PETS), read_arpa(WEATHER)], read_sentences([dev])
+    )
+    for path, weight in zip((PETS, WEATHER), expected.weights, strict=True):
+        assert f"  {weight:.6f}  {path}" in out
+    assert f"wrote {output}: order 3" in out
+    assert "dev under the mixture: perplexity" in out
+    kenlm = pytest.importorskip("kenlm")
+    assert kenlm.Model(str(output)).order == 3
+
+
+def test_mix_with_given_weights_then_prune_eval_and_package(tmp_path, capsys):
+    mixed, pruned = tmp_path / "mixed.arpa", tmp_path / "pruned.arpa"
+    argv = ["lm", "mix", str(PETS), str(WEATHER), "--weights", "0.6", "0.4"]
+    assert main([*argv, "-o", str(mixed), "--no-progress"]) == 0
+    assert "  0.600000  " in capsys.readouterr().out
+    assert (
+        main(["lm", "prune", str(mixed), "--max-size", "2kB", "-o", str(pruned)]) == 0
+    )
+    out = capsys.readouterr().out
+    assert pruned.stat().st_size <= 2000 < mixed.stat().st_size
+    assert f"wrote {pruned}: {pruned.stat().st_size} bytes" in out
+    assert (
+        main(["lm", "prune", str(mixed), "--max-ngrams", "40", "-o", str(pruned)]) == 0
+    )
+    capsys.readouterr()
+    dev = _dev_text(tmp_path)
+    assert main(["lm", "eval", str(pruned), "--text", str(dev), "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["sentences"] == 3 and figures["words"] == 17
+    assert figures["oov"] == 0 and figures["perplexity"] > 1
+    kenlm = pytest.importorskip("kenlm")
+    loaded = kenlm.Model(str(pruned))
+    sentences = [
+        "the cat is on the hill",
+        "the sun is on the mat",
+        "a dog and the rain",
+    ]
+    total = sum(loaded.score(s) for s in sentences)
+    assert figures["perplexity"] == pytest.approx(10 ** (-total / 20), rel=1e-5)
+    # The pruned mixture packages with alpha/beta (tune them with `lm tune`).
+    package = tmp_path / "mixed.npscorer"
+    code = main(
+        [
+            "lm",
+            "package",
+            str(pruned),
+            "-o",
+            str(package),
+            "--alpha",
+            "1",
+            "--beta",
+            "2",
+        ]
+    )
+    assert code == 0
+    assert main(["lm", "eval", str(package), "--text", str(dev)]) == 0
+    assert "perplexity" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["lm", "mix", str(PETS), "-o", "{tmp}/m.arpa", "--weights", "1"],
+            "two models",
+        ),
+        (["lm", "mix", str(PETS), str(WEATHER), "-o", "{tmp}/m.arpa"], "--dev TEXT"),
+        (
+            ["lm", "mix", str(PETS), str(WEATHER), "--weights", "0.5", "-o", "{tmp}/m"],
+            "2 models need 2 weights",
+        ),
+        (
+            [
+                "lm",
+                "mix",
+                str(PETS),
+                "{tmp}/none.arpa",
+                "--weights",
+                "0.5",
+                "0.5",
+                "-o",
+                "{tmp}/m",
+            ],
+            "none.arpa",
+        ),
+        (["lm", "prune", str(PETS), "--max-size", "ten", "-o", "{tmp}/p"], "'ten'"),
+        (["lm", "prune", str(PETS), "--max-size", "100", "-o", "{tmp}/p"], "unigrams"),
+        (
+            ["lm", "prune", str(PETS), "--max-ngrams", "0", "-o", "{tmp}/p"],
+            "--max-ngrams",
+        ),
+        (["lm", "eval", str(PETS), "--text", "{tmp}/missing.txt"], "missing.txt"),
+        (["lm", "eval", "{tmp}/dev.csv", "--text", "{tmp}/dev.csv"], "not a language"),
+    ],
+)
+def test_mix_prune_eval_errors_exit_nonzero(argv, message, tmp_path, capsys):
+    _dev_text(tmp_path)
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -1,6 +1,8 @@
 """``npspeech lm``: build ARPA models, inspect and package scorers, tune alpha/beta.
 
-Subcommands: ``build``, ``info``, ``package``, ``tune``. Numerical modules are imported
+Subcommands: ``build``, ``info``, ``package``, ``tune``, and for domain adaptation
+``mix`` (linear interpolation with EM-tuned weights), ``prune`` (relative entropy, to a
+size budget) and ``eval`` (perplexity and OOV rate). Numerical modules are imported
 inside the handlers so that ``npspeech --help`` stays instant.
 """
 
@@ -19,11 +21,12 @@ def register(subparsers) -> None:
     """Add ``npspeech lm`` and its subcommands."""
     parser = subparsers.add_parser(
         "lm",
-        help="build, inspect, package and tune language models (scorers)",
+        help="build, adapt, prune, evaluate, package and tune language models",
         description=(
-            "Language-model tooling: build an ARPA n-gram model from text, show what a "
-            "scorer file holds, package an LM with its alpha/beta, and tune alpha/beta "
-            "on a dev set."
+            "Language-model tooling: build an ARPA n-gram model from text, combine a "
+            "general model with in-domain ones (mix), prune to a size budget, measure "
+            "perplexity and OOV rate (eval), show what a scorer file holds, package an "
+            "LM with its alpha/beta, and tune alpha/beta on a dev set."
         ),
     )
     parser.set_defaults(run=lambda args: _print_help(parser))
@@ -32,6 +35,9 @@ def register(subparsers) -> None:
     _register_info(commands)
     _register_package(commands)
     _register_tune(commands)
+    _register_mix(commands)
+    _register_prune(commands)
+    _register_eval(commands)
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:
@@ -52,7 +58,10 @@ def _register_build(commands) -> None:
         ),
     )
     parser.add_argument(
-        "text", nargs="+", metavar="TEXT", help="input text files (.gz ok)"
+        "text",
+        nargs="+",
+        metavar="TEXT",
+        help="input text files (.gz ok) or corpus CSVs (their transcript column)",
     )
     parser.add_argument(
         "-o",
@@ -258,6 +267,123 @@ def _register_tune(commands) -> None:
     parser.set_defaults(run=run_tune)
 
 
+def _add_alphabet(parser) -> None:
+    parser.add_argument(
+        "--alphabet",
+        default=None,
+        metavar="alphabet.txt",
+        help="alphabet the text is normalised to, as in 'lm build'. Default: English",
+    )
+
+
+def _register_mix(commands) -> None:
+    parser = commands.add_parser(
+        "mix",
+        help="interpolate ARPA models, weights tuned by EM on dev text",
+        description=(
+            "Linearly interpolate two or more ARPA models (P = sum_i w_i P_i, each "
+            "with its own backoff; union of their n-grams, backoffs recomputed so the "
+            "result normalises), as SRILM's -mix-lm and KenLM's interpolate do. The "
+            "weights minimise the dev text's perplexity (EM), or are given. Typical "
+            "use: a general model and one built from in-domain text."
+        ),
+    )
+    parser.add_argument(
+        "models", nargs="+", metavar="MODEL", help="ARPA files (.gz ok), two or more"
+    )
+    parser.add_argument(
+        "--dev",
+        nargs="+",
+        metavar="TEXT",
+        help="dev text (text files, .gz, or corpus CSVs) to tune the weights on; "
+        "never the test set",
+    )
+    parser.add_argument(
+        "--weights",
+        type=float,
+        nargs="+",
+        metavar="W",
+        help="one weight per model (positive, summing to 1) instead of tuning",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="MIXED.arpa",
+        help="ARPA file to write (atomically; required)",
+    )
+    _add_alphabet(parser)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(run=run_mix)
+
+
+def _register_prune(commands) -> None:
+    parser = commands.add_parser(
+        "prune",
+        help="prune an ARPA model by relative entropy to a size budget",
+        description=(
+            "Remove the n-grams (order 2 and up) whose removal changes the model "
+            "least (Stolcke's relative-entropy pruning, as SRILM's -prune), keep the "
+            "prefixes and suffixes of what stays, and recompute the backoffs so the "
+            "model still normalises. Give one budget: --max-size (bytes of the ARPA "
+            "file, which is what a scorer package stores besides its word list), "
+            "--max-ngrams, or a --threshold."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL", help="ARPA file (.gz ok)")
+    budget = parser.add_mutually_exclusive_group(required=True)
+    budget.add_argument(
+        "--max-size",
+        metavar="SIZE",
+        help="largest ARPA file size, e.g. 10MB, 500kB, 8MiB or bytes",
+    )
+    budget.add_argument(
+        "--max-ngrams", type=int, metavar="N", help="largest number of n-grams"
+    )
+    budget.add_argument(
+        "--threshold",
+        type=float,
+        metavar="D",
+        help="relative-entropy threshold in nats (SRILM-style)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="PRUNED.arpa",
+        help="ARPA file to write (atomically; required)",
+    )
+    parser.set_defaults(run=run_prune)
+
+
+def _register_eval(commands) -> None:
+    parser = commands.add_parser(
+        "eval",
+        help="perplexity and out-of-vocabulary rate of text under a model",
+        description=(
+            "Score text as kenlm.Model.score does (<s> ... </s> per sentence, unknown "
+            "words as <unk>) and report the perplexity with and without "
+            "out-of-vocabulary words and the OOV rate, as KenLM's query does. Text "
+            "is normalised to the alphabet first, as 'lm build' does."
+        ),
+    )
+    parser.add_argument(
+        "model", metavar="MODEL", help="ARPA file (.gz ok) or npspeech package of one"
+    )
+    parser.add_argument(
+        "--text",
+        nargs="+",
+        required=True,
+        metavar="TEXT",
+        help="text files (.gz ok) or corpus CSVs (their transcript column)",
+    )
+    _add_alphabet(parser)
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of lines"
+    )
+    parser.set_defaults(run=run_eval)
+
+
 # --- handlers -------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
     """Dispatch to the chosen subcommand (``cli.main`` calls ``args.run`` directly)."""
@@ -410,4 +536,121 @@ def run_tune(args: argparse.Namespace) -> int:
         args.scorer, result.alpha, result.beta, args.output, alphabet=alphabet
     )
     print(f"wrote {written}")
+    return 0
+
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+}
+
+
+def parse_size(text: str) -> int:
+    """Bytes of a size such as ``10MB`` (10**6), ``8MiB`` (2**20) or ``123456``."""
+    import re
+
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _SIZE_UNITS:
+        raise ConfigError(
+            f"--max-size {text!r}: expected a number of bytes with an optional unit "
+            "(kB, MB, GB, KiB, MiB, GiB)"
+        )
+    size = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if size < 1:
+        raise ConfigError(f"--max-size {text!r}: must be at least one byte")
+    return size
+
+
+def _evaluation_line(name: str, evaluation) -> str:
+    return (
+        f"{name}: perplexity {evaluation.perplexity:.2f}, without OOV "
+        f"{evaluation.perplexity_without_oov:.2f}, OOV rate {evaluation.oov_rate:.4f} "
+        f"({evaluation.oov}/{evaluation.words} words, {evaluation.sentences} sentences)"
+    )
+
+
+def run_mix(args: argparse.Namespace) -> int:
+    from ..lm.arpa import Lookup, read_language_model
+    from ..lm.build import write_arpa
+    from ..lm.evaluate import evaluate, read_sentences
+    from ..lm.interpolate import check_weights, interpolate, tune_weights
+
+    if len(args.models) < 2:
+        raise ConfigError("mix needs at least two models")
+    if args.dev is None and args.weights is None:
+        raise ConfigError("give --dev TEXT... to tune the weights, or --weights")
+    if args.weights is not None:
+        check_weights(args.weights, len(args.models))
+    models = [read_language_model(path) for path in args.models]
+    dev = None
+    if args.dev is not None:
+        dev = read_sentences(args.dev, _alphabet(args.alphabet), not args.no_progress)
+        for path, model in zip(args.models, models, strict=True):
+            print(_evaluation_line(f"dev under {path}", evaluate(Lookup(model), dev)))
+    weights = args.weights
+    if weights is None:
+        tuned = tune_weights(models, dev)
+        weights = tuned.weights
+        print(
+            f"EM weights after {tuned.iterations} iterations on {tuned.tokens} dev "
+            f"tokens (exact mixture perplexity {tuned.perplexity:.2f}):"
+        )
+    for path, weight in zip(args.models, weights, strict=True):
+        print(f"  {weight:.6f}  {path}")
+    mixed = interpolate(models, weights, progress=not args.no_progress)
+    write_arpa(mixed, args.output)
+    counts = ", ".join(f"{k}-grams {n}" for k, n in enumerate(mixed.counts(), start=1))
+    print(f"wrote {args.output}: order {mixed.order}, {counts}")
+    if dev is not None:
+        print(_evaluation_line("dev under the mixture", evaluate(Lookup(mixed), dev)))
+    return 0
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    import os
+
+    from ..lm.arpa import read_language_model
+    from ..lm.build import write_arpa
+    from ..lm.prune import prune
+
+    max_bytes = None if args.max_size is None else parse_size(args.max_size)
+    if args.max_ngrams is not None and args.max_ngrams < 1:
+        raise ConfigError(f"--max-ngrams must be >= 1, got {args.max_ngrams}")
+    if args.threshold is not None and not args.threshold >= 0:
+        raise ConfigError(f"--threshold must be >= 0, got {args.threshold}")
+    model = read_language_model(args.model)
+    pruned, result = prune(
+        model,
+        threshold=args.threshold,
+        max_bytes=max_bytes,
+        max_ngrams=args.max_ngrams,
+    )
+    write_arpa(pruned, args.output)
+    before = ", ".join(str(n) for n in result.counts_before)
+    after = ", ".join(str(n) for n in result.counts_after)
+    print(
+        f"wrote {args.output}: {os.path.getsize(args.output)} bytes, n-grams per "
+        f"order {before} -> {after} (threshold {result.threshold:.3g} nats)"
+    )
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from ..lm.arpa import Lookup, read_language_model
+    from ..lm.evaluate import evaluate, read_sentences
+
+    model = read_language_model(args.model)
+    sentences = read_sentences(args.text, _alphabet(args.alphabet))
+    evaluation = evaluate(Lookup(model), sentences)
+    if args.json:
+        print(json.dumps({"model": str(args.model), **evaluation.as_dict()}, indent=2))
+        return 0
+    print(_evaluation_line(str(args.model), evaluation))
     return 0

@@ -199,6 +199,9 @@ def read_text_lines(
 ) -> Iterator[str]:
     """Lines of plain or gzip-compressed UTF-8 text files, one sentence per line.
 
+    A corpus CSV (``.csv``, DeepSpeech's ``wav_filename,wav_filesize,transcript``)
+    gives its transcript column instead.
+
     A progress bar (tqdm, on stderr, by bytes of input) is shown when ``progress`` is
     true and the inputs exceed 16 MiB.
 
@@ -219,6 +222,11 @@ def read_text_lines(
         bar = tqdm(total=total, unit="B", unit_scale=True, desc="reading text")
     try:
         for path in paths:
+            if path.name.lower().endswith((".csv", ".csv.gz")):
+                yield from _csv_transcripts(path)
+                if bar is not None:
+                    bar.update(path.stat().st_size)
+                continue
             with open(path, "rb") as raw:
                 compressed = raw.read(2) == b"\x1f\x8b"
                 raw.seek(0)
@@ -241,6 +249,28 @@ def read_text_lines(
     finally:
         if bar is not None:
             bar.close()
+
+
+def _csv_transcripts(path: Path) -> Iterator[str]:
+    """The ``transcript`` column of a corpus CSV (DeepSpeech layout), row by row."""
+    import csv
+
+    with _open_text(path) as text:
+        try:
+            reader = csv.reader(text)
+            header = next(reader, [])
+            if "transcript" not in header:
+                raise DataError(f"{path}: a corpus CSV needs a 'transcript' column")
+            column = header.index("transcript")
+            for row_number, row in enumerate(reader, start=2):
+                if len(row) != len(header):
+                    raise DataError(
+                        f"{path}:{row_number}: {len(row)} fields, the header has "
+                        f"{len(header)}"
+                    )
+                yield row[column]
+        except (UnicodeDecodeError, csv.Error) as error:
+            raise DataError(f"{path}: cannot read as a corpus CSV ({error})") from None
 
 
 def normalize_sentences(
@@ -358,7 +388,7 @@ def _prune_thresholds(prune: Sequence[int] | None, order: int) -> list[int]:
         raise ConfigError(
             "unigrams cannot be pruned: the first prune threshold must be 0"
         )
-    if any(b < a for a, b in zip(values, values[1:])):
+    if any(b < a for a, b in zip(values, values[1:], strict=False)):
         raise ConfigError(
             f"prune thresholds must not decrease with the order: {values}"
         )
@@ -450,7 +480,7 @@ def _discounts(
         if n[1] > 0 and n[2] > 0 and n[3] > 0:
             y = n[1] / (n[1] + 2.0 * n[2])
             values = tuple(r - (r + 1) * y * n[r + 1] / n[r] for r in (1, 2, 3))
-            if any(not 0.0 < d <= r for r, d in zip((1, 2, 3), values)):
+            if any(not 0.0 < d <= r for r, d in zip((1, 2, 3), values, strict=True)):
                 values = None
         fallback.append(values is None)
         discounts.append(
@@ -537,7 +567,7 @@ def _prune(tables: list[OrderTable], thresholds: list[int]) -> None:
             )
             keep[k][np.isin(table.keys, needed)] = True
     # Unigrams: prefixes/suffixes of kept bigrams are unigrams, which are all kept.
-    for table, mask in zip(tables, keep):
+    for table, mask in zip(tables, keep, strict=True):
         _select(table, mask)
 
 
@@ -591,6 +621,7 @@ def arpa_sections(model: NgramModel) -> Iterator[str]:
                 table.log10_prob.tolist(),
                 table.log10_backoff.tolist(),
                 table.is_context.tolist(),
+                strict=True,
             )
         ]
         yield f"\n\\{k}-grams:\n" + "\n".join(lines) + "\n"
@@ -699,12 +730,15 @@ class ArpaModel:
         probs, backoffs = [], []
         for table in model.orders:
             grams = [tuple(words[i] for i in row) for row in table.ngrams.tolist()]
-            probs.append(dict(zip(grams, table.log10_prob.tolist())))
+            probs.append(dict(zip(grams, table.log10_prob.tolist(), strict=True)))
             backoffs.append(
                 {
                     g: b
                     for g, b, c in zip(
-                        grams, table.log10_backoff.tolist(), table.is_context
+                        grams,
+                        table.log10_backoff.tolist(),
+                        table.is_context,
+                        strict=True,
                     )
                     if c
                 }
