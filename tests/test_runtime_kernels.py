@@ -58,15 +58,22 @@ def test_recurrent_kernels_match_reference(kind, H, rng):
     np.testing.assert_allclose(c2, c_all, rtol=1e-5, atol=1e-6)
 
 
-def test_dense_kernels_match_reference(rng):
-    x = rng.normal(0, 3, (13, 17)).astype(np.float32)
-    W = rng.normal(0, 1, (17, 6)).astype(np.float32)
-    b = rng.normal(0, 1, 6).astype(np.float32)
-    expected = _reference.dense_clip(x, W, b, 0.0, 2.0)
-    assert expected.min() == 0.0 and expected.max() == 2.0  # both bounds are hit
+@pytest.mark.parametrize("M", [1, 13, 64, 150])
+def test_dense_kernels_match_reference(M, rng):
+    # 150 rows: three blocks of rows, the last partial; 37 columns: a padded panel
+    x = rng.normal(0, 3, (M, 41)).astype(np.float32)
+    W = rng.normal(0, 1, (41, 37)).astype(np.float32)
+    b = rng.normal(0, 1, 37).astype(np.float32)
+    expected = _reference.dense_clip(x, _reference.pack_dense(W), b, 0.0, 2.0)
+    if M > 1:
+        assert expected.min() == 0.0 and expected.max() == 2.0  # both bounds hit
+    packed = _numba.pack_dense(W)
     np.testing.assert_allclose(
-        _numba.dense_clip(x, W, b, 0.0, 2.0), expected, rtol=1e-6, atol=1e-6
+        _numba.dense_clip(x, packed, b, 0.0, 2.0), expected, rtol=1e-5, atol=1e-5
     )
     np.testing.assert_allclose(
-        _numba.dense(x, W, b), _reference.dense(x, W, b), rtol=1e-6, atol=1e-5
+        _numba.dense(x, packed, b),
+        _reference.dense(x, _reference.pack_dense(W), b),
+        rtol=1e-5,
+        atol=1e-5,
     )

@@ -34,9 +34,9 @@ from numba import njit, prange
 
 from ..backends.numba_cpu import packed_matmul
 from ..backends.numba_cpu.gate_math import normal_or_zero, sigmoid, tanh
-from ..backends.numba_cpu.layers import dense_clip_forward, dense_forward
 
 __all__ = [
+    "pack_dense",
     "dense",
     "dense_clip",
     "pack_recurrent",
@@ -50,16 +50,79 @@ _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
 
 
-def dense(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """See :func:`._reference.dense`."""
-    return dense_forward(np.ascontiguousarray(x), W, b)
+# Rows of a dense layer's input per block: the block's transposed rows (Kp, 64) stay
+# in L2 while every panel of the weight passes over them (512 KiB at K = 2048).
+ROWS_PER_BLOCK = 64
+
+
+def pack_dense(W: np.ndarray) -> np.ndarray:
+    """A dense layer's ``W`` (F_in, F_out) as column panels (P, Kp, NR)."""
+    return packed_matmul.pack_panels(np.ascontiguousarray(W, dtype=np.float32))
+
+
+@njit(cache=True, parallel=True)
+def _dense_kernel(x, W_packed, b, low, high, clip, out, threads):  # pragma: no cover
+    """out[:, :N] = x @ W + b, clipped to [low, high] when ``clip``; x (M, K), out
+    (M, P*NR). Rows in blocks of ROWS_PER_BLOCK, the blocks split over the threads;
+    each block's bias and clip run right after its product, while it is in cache."""
+    M, K = x.shape
+    P, Kp, nr = W_packed.shape
+    N = b.size
+    R = ROWS_PER_BLOCK
+    ahead = W_packed.size * W_packed.itemsize > packed_matmul.PREFETCH_ABOVE_BYTES
+    n_blocks = (M + R - 1) // R
+    parts = max(1, min(threads, n_blocks))
+    for part in prange(parts):
+        a_t = np.zeros((Kp, R), dtype=x.dtype)  # the padding rows K..Kp stay zero
+        for block in range(part * n_blocks // parts, (part + 1) * n_blocks // parts):
+            r0 = block * R
+            rows = min(M, r0 + R) - r0
+            for r in range(rows):
+                for k in range(K):
+                    a_t[k, r] = x[r0 + r, k]
+            for p in range(P):
+                for k0 in range(0, Kp, packed_matmul.DEPTH_BLOCK):
+                    k1 = min(Kp, k0 + packed_matmul.DEPTH_BLOCK)
+                    packed_matmul.row_tiles(
+                        a_t, rows, W_packed, p, k0, k1, k0 > 0, ahead, out, r0
+                    )
+            for r in range(r0, r0 + rows):
+                if clip:
+                    for j in range(N):
+                        v = out[r, j] + b[j]
+                        out[r, j] = low if v < low else (high if v > high else v)
+                else:
+                    for j in range(N):
+                        out[r, j] += b[j]
+
+
+def _dense(x, W_packed, b, low, high, clip):
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    P, _, nr = W_packed.shape
+    out = np.empty((x.shape[0], P * nr), dtype=np.float32)
+    _dense_kernel(
+        x,
+        W_packed,
+        b,
+        np.float32(low),
+        np.float32(high),
+        clip,
+        out,
+        numba.get_num_threads(),
+    )
+    return out[:, : b.size]  # padded panels: a view of the N real columns
+
+
+def dense(x: np.ndarray, W_packed: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """See :func:`._reference.dense`; ``W_packed`` from :func:`pack_dense`."""
+    return _dense(x, W_packed, b, 0.0, 0.0, False)
 
 
 def dense_clip(
-    x: np.ndarray, W: np.ndarray, b: np.ndarray, low: float, high: float
+    x: np.ndarray, W_packed: np.ndarray, b: np.ndarray, low: float, high: float
 ) -> np.ndarray:
-    """See :func:`._reference.dense_clip`."""
-    return dense_clip_forward(np.ascontiguousarray(x), W, b, low, high)
+    """See :func:`._reference.dense_clip`; ``W_packed`` from :func:`pack_dense`."""
+    return _dense(x, W_packed, b, low, high, True)
 
 
 def pack_recurrent(W_hh: np.ndarray) -> np.ndarray:
@@ -111,7 +174,7 @@ def _rows(
     """The time loop for sequences ``b0 .. b1 - 1``: every frame of the chunk."""
     T = y.shape[0]
     a_t, hw = packed_matmul.buffers(W_packed, b1 - b0)
-    gates = np.empty(xw.shape[2], dtype=xw.dtype)
+    gates = np.empty(bias.size, dtype=xw.dtype)
     for t in range(T):
         # rows past their length ride along in the product; their state is unchanged
         packed_matmul.rows_times(h[b0:b1], a_t, W_packed, hw, threads)  # h W_hh

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "pack_dense",
     "dense",
     "dense_clip",
     "pack_recurrent",
@@ -25,6 +26,12 @@ __all__ = [
     "gru_sequence",
     "rnn_sequence",
 ]
+
+
+def pack_dense(W: np.ndarray) -> np.ndarray:
+    """A dense layer's weight as :func:`dense` reads it: unchanged, C-contiguous
+    (F_in, F_out)."""
+    return np.ascontiguousarray(W)
 
 
 def dense(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:

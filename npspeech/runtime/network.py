@@ -73,9 +73,10 @@ class StreamState:
 
 @dataclasses.dataclass(frozen=True)
 class _Dense:
-    """``y = x @ W + b``, clipped to ``clip`` when given."""
+    """``y = x @ W + b``, clipped to ``clip`` when given; ``W`` as the kernels'
+    ``pack_dense`` gives it, b (F_out,)."""
 
-    W: np.ndarray
+    W: Any
     b: np.ndarray
     clip: tuple[float, float] | None
 
@@ -84,14 +85,15 @@ class _Dense:
 class _Direction:
     """One direction of a recurrent layer.
 
-    ``W_ih`` (F, G*H); ``input_bias`` (G*H,) added to the input projection (GRU:
-    ``b_ih`` and a folded batch norm's shift) or None; ``W_packed`` the kernels'
+    ``W_ih`` (F, G*H) packed as the kernels' dense layers read it; ``input_bias``
+    (G*H,) added to the input projection (GRU: ``b_ih`` and a folded batch norm's
+    shift; zero for the others); ``W_packed`` the kernels'
     form of ``W_hh``; ``step_bias`` (G*H,), the bias the time loop adds (LSTM and RNN:
     ``b_ih + b_hh`` and the folded shift; GRU: ``b_hh``).
     """
 
     W_ih: np.ndarray
-    input_bias: np.ndarray | None
+    input_bias: np.ndarray
     W_packed: Any
     step_bias: np.ndarray
 
@@ -186,15 +188,15 @@ class InferenceNetwork:
         params = network.params
         if config.architecture == "deepspeech":
             self._dense_in = [
-                _Dense(_f32(params[f"{n}/W"]), _f32(params[f"{n}/b"]), self._clip)
+                self._prepare_dense(params[f"{n}/W"], params[f"{n}/b"], self._clip)
                 for n in ("layer_1", "layer_2", "layer_3")
             ]
             self._recurrent = [self._prepare_recurrent(network, "layer_4", "lstm")]
             self._dense_out = [
-                _Dense(
-                    _f32(params["layer_5/W"]), _f32(params["layer_5/b"]), self._clip
+                self._prepare_dense(
+                    params["layer_5/W"], params["layer_5/b"], self._clip
                 ),
-                _Dense(_f32(params["layer_6/W"]), _f32(params["layer_6/b"]), None),
+                self._prepare_dense(params["layer_6/W"], params["layer_6/b"], None),
             ]
             return
         self._convs = []
@@ -230,9 +232,12 @@ class InferenceNetwork:
         scale, shift = _batch_norm_affine(network, "output_bn")
         W = params["output/W"].astype(np.float64)
         b = params["output/b"].astype(np.float64)
-        self._output = _Dense(_f32(W * scale[:, None]), _f32(b + shift @ W), None)
+        self._output = self._prepare_dense(W * scale[:, None], b + shift @ W, None)
 
     # -- preparation ---------------------------------------------------------------
+
+    def _prepare_dense(self, W, b, clip) -> _Dense:
+        return _Dense(self._kernels.pack_dense(_f32(W)), _f32(b), clip)
 
     def _prepare_recurrent(
         self,
@@ -259,10 +264,11 @@ class InferenceNetwork:
                 # b_hh stays apart: the reset gate multiplies h W_hn + b_hn
                 input_bias, step_bias = _f32(b_ih), _f32(b_hh)
             else:
-                input_bias, step_bias = None, _f32(b_ih + b_hh)
+                # the time loop adds both biases where it reads the projection
+                input_bias, step_bias = np.zeros_like(_f32(b_ih)), _f32(b_ih + b_hh)
             directions.append(
                 _Direction(
-                    W_ih=_f32(W_ih),
+                    W_ih=self._kernels.pack_dense(_f32(W_ih)),
                     input_bias=input_bias,
                     W_packed=self._kernels.pack_recurrent(W_hh),
                     step_bias=step_bias,
@@ -280,15 +286,14 @@ class InferenceNetwork:
             y = self._kernels.dense(rows, layer.W, layer.b)
         else:
             y = self._kernels.dense_clip(rows, layer.W, layer.b, *layer.clip)
-        return y.reshape(*x.shape[:-1], layer.W.shape[1])
+        return y.reshape(*x.shape[:-1], layer.b.size)
 
     def _direction(self, layer, direction, x, lengths, state) -> np.ndarray:
         """One direction over (T, B, F) -> (T, B, H); ``state`` updated in place."""
         T, B, F = x.shape
-        xw = x.reshape(T * B, F) @ direction.W_ih  # (T*B, G*H)
-        if direction.input_bias is not None:
-            xw += direction.input_bias
-        xw = xw.reshape(T, B, -1)
+        rows = x.reshape(T * B, F)
+        xw = self._kernels.dense(rows, direction.W_ih, direction.input_bias)
+        xw = np.ascontiguousarray(xw).reshape(T, B, -1)  # (T, B, G*H)
         y = np.empty((T, B, layer.hidden), dtype=_DTYPE)
         lengths = np.ascontiguousarray(lengths, dtype=np.int64)
         k = self._kernels
