@@ -103,7 +103,9 @@ def test_hand_computed_trigram_continuation_counts():
     words = model.vocabulary
     bigrams = {
         tuple(words[i] for i in row): int(a)
-        for row, a in zip(model.orders[1].ngrams.tolist(), model.orders[1].adjusted)
+        for row, a in zip(
+            model.orders[1].ngrams.tolist(), model.orders[1].adjusted, strict=True
+        )
     }
     # Below the highest order, an n-gram's count is its number of distinct left
     # neighbours, except n-grams starting with <s>, which keep their raw counts.
@@ -114,7 +116,9 @@ def test_hand_computed_trigram_continuation_counts():
     assert bigrams[("<s>", "b")] == 1
     trigrams = {
         tuple(words[i] for i in row): int(a)
-        for row, a in zip(model.orders[2].ngrams.tolist(), model.orders[2].adjusted)
+        for row, a in zip(
+            model.orders[2].ngrams.tolist(), model.orders[2].adjusted, strict=True
+        )
     }
     assert trigrams[("<s>", "a", "b")] == 2  # highest order: raw counts
     assert ("<s>", "<s>", "a") not in trigrams  # <s> is never padded twice
@@ -168,7 +172,7 @@ def test_written_arpa_loads_in_kenlm_and_scores_agree(tmp_path):
     state_words = ["the", "dog", "sat", "in", "the", "tree"]
     kenlm_scores = [s[0] for s in language_model.full_scores(" ".join(state_words))]
     context = ["<s>"]
-    for word, expected in zip(state_words + ["</s>"], kenlm_scores):
+    for word, expected in zip(state_words + ["</s>"], kenlm_scores, strict=True):
         assert ours.log10_prob(word, context) == pytest.approx(
             expected, abs=KENLM_SCORE_ATOL
         )

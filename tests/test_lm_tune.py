@@ -114,7 +114,7 @@ def test_dev_set_file_round_trip(rng, tmp_path):
     path = save_log_probs(tmp_path / "dev.npz", log_probs, REFERENCES)
     loaded, references = load_log_probs(path)
     assert references == REFERENCES
-    for original, read in zip(log_probs, loaded):
+    for original, read in zip(log_probs, loaded, strict=True):
         np.testing.assert_array_equal(original, read)
 
 

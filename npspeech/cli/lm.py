@@ -353,6 +353,7 @@ def _register_prune(commands) -> None:
         metavar="PRUNED.arpa",
         help="ARPA file to write (atomically; required)",
     )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(run=run_prune)
 
 
@@ -381,6 +382,7 @@ def _register_eval(commands) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object instead of lines"
     )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(run=run_eval)
 
 
@@ -588,7 +590,7 @@ def run_mix(args: argparse.Namespace) -> int:
         raise ConfigError("give --dev TEXT... to tune the weights, or --weights")
     if args.weights is not None:
         check_weights(args.weights, len(args.models))
-    models = [read_language_model(path) for path in args.models]
+    models = [read_language_model(p, not args.no_progress) for p in args.models]
     dev = None
     if args.dev is not None:
         dev = read_sentences(args.dev, _alphabet(args.alphabet), not args.no_progress)
@@ -625,12 +627,13 @@ def run_prune(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-ngrams must be >= 1, got {args.max_ngrams}")
     if args.threshold is not None and not args.threshold >= 0:
         raise ConfigError(f"--threshold must be >= 0, got {args.threshold}")
-    model = read_language_model(args.model)
+    model = read_language_model(args.model, not args.no_progress)
     pruned, result = prune(
         model,
         threshold=args.threshold,
         max_bytes=max_bytes,
         max_ngrams=args.max_ngrams,
+        progress=not args.no_progress,
     )
     write_arpa(pruned, args.output)
     before = ", ".join(str(n) for n in result.counts_before)
@@ -646,8 +649,10 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..lm.arpa import Lookup, read_language_model
     from ..lm.evaluate import evaluate, read_sentences
 
-    model = read_language_model(args.model)
-    sentences = read_sentences(args.text, _alphabet(args.alphabet))
+    model = read_language_model(args.model, not args.no_progress)
+    sentences = read_sentences(
+        args.text, _alphabet(args.alphabet), not args.no_progress
+    )
     evaluation = evaluate(Lookup(model), sentences)
     if args.json:
         print(json.dumps({"model": str(args.model), **evaluation.as_dict()}, indent=2))

@@ -41,14 +41,17 @@ from .build import (
 
 # KenLM gives a model without <unk> this log10 probability for it (lm/read_arpa.hh).
 MISSING_UNK_LOG10 = -100.0
+PROGRESS_MIN_NGRAMS = 1 << 20  # progress bars for models of a million n-grams or more
+_BAR_STEP = 1 << 16  # n-gram lines between progress-bar updates
 
 
-def read_arpa(path: str | os.PathLike) -> NgramModel:
+def read_arpa(path: str | os.PathLike, progress: bool = False) -> NgramModel:
     """Read an ARPA file (plain or gzip) into sorted n-gram arrays.
 
     Word ids follow the file's unigram order, with ``<unk>``, ``<s>`` and ``</s>`` moved
     to ids 0, 1 and 2. A file without ``<unk>`` gets one with log10 probability -100,
     as KenLM does. Counts, discounts and sentence totals are unknown (zeros).
+    ``progress`` shows a bar (stderr) for files of a million n-grams or more.
 
     Raises
     ------
@@ -63,6 +66,7 @@ def read_arpa(path: str | os.PathLike) -> NgramModel:
     header: dict[int, int] = {}
     sections: list[tuple[list[float], list[str], list[float], list[bool], int]] = []
     current = 0
+    bar, pending = None, 0
     with _open_text(path) as text:
         try:
             for line_number, line in enumerate(text, start=1):
@@ -82,6 +86,8 @@ def read_arpa(path: str | os.PathLike) -> NgramModel:
                                 f"{path}:{line_number}: sections out of order"
                             )
                         sections.append(([], [], [], [], line_number))
+                        if current == 1:
+                            bar = _bar(progress, sum(header.values()), path)
                         continue
                 if first == "ngram" and current == 0:
                     k, _, n = fields[1].partition("=")
@@ -107,8 +113,15 @@ def read_arpa(path: str | os.PathLike) -> NgramModel:
                     ) from None
                 has_backoff.append(has)
                 words.extend(fields[1 : current + 1])
+                pending += 1
+                if bar is not None and pending == _BAR_STEP:
+                    bar.update(pending)
+                    pending = 0
         except UnicodeDecodeError as error:
             raise ScorerError(f"{path}: not UTF-8 text ({error.reason})") from None
+        finally:
+            if bar is not None:
+                bar.close()
     if not sections:
         raise ScorerError(f"{path}: no n-gram sections (not an ARPA file?)")
     for k, (probs, *_rest) in enumerate(sections, start=1):
@@ -117,6 +130,16 @@ def read_arpa(path: str | os.PathLike) -> NgramModel:
                 f"{path}: header says {header.get(k)} {k}-grams, found {len(probs)}"
             )
     return _to_model(sections, path)
+
+
+def _bar(progress: bool, total: int, path: Path):
+    if not progress or total < PROGRESS_MIN_NGRAMS:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total, unit="n-gram", unit_scale=True, desc=f"reading {path.name}"
+    )
 
 
 def _section_order(token: str, path: Path, line_number: int) -> int:
@@ -319,7 +342,7 @@ __all__ = [
 ]
 
 
-def read_language_model(path: str | os.PathLike) -> NgramModel:
+def read_language_model(path: str | os.PathLike, progress: bool = False) -> NgramModel:
     """An ARPA file (plain or gzip) or an npspeech scorer package holding one.
 
     Raises
@@ -333,10 +356,10 @@ def read_language_model(path: str | os.PathLike) -> NgramModel:
     scorer = open_scorer(path)
     source = scorer.language_model_path
     if scorer.kind == "npspeech" and open_scorer(source).kind == "arpa":
-        return read_arpa(source)
+        return read_arpa(source, progress)
     if scorer.kind != "arpa":
         raise ScorerError(
             f"{scorer.path}: a {scorer.kind.replace('_', ' ')} file holds no ARPA "
             "text; interpolation, pruning and evaluation need the ARPA model"
         )
-    return read_arpa(source)
+    return read_arpa(source, progress)

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .arpa import Lookup, history_ids, sentence_tokens, union_rows
+from .arpa import PROGRESS_MIN_NGRAMS, Lookup, history_ids, sentence_tokens, union_rows
 from .build import (
     ARPA_NEVER,
     BOS_ID,
@@ -181,7 +181,8 @@ def interpolate(
     to_union, from_union = _id_maps(models, vocabulary)
     rows = _closed_ngrams(models, to_union, order, bits)
     lookups = [Lookup(model) for model in models]
-    bar = _bar(progress, order, "mixing orders")
+    large = sum(r.shape[0] for r in rows) >= PROGRESS_MIN_NGRAMS
+    bar = _bar(progress and large, order, "mixing orders")
     tables = []
     for ngrams in rows:
         mixture = np.zeros(ngrams.shape[0])

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError
-from .arpa import Lookup
+from .arpa import PROGRESS_MIN_NGRAMS, Lookup
 from .build import (
     BOS_ID,
     NgramModel,
@@ -193,6 +193,7 @@ def prune(
     threshold: float | None = None,
     max_bytes: int | None = None,
     max_ngrams: int | None = None,
+    progress: bool = False,
 ) -> tuple[NgramModel, PruneResult]:
     """Prune ``model`` by relative entropy, to a threshold or the largest model that
     fits a budget.
@@ -209,6 +210,8 @@ def prune(
         Largest total number of n-grams (all orders).
 
     Give exactly one of them.
+    progress
+        Show a progress bar over the search for the threshold (large models only).
 
     Returns
     -------
@@ -242,7 +245,10 @@ def prune(
     if threshold is None:
         budget = max_bytes if max_bytes is not None else max_ngrams
         unit = "bytes" if max_bytes is not None else "n-grams"
-        threshold = _smallest_fitting_threshold(criteria, closure, size, budget, unit)
+        progress = progress and sum(model.counts()) >= PROGRESS_MIN_NGRAMS
+        threshold = _smallest_fitting_threshold(
+            criteria, closure, size, budget, unit, progress
+        )
     keep = closure.keep(criteria, threshold)
     pruned = _pruned_copy(model, keep)
     result = PruneResult(
@@ -254,7 +260,9 @@ def prune(
     return pruned, result
 
 
-def _smallest_fitting_threshold(criteria, closure, size, budget, unit) -> float:
+def _smallest_fitting_threshold(
+    criteria, closure, size, budget, unit, progress
+) -> float:
     candidates = np.unique(np.concatenate([*criteria[1:], [0.0, np.inf]]))
     candidates = candidates[candidates >= 0]  # (C,) sorted; inf removes every n>=2
     smallest = size(closure.keep(criteria, candidates[-1]))
@@ -263,12 +271,22 @@ def _smallest_fitting_threshold(criteria, closure, size, budget, unit) -> float:
             f"a budget of {budget} {unit} is below the unigrams alone ({smallest})"
         )
     low, high = 0, candidates.size - 1  # size(candidates[high]) fits
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        steps = max(1, math.ceil(math.log2(candidates.size)))
+        bar = tqdm(total=steps, desc="searching the threshold", unit="step")
     while low < high:
         middle = (low + high) // 2
         if size(closure.keep(criteria, candidates[middle])) <= budget:
             high = middle
         else:
             low = middle + 1
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     return float(candidates[high])
 
 

@@ -195,7 +195,7 @@ def _spacing(values: Sequence[float]) -> float:
     distinct = sorted(set(values))
     if len(distinct) < 2:
         return 1.0
-    return float(min(b - a for a, b in zip(distinct, distinct[1:])))
+    return float(min(b - a for a, b in zip(distinct, distinct[1:], strict=False)))
 
 
 def beam_decode_fn(
