@@ -98,7 +98,9 @@ class TorchDeepSpeech:
         p, config = network.params, network.config
         self.n_context, self.n_input = config.n_context, network.n_input
         self.clip = float(config.relu_clip)
-        self.dense_in = [_linear(p[f"{n}/W"], p[f"{n}/b"]) for n in ("layer_1", "layer_2", "layer_3")]  # fmt: skip
+        self.dense_in = [
+            _linear(p[f"{n}/W"], p[f"{n}/b"]) for n in ("layer_1", "layer_2", "layer_3")
+        ]
         self.lstm = _recurrent("lstm", p, "layer_4")
         self.dense_5 = _linear(p["layer_5/W"], p["layer_5/b"])
         self.dense_6 = _linear(p["layer_6/W"], p["layer_6/b"])
@@ -296,7 +298,8 @@ def run_case(case: Case, rounds: int, seconds: float, seed: int = 0) -> dict:
     if network.state:
         _randomise_norms(network, rng)
     runtime = InferenceNetwork(network, backend="numba")
-    twin = (TorchDeepSpeech if case.config.architecture == "deepspeech" else TorchDS2Stream)(network)  # fmt: skip
+    deepspeech = case.config.architecture == "deepspeech"
+    twin = (TorchDeepSpeech if deepspeech else TorchDS2Stream)(network)
     chunk = case.frames_per_second  # 1 s of audio
     T = int(round(seconds * case.frames_per_second))
     features = rng.normal(0, 1, (T, case.n_input)).astype(np.float32)
@@ -359,7 +362,8 @@ def main(argv=None) -> int:
         ok = r["ratio_medians"] <= TARGET
         failed |= not ok
         print(
-            f"{name:11s} RTF npspeech {r['rtf_npspeech']:.4f}  torch {r['rtf_torch']:.4f}"
+            f"{name:11s} RTF npspeech {r['rtf_npspeech']:.4f}"
+            f"  torch {r['rtf_torch']:.4f}"
             f"  ratio {r['ratio_medians']:.3f} (paired median {r['ratio_paired']:.3f},"
             f" range {low:.3f}-{high:.3f})  target <= {TARGET}: "
             f"{'met' if ok else 'NOT met'}  max |diff| {r['max_abs_diff']:.2e}"
