@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# GPU check of the CuPy backend in one run: the `gpu` tests, then bench_gpu.py
+# (side by side with PyTorch CUDA), everything logged under $OUT.
+#
+# How to run it
+#   On an NVIDIA machine whose python3 has CuPy and a CUDA build of PyTorch (the
+#   device machines lent to this project do, and reach no network), from the
+#   repository root:
+#       bash benchmarks/gpu_check.sh
+#   Results land in $OUT (default ./gpu_check_out): gpu_check.log (everything),
+#   pytest_cupy.xml and pytest_gpu.xml (JUnit), bench_gpu.txt (the figures).
+#   Packages npspeech imports that such an image lacks travel as wheels in .whl/
+#   (gitignored; carry it with the run). Fetch them once on a machine with PyPI:
+#       python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#         --implementation cp --platform manylinux_2_28_x86_64 \
+#         --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+#         --platform any -d .whl soundfile==0.14.0 cffi==2.1.1 pycparser \
+#         rapidfuzz==3.14.6
+#   With NPSPEECH_GPU_ONLINE=1 (a machine that reaches PyPI) the script instead
+#   installs .[test,gpu] into the venv; a CUDA torch must then already be in the
+#   system Python (the venv sees the system site-packages).
+#
+# Time budget (about 9 minutes on an H200 with 16 cores): venv and wheels ~20 s (no
+# compilation: npspeech runs from the source tree, its Cython extensions optional),
+# tests/test_cupy_backend.py -m gpu <= 150 s (CUDA kernels compiled on first use),
+# bench_gpu.py <= 180 s, the other `gpu` tests (backend-parametrised nn, ctc,
+# features and optim tests) <= 180 s. Each stage has its own timeout, and a failing
+# stage does not stop the next.
+set -u
+OUT=${OUT:-$PWD/gpu_check_out}
+mkdir -p "$OUT"
+exec > >(tee "$OUT/gpu_check.log") 2>&1
+export PYTHONUNBUFFERED=1
+PYTHON=${PYTHON:-python3}
+VENV=${NPSPEECH_GPU_VENV:-/tmp/npspeech-gpu-venv}
+status=0
+
+echo "== machine"
+date -u; uname -m; nproc
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
+
+echo "== environment"
+"$PYTHON" -m venv --system-site-packages "$VENV" || exit 1
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+if [ "${NPSPEECH_GPU_ONLINE:-0}" = 1 ]; then
+    pip install -q -e '.[test,gpu]' || exit 1
+else
+    if ls .whl/*.whl >/dev/null 2>&1; then
+        pip install -q --no-index --no-deps --no-compile .whl/*.whl || exit 1
+    fi
+    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+fi
+python - <<'PY' || exit 1
+import cupy, numpy, torch
+import npspeech.backends as backends
+print("cupy", cupy.__version__, "numpy", numpy.__version__, "torch", torch.__version__,
+      "cuda", torch.version.cuda, torch.cuda.is_available())
+backends.get_backend("cupy")  # says what is missing when it cannot run
+print("cupy backend: ok")
+PY
+
+echo "== tests/test_cupy_backend.py (gpu and cpu)"
+timeout 150 python -m pytest tests/test_cupy_backend.py -m "gpu or not gpu" -q \
+    -p no:cacheprovider -rs --junitxml="$OUT/pytest_cupy.xml" || status=1
+
+echo "== bench_gpu.py"
+timeout 180 python benchmarks/bench_gpu.py --steps 5 | tee "$OUT/bench_gpu.txt" \
+    || status=1
+
+echo "== every other gpu test"
+timeout 180 python -m pytest tests -m gpu -q -p no:cacheprovider -rs \
+    --ignore=tests/test_cupy_backend.py --junitxml="$OUT/pytest_gpu.xml" || status=1
+
+echo "== done (status $status)"
+exit $status
