@@ -28,10 +28,12 @@ __all__ = ["ctc_loss_and_grad"]
 CTC_THREADS = 256
 
 _COMMON = r"""
+// NVRTC includes no standard header, so infinity is spelled from its bits.
+#define NEG_INF (-__longlong_as_double(0x7ff0000000000000LL))
 __device__ __forceinline__ double log_add(double a, double b) {
     // log(exp(a) + exp(b)) with -inf as the zero of the semiring
-    if (a == -INFINITY) return b;
-    if (b == -INFINITY) return a;
+    if (a == NEG_INF) return b;
+    if (b == NEG_INF) return a;
     double m = a > b ? a : b;
     return m + log1p(exp(-fabs(a - b)));
 }
@@ -62,13 +64,13 @@ extern "C" __global__ void npspeech_ctc_alpha_beta(
     double* a = alpha + (long long)b * T * S_max;
     double* be = beta + (long long)b * T * S_max;
     if (frames == 0) {  // only the empty target can be emitted by no frame
-        if (threadIdx.x == 0) log_likelihood[b] = (L == 0) ? 0.0 : -INFINITY;
+        if (threadIdx.x == 0) log_likelihood[b] = (L == 0) ? 0.0 : NEG_INF;
         return;
     }
     // alpha: paths start with the blank or the first label
     for (int s = threadIdx.x; s < S; s += blockDim.x) {
         double e = log_probs[(long long)b * V + state_label(labels, s, blank)];
-        a[s] = (s < 2) ? e : -INFINITY;
+        a[s] = (s < 2) ? e : NEG_INF;
     }
     __syncthreads();
     for (int t = 1; t < frames; ++t) {
@@ -89,7 +91,7 @@ extern "C" __global__ void npspeech_ctc_alpha_beta(
     // beta: a path ends with the last label or the final blank
     double* last = be + (long long)(frames - 1) * S_max;
     for (int s = threadIdx.x; s < S; s += blockDim.x)
-        last[s] = (s >= S - 2) ? 0.0 : -INFINITY;
+        last[s] = (s >= S - 2) ? 0.0 : NEG_INF;
     __syncthreads();
     for (int t = frames - 2; t >= 0; --t) {
         const double* next = be + (long long)(t + 1) * S_max;
@@ -130,7 +132,7 @@ extern "C" __global__ void npspeech_ctc_occupancy(
     int t = blockIdx.x;
     int b = blockIdx.y;
     double ll = log_likelihood[b];
-    if (t >= input_lengths[b] || ll == -INFINITY) return;
+    if (t >= input_lengths[b] || ll == NEG_INF) return;
     int S = 2 * target_lengths[b] + 1;
     const int* labels = targets + offsets[b];
     long long row = ((long long)b * T + t) * S_max;
