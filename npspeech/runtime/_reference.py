@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "pack_conv",
+    "conv_clip",
     "pack_dense",
     "dense",
     "dense_clip",
@@ -51,6 +53,42 @@ def dense_clip(
     x (N, F_in), W (F_in, F_out), b (F_out,), one float dtype -> y (N, F_out).
     """
     return np.clip(x @ W + b, x.dtype.type(low), x.dtype.type(high))
+
+
+def pack_conv(W: np.ndarray) -> np.ndarray:
+    """A convolution's weight as :func:`conv_clip` reads it: unchanged, C-contiguous
+    (C_out, C_in, kt, kf)."""
+    return np.ascontiguousarray(W)
+
+
+def conv_clip(xp, W_packed, b, kernel, stride, low, high) -> np.ndarray:
+    """A 2D convolution (PyTorch's ``conv2d``, a cross-correlation) and a clip.
+
+    Parameters
+    ----------
+    xp : array, shape (Tp, B, C_in, Fp)
+        The input, zero-padded in time and frequency.
+    W_packed : array
+        ``W`` (C_out, C_in, kt, kf) as :func:`pack_conv` gives it.
+    b : array, shape (C_out,)
+    kernel, stride : (int, int)
+        ``(kt, kf)`` and ``(st, sf)``.
+    low, high : float
+
+    Returns
+    -------
+    y : array, shape (T', B, C_out, F'), ``T' = (Tp - kt) // st + 1``,
+        ``F' = (Fp - kf) // sf + 1``; ``min(max(conv + b, low), high)``.
+    """
+    (kt, kf), (st, sf) = kernel, stride
+    T_out = (xp.shape[0] - kt) // st + 1
+    F_out = (xp.shape[3] - kf) // sf + 1
+    # patches (T', B, F', C_in, kt, kf): output position by kernel offset
+    windows = np.lib.stride_tricks.sliding_window_view(xp, (kt, kf), axis=(0, 3))
+    windows = windows[: (T_out - 1) * st + 1 : st, :, :, : (F_out - 1) * sf + 1 : sf]
+    # windows (T', B, C_in, F', kt, kf); y[t, b, o, f] = sum_ckl W[o, c, k, l] win
+    y = np.einsum("tbcfkl,ockl->tbof", windows, W_packed, optimize=True) + b[:, None]
+    return np.clip(y, xp.dtype.type(low), xp.dtype.type(high)).astype(xp.dtype)
 
 
 def pack_recurrent(W_hh: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .. import models
-from ..backends import default_backend_name, get_backend
+from ..backends import default_backend_name
 from ..constants import BATCH_NORM_EPS
 from ..errors import ConfigError
 from ..nn.rnn import RELU_CEILING, reverse_sequences
@@ -109,7 +109,8 @@ class _Recurrent:
 class _Conv:
     """A convolution with its batch norm folded in; then hardtanh in [0, clip]."""
 
-    W: np.ndarray  # (C_out, C_in, kt, kf)
+    W: Any  # (C_out, C_in, kt, kf) as the kernels' pack_conv gives it
+    kernel: tuple[int, int]  # (kt, kf)
     b: np.ndarray  # (C_out,)
     stride: tuple[int, int]
     padding: tuple[int, int]
@@ -177,7 +178,6 @@ class InferenceNetwork:
         name = default_backend_name() if backend is None else str(backend).lower()
         self.backend = name
         self._kernels = _kernels(name)
-        self._layers_backend = get_backend(name)  # the convolution kernel
         self.config = config
         self.architecture = config.architecture
         self.streamable = config.architecture in _STREAMABLE
@@ -209,7 +209,8 @@ class InferenceNetwork:
             b = params[f"conv_{index}/b"].astype(np.float64)
             self._convs.append(
                 _Conv(
-                    W=_f32(W * scale[:, None, None, None]),
+                    W=self._kernels.pack_conv(_f32(W * scale[:, None, None, None])),
+                    kernel=(int(W.shape[2]), int(W.shape[3])),
                     b=_f32(b * scale + shift),
                     stride=(int(stride[0]), int(stride[1])),
                     padding=(int(padding[0]), int(padding[1])),
@@ -322,8 +323,9 @@ class InferenceNetwork:
     def _conv(self, conv: _Conv, xp: np.ndarray) -> np.ndarray:
         """The folded convolution and its hardtanh over a time- and frequency-padded
         input (Tp, B, C_in, Fp) -> (T', B, C_out, F')."""
-        y = self._layers_backend.conv2d_forward(xp, conv.W, conv.b, *conv.stride)
-        return np.clip(y, *self._clip, out=y)
+        return self._kernels.conv_clip(
+            xp, conv.W, conv.b, conv.kernel, conv.stride, *self._clip
+        )
 
     def _lookahead_window(self, x: np.ndarray, T_out: int) -> np.ndarray:
         """``y[t] = sum_k W[k] x[t + k]`` for t < T_out: x (T_out + context, ..., H),
@@ -398,7 +400,7 @@ class InferenceNetwork:
         input_lengths = lengths
         x = _mask(features.copy(), lengths)[:, :, None, :]  # (T, B, 1, F)
         for conv in self._convs:
-            (pt, pf), kt = conv.padding, conv.W.shape[2]
+            (pt, pf), kt = conv.padding, conv.kernel[0]
             T = x.shape[0]
             if (T + 2 * pt - kt) // conv.stride[0] + 1 < 1:
                 lengths = models.output_lengths(self.config, input_lengths)
@@ -450,10 +452,10 @@ class InferenceNetwork:
                 f"as a stream; streaming needs {' or '.join(_STREAMABLE)}"
             )
         for index, conv in enumerate(getattr(self, "_convs", []), 1):
-            if conv.W.shape[2] < conv.stride[0]:
+            if conv.kernel[0] < conv.stride[0]:
                 # a stream would have to skip input frames that no output reads
                 raise ConfigError(
-                    f"conv_{index}'s time kernel {conv.W.shape[2]} is shorter than its "
+                    f"conv_{index}'s time kernel {conv.kernel[0]} is shorter than its "
                     f"time stride {conv.stride[0]}; such a model cannot stream"
                 )
         recurrent = [self._zero_state(layer, 1) for layer in self._recurrent]
@@ -541,7 +543,7 @@ class InferenceNetwork:
     def _ds2_chunk(self, features, state: StreamState, final: bool):
         x = features[:, None, :]  # (T, 1, F): one input channel
         for index, conv in enumerate(self._convs):
-            (pt, pf), (kt, _), st = conv.padding, conv.W.shape[2:], conv.stride[0]
+            (pt, pf), kt, st = conv.padding, conv.kernel[0], conv.stride[0]
             buffer = np.concatenate([state.buffers[index], x])
             if final:
                 tail = np.zeros((pt, *conv.in_shape), dtype=_DTYPE)
@@ -554,8 +556,8 @@ class InferenceNetwork:
                 xp[:, 0, :, pf : pf + F] = buffer[:used]
                 x = self._conv(conv, xp)[:, 0]  # (T, C_out, F')
             else:
-                F_out = (conv.in_shape[1] + 2 * pf - conv.W.shape[3]) // conv.stride[1]
-                x = np.zeros((0, conv.W.shape[0], F_out + 1), dtype=_DTYPE)
+                F_out = (conv.in_shape[1] + 2 * pf - conv.kernel[1]) // conv.stride[1]
+                x = np.zeros((0, conv.b.size, F_out + 1), dtype=_DTYPE)
             state.buffers[index] = buffer[T * st :].copy()
         T = x.shape[0]
         x = x.reshape(T, 1, x.shape[1] * x.shape[2])  # (T, 1, C x F')
