@@ -301,18 +301,23 @@ def load_model(spec: ModelSpec) -> Any:
     ModelFileError, ScorerError, ConfigError
         An unusable model file, scorer or decoder setting.
     """
-    from .inference import Model
+    from .api import Model
 
     model = Model.load(spec.path, backend=spec.backend)
     model.set_decoder(spec.decode_config)
     return model
 
 
-def transcribe_source(model: Any, source: Source, n_best: int) -> Result:
+def transcribe_source(
+    model: Any, source: Source, n_best: int, stream_chunk: int = 0
+) -> Result:
     """Decode one source; a failure becomes ``Result.error`` instead of an exception.
 
-    Only npspeech's own errors (bad audio, a decoder refusing its input) are caught:
-    anything else is a bug and keeps its traceback.
+    With ``stream_chunk`` the audio goes through the streaming API
+    (``model.create_stream()``) in chunks of that many samples at the model's rate
+    (the whole file is read first); otherwise through ``model.transcribe_full``, which
+    reads long files in blocks. Only npspeech's own errors (bad audio, a decoder
+    refusing its input) are caught: anything else is a bug and keeps its traceback.
     """
     from . import audio
 
@@ -334,13 +339,29 @@ def transcribe_source(model: Any, source: Source, n_best: int) -> Result:
                 f"{model.sample_rate} Hz; upsampling cannot restore what is missing "
                 "above half of it, so recognition may be erratic"
             )
-        result.candidates = list(model.transcribe_full(signal, n_best=n_best))
+        if stream_chunk:
+            result.candidates = _stream(model, signal, n_best, stream_chunk)
+        else:
+            result.candidates = list(model.transcribe_full(signal, n_best=n_best))
     except NpspeechError as error:
         message = str(error)
         result.error = (
             message if source.name in message else f"{source.name}: {message}"
         )
     return result
+
+
+def _stream(model: Any, signal: Any, n_best: int, chunk: int) -> list:
+    """Candidates of ``signal`` (a path or samples at the model's rate) fed to a
+    stream ``chunk`` samples at a time."""
+    from . import audio
+
+    if isinstance(signal, str):
+        signal = audio.load(signal, sample_rate=model.sample_rate)  # (N,) float32
+    stream = model.create_stream()
+    for start in range(0, signal.shape[0], chunk):
+        stream.feed_audio_content(signal[start : start + chunk])
+    return list(stream.finish_stream_full(n_best))
 
 
 def _file_rate(path: str) -> int:
@@ -359,6 +380,7 @@ def transcribe_all(
     n_best: int = 1,
     jobs: int = 1,
     model: Any = None,
+    stream_chunk: int = 0,
 ) -> Iterator[Result]:
     """Decode every source, yielding Results in input order.
 
@@ -374,6 +396,8 @@ def transcribe_all(
         kernels on ``cpu_count // jobs`` threads.
     model
         An already loaded model for ``jobs == 1`` (it is loaded otherwise).
+    stream_chunk
+        Samples per chunk fed to the streaming API; 0 decodes each source whole.
     """
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs}: give 1 or more worker processes")
@@ -381,7 +405,7 @@ def transcribe_all(
     if jobs == 1:
         model = model if model is not None else load_model(spec)
         for source in sources:
-            yield transcribe_source(model, source, n_best)
+            yield transcribe_source(model, source, n_best, stream_chunk)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -396,7 +420,10 @@ def transcribe_all(
         initargs=(spec, threads),
     )
     try:
-        futures = [executor.submit(_worker_transcribe, s, n_best) for s in sources]
+        futures = [
+            executor.submit(_worker_transcribe, s, n_best, stream_chunk)
+            for s in sources
+        ]
         for future in futures:
             yield future.result()
     finally:
@@ -419,10 +446,10 @@ def _start_worker(spec: ModelSpec, threads: int) -> None:
         _WORKER_ERROR = str(error)
 
 
-def _worker_transcribe(source: Source, n_best: int) -> Result:
+def _worker_transcribe(source: Source, n_best: int, stream_chunk: int) -> Result:
     if _WORKER_MODEL is None:
         return Result(source, error=f"{source.name}: {_WORKER_ERROR}")
-    return transcribe_source(_WORKER_MODEL, source, n_best)
+    return transcribe_source(_WORKER_MODEL, source, n_best, stream_chunk)
 
 
 # -- summary ---------------------------------------------------------------------------

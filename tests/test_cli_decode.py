@@ -15,6 +15,7 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import soundfile
 
@@ -241,7 +242,7 @@ def test_a_closed_pipe_ends_quietly(model_path, wavs):
 
 def test_head_reads_the_first_line(model_path, wavs):
     command = [sys.executable, "-m", "npspeech", "decode", "--model", model_path]
-    shell = " ".join([*command, *wavs * 3]) + " | head -1"
+    shell = " ".join([*command, *wavs * 2]) + " | head -1"
     process = subprocess.run(
         ["bash", "-o", "pipefail", "-c", shell],
         capture_output=True,
@@ -382,3 +383,45 @@ def test_missing_scorer_names_it(model_path, wavs, tmp_path, capsys):
     missing = str(tmp_path / "none.scorer")
     code, out, err = decode(capsys, "--model", model_path, "--scorer", missing, wavs[0])
     assert code == 1 and out == "" and missing in err
+
+
+# -- streaming -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("beam", [False, True], ids=["greedy", "beam"])
+def test_stream_gives_the_offline_output(beam, model_path, smoke, wavs, capsys):
+    scorer = ["--scorer", str(smoke / "lm" / "pruned_lm.scorer")] if beam else []
+    argv = ["--model", model_path, *scorer, "--format", "tsv", "--tsv-unit", "word"]
+    argv += [*wavs, str(smoke / "wav" / "LDC93S1_pcms16le_2_44100.wav")]
+    code, offline, _ = decode(capsys, *argv)
+    assert code == 0 and offline.count("\n") > 4
+    for size in ("97", "320", "7777"):
+        code, streamed, _ = decode(capsys, *argv, "--stream", size)
+        assert code == 0 and streamed == offline, size
+
+
+def test_stream_refuses_a_bidirectional_model(wavs, tmp_path, capsys):
+    from npspeech import modelfile, models
+    from npspeech.alphabet import english
+    from npspeech.config import FeatureConfig, ModelConfig
+
+    config = ModelConfig(
+        architecture="ds2",
+        n_hidden=8,
+        conv_channels=(2,),
+        conv_kernels=((3, 5),),
+        conv_strides=((1, 2),),
+        conv_padding=((1, 2),),
+        rnn_layers=1,
+    )
+    alphabet = english()
+    network = models.init(config, 26, alphabet.n_classes, np.random.default_rng(0))
+    path = tmp_path / "ds2.npz"
+    modelfile.save(path, modelfile.ModelFile(network, FeatureConfig(), alphabet, {}))
+    code, out, err = decode(capsys, "--model", str(path), "--stream", "320", wavs[0])
+    assert code == 1 and out == ""
+    assert "bidirectional" in err and str(path) in err
+    code, out, _ = decode(capsys, "--model", str(path), wavs[0])
+    assert code == 0  # whole-file decoding of the same model works
+    code, _, err = decode(capsys, "--model", str(path), "--stream", "0", wavs[0])
+    assert code == 1 and "--stream 0" in err

@@ -7,7 +7,7 @@ Lines with an added "audio" field); `srt` and `vtt` subtitles; `tsv` rows of sta
 end and text. A file that fails is reported on stderr and the others still decode;
 the exit code is 1 when any failed. DeepSpeech's client flags are accepted too
 (`--audio`, `--scorer`, `--beam_width`, `--lm_alpha`, `--lm_beta`, `--json`,
-`--candidate_transcripts`, `--hot_words`, `--extended`).
+`--candidate_transcripts`, `--hot_words`, `--extended`, `--stream`).
 """
 
 from __future__ import annotations
@@ -125,6 +125,14 @@ def register(subparsers: Any) -> None:
         "(default: the model's)",
     )
     run_group.add_argument(
+        "--stream",
+        type=int,
+        default=None,
+        metavar="SIZE",
+        help="feed the audio through the streaming API in chunks of SIZE samples, "
+        "as DeepSpeech's client does (default: decode each input whole)",
+    )
+    run_group.add_argument(
         "--jobs",
         type=int,
         default=1,
@@ -218,6 +226,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--overwrite only applies with --output-dir")
     if args.jobs < 1:
         raise ConfigError(f"--jobs {args.jobs}: give 1 or more worker processes")
+    if args.stream is not None and args.stream < 1:
+        raise ConfigError(f"--stream {args.stream}: give 1 or more samples a chunk")
     if not inputs and not args.csv:
         raise ConfigError("nothing to decode: give AUDIO files, folders, --csv or -")
     sources = batch.discover(
@@ -236,10 +246,19 @@ def run(args: argparse.Namespace) -> int:
         )
     spec = batch.ModelSpec(args.model, args.backend, decode_config)
     model = batch.load_model(spec)  # a bad model or scorer stops here, before any work
+    if args.stream and not model.streamable:
+        raise ConfigError(
+            f"--stream: {args.model} is a bidirectional model, which cannot stream"
+        )
     if args.jobs > 1:
         model = None  # the workers load their own
     results = batch.transcribe_all(
-        sources, spec, n_best=n_best, jobs=args.jobs, model=model
+        sources,
+        spec,
+        n_best=n_best,
+        jobs=args.jobs,
+        model=model,
+        stream_chunk=args.stream or 0,
     )
     writer = _Writer(fmt, options, paths, several=len(sources) > 1)
     return writer.consume(results, len(sources), progress=not args.no_progress)
