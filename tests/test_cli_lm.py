@@ -395,6 +395,13 @@ def test_mix_with_given_weights_then_prune_eval_and_package(tmp_path, capsys):
     out = capsys.readouterr().out
     assert pruned.stat().st_size <= 2000 < mixed.stat().st_size
     assert f"wrote {pruned}: {pruned.stat().st_size} bytes" in out
+    # A package budget: the package made of the result, alpha/beta included, fits.
+    argv = ["lm", "prune", str(mixed), "--max-package-size", "2500", "-o", str(pruned)]
+    assert main(argv) == 0
+    package = tmp_path / "budget.npscorer"
+    argv = ["lm", "package", str(pruned), "-o", str(package), "--alpha", "0.123456789"]
+    assert main([*argv, "--beta", "1.23456789e-05"]) == 0
+    assert package.stat().st_size <= 2500
     assert (
         main(["lm", "prune", str(mixed), "--max-ngrams", "40", "-o", str(pruned)]) == 0
     )
@@ -461,6 +468,10 @@ def test_mix_with_given_weights_then_prune_eval_and_package(tmp_path, capsys):
         ),
         (["lm", "prune", str(PETS), "--max-size", "ten", "-o", "{tmp}/p"], "'ten'"),
         (["lm", "prune", str(PETS), "--max-size", "100", "-o", "{tmp}/p"], "unigrams"),
+        (
+            ["lm", "prune", str(PETS), "--max-package-size", "1kB", "-o", "{tmp}/p"],
+            "word list alone",
+        ),
         (
             ["lm", "prune", str(PETS), "--max-ngrams", "0", "-o", "{tmp}/p"],
             "--max-ngrams",

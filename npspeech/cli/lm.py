@@ -326,8 +326,8 @@ def _register_prune(commands) -> None:
             "least (Stolcke's relative-entropy pruning, as SRILM's -prune), keep the "
             "prefixes and suffixes of what stays, and recompute the backoffs so the "
             "model still normalises. Give one budget: --max-size (bytes of the ARPA "
-            "file, which is what a scorer package stores besides its word list), "
-            "--max-ngrams, or a --threshold."
+            "file), --max-package-size (bytes of the scorer package 'lm package' "
+            "makes of it), --max-ngrams, or a --threshold."
         ),
     )
     parser.add_argument("model", metavar="MODEL", help="ARPA file (.gz ok)")
@@ -336,6 +336,12 @@ def _register_prune(commands) -> None:
         "--max-size",
         metavar="SIZE",
         help="largest ARPA file size, e.g. 10MB, 500kB, 8MiB or bytes",
+    )
+    budget.add_argument(
+        "--max-package-size",
+        metavar="SIZE",
+        help="largest npspeech scorer package that 'lm package' makes of the "
+        "result (the ARPA budget less the package's word list and header)",
     )
     budget.add_argument(
         "--max-ngrams", type=int, metavar="N", help="largest number of n-grams"
@@ -553,7 +559,7 @@ _SIZE_UNITS = {
 }
 
 
-def parse_size(text: str) -> int:
+def parse_size(text: str, option: str = "--max-size") -> int:
     """Bytes of a size such as ``10MB`` (10**6), ``8MiB`` (2**20) or ``123456``."""
     import re
 
@@ -561,12 +567,12 @@ def parse_size(text: str) -> int:
     unit = match.group(2).lower() if match else None
     if match is None or unit not in _SIZE_UNITS:
         raise ConfigError(
-            f"--max-size {text!r}: expected a number of bytes with an optional unit "
+            f"{option} {text!r}: expected a number of bytes with an optional unit "
             "(kB, MB, GB, KiB, MiB, GiB)"
         )
     size = int(float(match.group(1)) * _SIZE_UNITS[unit])
     if size < 1:
-        raise ConfigError(f"--max-size {text!r}: must be at least one byte")
+        raise ConfigError(f"{option} {text!r}: must be at least one byte")
     return size
 
 
@@ -620,14 +626,24 @@ def run_prune(args: argparse.Namespace) -> int:
 
     from ..lm.arpa import read_language_model
     from ..lm.build import write_arpa
-    from ..lm.prune import prune
+    from ..lm.prune import package_overhead, prune
 
     max_bytes = None if args.max_size is None else parse_size(args.max_size)
+    if args.max_package_size is not None:
+        package_bytes = parse_size(args.max_package_size, "--max-package-size")
     if args.max_ngrams is not None and args.max_ngrams < 1:
         raise ConfigError(f"--max-ngrams must be >= 1, got {args.max_ngrams}")
     if args.threshold is not None and not args.threshold >= 0:
         raise ConfigError(f"--threshold must be >= 0, got {args.threshold}")
     model = read_language_model(args.model, not args.no_progress)
+    if args.max_package_size is not None:
+        overhead = package_overhead(model.vocabulary)
+        if package_bytes <= overhead:
+            raise ConfigError(
+                f"--max-package-size {args.max_package_size}: the word list alone "
+                f"takes up to {overhead} bytes of a package"
+            )
+        max_bytes = package_bytes - overhead
     pruned, result = prune(
         model,
         threshold=args.threshold,

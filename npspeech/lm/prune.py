@@ -27,6 +27,7 @@ bytes of ARPA text or in n-grams by bisection over the criterion values.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -44,6 +45,19 @@ from .build import (
 )
 
 BOW_TEXT_BYTES = 16  # tab + the longest "%.9g" of a log10 backoff ("-1.23456789e-05")
+# What an npspeech scorer package adds besides its word list: binary header, the other
+# metadata keys (order, alpha, beta, SHA-256, version), alignment: about 250-300 bytes.
+PACKAGE_ALLOWANCE = 1024
+
+
+def package_overhead(vocabulary) -> int:
+    """Upper bound (bytes) of what ``npspeech lm package`` adds to an ARPA file.
+
+    The package stores the sorted word list as JSON next to a small header; pruning
+    keeps every unigram, so this is fixed for a model and its pruned versions.
+    """
+    words = json.dumps(sorted(set(vocabulary)), ensure_ascii=False)
+    return len(words.encode("utf-8")) + PACKAGE_ALLOWANCE
 
 
 @dataclass(frozen=True)
