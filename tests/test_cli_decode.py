@@ -425,3 +425,12 @@ def test_stream_refuses_a_bidirectional_model(wavs, tmp_path, capsys):
     assert code == 0  # whole-file decoding of the same model works
     code, _, err = decode(capsys, "--model", str(path), "--stream", "0", wavs[0])
     assert code == 1 and "--stream 0" in err
+
+
+def test_eval_takes_several_csv_flags(model_path, smoke, capsys):
+    code = main(
+        ["eval", "--model", model_path, "--csv", str(smoke / "test.csv")]
+        + ["--csv", str(smoke / "ldc93s1.csv"), "--no-progress", "--beam-width", "8"]
+    )
+    assert code == 0
+    assert capsys.readouterr().out.startswith("4 utterances: WER ")
