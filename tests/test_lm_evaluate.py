@@ -27,11 +27,10 @@ SENTENCES = [
 
 
 @pytest.mark.parametrize("path", ARPAS, ids=lambda p: p.name)
-def test_lookup_matches_the_oracle_on_every_history(path):
+def test_lookup_matches_the_oracle_on_every_history(path, rng):
     model, oracle = read_arpa(path), ArpaModel.read(path)
     lookup = Lookup(model)
     words = model.vocabulary
-    rng = np.random.default_rng(0)
     Q = 400
     contexts = rng.integers(0, len(words), size=(Q, 3)).astype(np.int32)  # (Q, 3)
     lengths = rng.integers(0, 4, size=Q)

@@ -153,10 +153,9 @@ def _relative_entropy(full: ArpaModel, pruned: ArpaModel) -> float:
     return total
 
 
-def test_entropy_pruning_stays_closer_to_the_model_than_count_pruning(tmp_path):
+def test_entropy_pruning_stays_closer_to_the_model_than_count_pruning(tmp_path, rng):
     """What the criterion minimises: at no larger size, the relative entropy to the
     unpruned model is below that of dropping n-grams by count (lmplz --prune)."""
-    rng = np.random.default_rng(1)
     words = np.array("the a cat dog sat ran on under mat log".split())
     # A Markov source with peaked transitions.
     transitions = rng.dirichlet(np.full(words.size, 0.3), size=words.size)
