@@ -486,3 +486,12 @@ def test_mix_prune_eval_errors_exit_nonzero(argv, message, tmp_path, capsys):
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.data
+def test_eval_of_a_deepspeech_scorer_says_it_needs_arpa(data_dir, tmp_path, capsys):
+    scorer = data_dir / "deepspeech_smoke" / "lm" / "pruned_lm.scorer"
+    dev = _dev_text(tmp_path)
+    assert main(["lm", "eval", str(scorer), "--text", str(dev)]) == 1
+    err = capsys.readouterr().err
+    assert "deepspeech file holds no ARPA text" in err and "Traceback" not in err
