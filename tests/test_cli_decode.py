@@ -434,3 +434,18 @@ def test_eval_takes_several_csv_flags(model_path, smoke, capsys):
     )
     assert code == 0
     assert capsys.readouterr().out.startswith("4 utterances: WER ")
+
+
+def test_progress_bar_only_on_a_terminal(model_path, wavs, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, shown in ((Terminal(), True), (io.StringIO(), False)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        assert main(["decode", "--model", model_path, *wavs]) == 0
+        assert ("decoding:" in stream.getvalue()) is shown
+        assert "decoded 2 files" in stream.getvalue()
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert main(["decode", "--model", model_path, "--no-progress", *wavs]) == 0
+    assert "decoding:" not in sys.stderr.getvalue()
