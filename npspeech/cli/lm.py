@@ -350,7 +350,7 @@ def _register_prune(commands) -> None:
         "--threshold",
         type=float,
         metavar="D",
-        help="relative-entropy threshold in nats (SRILM-style)",
+        help="remove n-grams whose relative entropy D (nats, P(h)-weighted) is below D",
     )
     parser.add_argument(
         "-o",
