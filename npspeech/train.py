@@ -138,7 +138,7 @@ class Trainer:
             self.alphabet,
             self.features,
             skip_bad=config.skip_bad_rows,
-            progress=config.progress,
+            progress=config.progress and self.collective.is_root,
         )
         self.train_seconds = float(sum(durations))
         self.loader = data.BatchLoader(
@@ -161,7 +161,7 @@ class Trainer:
                 self.alphabet,
                 self.features,
                 skip_bad=config.skip_bad_rows,
-                progress=config.progress,
+                progress=config.progress and self.collective.is_root,
             )
         from .features import n_features
 
