@@ -217,6 +217,7 @@ def choose_cut(
     min_length: int,
     max_length: int,
     min_pause: int,
+    blank: np.ndarray | None = None,
 ) -> int | None:
     """Where to end a piece whose frames have these levels and quiet flags.
 
@@ -229,14 +230,18 @@ def choose_cut(
         Frames a piece has at least (unless it is the last) and at most.
     min_pause : int
         Quiet frames in a row that make a pause.
+    blank : float array, shape (>= T,), optional
+        The blank's log-probability per frame: within the chosen pause the cut goes
+        to the frame where the model is surest of a blank (a best path never merges
+        a label across it); without it, to the pause's middle.
 
     Returns
     -------
     int or None
-        The frame to cut before (the middle of the first pause whose middle lies at
-        or after ``min_length``); when there is none and the piece reached
-        ``max_length``, the middle of the longest pause in its second half, else its
-        quietest frame there; None when the piece should grow.
+        The frame to cut before (in the first pause whose middle lies at or after
+        ``min_length``); when there is none and the piece reached ``max_length``, in
+        the longest pause in its second half, else at its quietest frame there;
+        None when the piece should grow.
     """
     T = quiet.shape[0]
     # runs of quiet frames: starts and ends (exclusive) from the flag's edges
@@ -247,15 +252,21 @@ def choose_cut(
     lengths = ends - starts
     middles = (starts + ends) // 2
     usable = complete & (lengths >= min_pause) & (middles >= min_length)
+
+    def inside(run: int) -> int:
+        if blank is None:
+            return int(middles[run])
+        first = max(int(starts[run]), 1)  # never an empty piece
+        return first + int(np.argmax(blank[first : ends[run]]))
+
     if usable.any():
-        return int(middles[np.flatnonzero(usable)[0]])
+        return inside(int(np.flatnonzero(usable)[0]))
     if T < max_length:
         return None
     half = max_length // 2
     late = (lengths >= min_pause) & (middles >= half) & (middles < max_length)
     if late.any():
-        best = np.flatnonzero(late)[np.argmax(lengths[late])]
-        return int(middles[best])
+        return inside(int(np.flatnonzero(late)[np.argmax(lengths[late])]))
     return half + int(np.argmin(level[half:max_length]))
 
 
@@ -367,8 +378,14 @@ def _streamed_pieces(model: Any, blocks) -> Iterator[CandidateTranscript]:
         while True:
             held_frames = sum(part.shape[0] for part in held)
             level, quiet = frame_levels(held_frames)
+            blank = np.concatenate(held)[:, -1] if held else None  # the blank is last
             at = choose_cut(
-                level, quiet, limits.min_length, limits.max_length, limits.min_pause
+                level,
+                quiet,
+                limits.min_length,
+                limits.max_length,
+                limits.min_pause,
+                blank,
             )
             if at is None or at <= 0:
                 return
@@ -406,8 +423,8 @@ def _windowed_pieces(model: Any, blocks) -> Iterator[CandidateTranscript]:
         """Decode samples [core - overlap, stop + overlap); keep the words that start
         in [core, stop) (from ``core`` on for the ``last`` window)."""
         first = max(core - overlap, buffer_start)
-        last = min(stop + overlap, buffer_start + buffer.shape[0])
-        signal = buffer[first - buffer_start : last - buffer_start]
+        after = min(stop + overlap, buffer_start + buffer.shape[0])
+        signal = buffer[first - buffer_start : after - buffer_start]
         log_probs = model.utterance_log_probs(model.compute_features(signal))
         best = model.decoder.decode(log_probs, n_best=1)[0]
         offset = first // unit  # output frames before the window

@@ -182,22 +182,36 @@ def trim_candidate(
     end: float,
     space: str | None = " ",
 ) -> CandidateTranscript:
-    """The words of ``candidate`` that start in ``[start, end)`` seconds.
+    """The tokens of ``candidate`` that start in ``[start, end)`` seconds.
 
-    Whole words are kept or dropped (a window's overlap with its neighbours decides by
-    where a word starts, so that each word is taken from exactly one window). The
-    tokens kept are the words' own and the spaces between them; ``confidence`` and
-    ``log_score`` are kept as they are.
+    Each token is taken from exactly one of a recording's overlapping windows, the one
+    whose own part it starts in. A word wholly inside keeps its :class:`Word`; a word
+    cut by an edge keeps its letters inside, its start and duration recomputed from
+    them (its confidence kept). ``confidence`` and ``log_score`` are kept as they are.
     """
     spans = _word_token_spans(candidate, space)
     if len(spans) != len(candidate.words):
         raise ValueError("the candidate's words do not match its tokens")
-    kept = [
-        (span, word)
-        for span, word in zip(spans, candidate.words, strict=True)
-        if start <= candidate.tokens[span[0]].start_time < end
-    ]
-    return _from_words(candidate, [(candidate.tokens, s, w) for s, w in kept], space)
+    kept = []
+    for (first, stop), word in zip(spans, candidate.words, strict=True):
+        inside = [
+            index
+            for index in range(first, stop)
+            if start <= candidate.tokens[index].start_time < end
+        ]
+        if len(inside) == stop - first:
+            kept.append((candidate.tokens, (first, stop), word))
+        elif inside:
+            tokens = [candidate.tokens[index] for index in inside]
+            begin = tokens[0].start_time
+            part = Word(
+                "".join(t.text for t in tokens),
+                begin,
+                max(0.0, tokens[-1].start_time - begin),
+                word.confidence,
+            )
+            kept.append((tokens, (0, len(tokens)), part))
+    return _from_words(candidate, kept, space)
 
 
 def _from_words(
@@ -207,13 +221,18 @@ def _from_words(
 ) -> CandidateTranscript:
     """A candidate of the given words: ``(tokens, (first, end), word)`` each, the word
     being ``tokens[first:end]``; words are separated by the space token that followed
-    each in its own candidate, or by a new one at its last letter's time."""
+    each in its own candidate (when it comes no later than the next word), or by a new
+    one at its last letter's time."""
     tokens: list[Token] = []
     for index, (source, (first, stop), _) in enumerate(pieces):
         if index and space is not None:
             previous_source, (_, previous_stop), _ = pieces[index - 1]
             follower = previous_source[previous_stop : previous_stop + 1]
-            if follower and follower[0].text == space:
+            if (
+                follower
+                and follower[0].text == space
+                and follower[0].start_time <= source[first].start_time
+            ):
                 tokens.append(follower[0])
             else:  # the word ended its piece: a space at its last letter's time
                 last = previous_source[previous_stop - 1]

@@ -24,9 +24,18 @@ def smoke_alphabet(data_dir: Path) -> Alphabet:
 
 
 def small_model(
-    architecture: str, alphabet: Alphabet, seed: int = 0, n_hidden: int = 64
+    architecture: str,
+    alphabet: Alphabet,
+    seed: int = 0,
+    n_hidden: int = 64,
+    calibration: np.ndarray | None = None,
 ) -> tuple[models.Network, FeatureConfig]:
-    """A seeded random network of ``architecture`` and the features it reads."""
+    """A seeded random network of ``architecture`` and the features it reads.
+
+    ``calibration`` (float32 samples at 16 kHz): its batch statistics become the
+    batch norms' running statistics (``ds2`` models), so that the unnormalised
+    spectrogram does not saturate the layers into a constant output.
+    """
     rng = np.random.default_rng(seed)
     if architecture == "deepspeech":
         config = ModelConfig(architecture="deepspeech", n_hidden=n_hidden, dropout=0.0)
@@ -50,6 +59,19 @@ def small_model(
         )
         n_input = 161
     network = models.init(config, n_input, alphabet.n_classes, rng)
+    if calibration is not None and network.state:
+        import dataclasses
+
+        from npspeech.features import compute
+
+        x = compute(calibration, features)[:, None, :]  # (T, 1, F)
+        once = dataclasses.replace(
+            network, config=dataclasses.replace(config, batch_norm_momentum=1.0)
+        )
+        _, _, cache = models.forward(
+            once, x, np.array([x.shape[0]], dtype=np.int32), training=True
+        )
+        network.state = cache.state
     name = "layer_6/W" if architecture == "deepspeech" else "output/W"
     network.params[name] = network.params[name] * np.float32(OUTPUT_SCALE)
     return network, features
