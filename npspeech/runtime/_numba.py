@@ -1,23 +1,28 @@
 """The inference kernels compiled with Numba: the names, signatures and results of
 :mod:`._reference` (read it for the equations).
 
-- Dense layers: the product in BLAS and the bias with the clipped ReLU in one fused
-  pass over the output: the training backend's ``dense_forward`` and
-  ``dense_clip_forward``, reused as they are, so a first run compiles nothing more for
-  them (they also sit in Numba's on-disk cache after any training run).
-- Recurrent layers: one compiled call runs every frame of a chunk. The recurrent
-  weight is packed once, when the network is built (:func:`pack_recurrent`), into the
-  column panels of :mod:`npspeech.backends.numba_cpu.packed_matmul`, whose register
-  tiles compute each step's ``h W_hh`` (training packs it on every call); the gates
-  are the float32 ``sigmoid`` and ``tanh`` of :mod:`~npspeech.backends.numba_cpu.
-  gate_math` in branch-free loops that vectorise. At batch 1 a step streams the whole
-  packed weight (64 MiB for an LSTM of 2048 units), so the product is memory-bound
-  and the tile prefetches the next block of panels as it goes.
-- Few compiled functions (a fresh install compiles them on first use): the three
-  kinds share one time loop, :func:`_rows`, specialised by a ``kind`` constant, and
-  one parallel wrapper that splits a batch's sequences over Numba's threads (each
-  thread running the whole time loop for its rows); a single sequence instead splits
-  the product's column panels over the threads.
+- Every product runs on the register tiles of
+  :mod:`npspeech.backends.numba_cpu.packed_matmul`, the weights packed into its column
+  panels once, when the network is built (:func:`pack_dense`, :func:`pack_recurrent`,
+  :func:`pack_conv`). NumPy's OpenBLAS ran the streaming shapes (50 rows by a layer
+  of 512-2048) 4-10x slower than PyTorch on the project machine; the tiles run them
+  at PyTorch's speed.
+- Dense layers: rows in blocks of :data:`ROWS_PER_BLOCK`, each block's bias and
+  clipped ReLU applied right after its product, while it is in cache (the fused
+  dense + bias + clip).
+- Convolutions: one product of the frequency-unfolded input with every time offset's
+  weights, then shifted sums (:func:`conv_clip`).
+- Recurrent layers: one compiled call runs every frame of a chunk, each step's
+  ``h W_hh`` on the tiles (training packs ``W_hh`` on every call; here it is packed
+  once); the gates are the float32 ``sigmoid`` and ``tanh`` of
+  :mod:`npspeech.backends.numba_cpu.gate_math` in branch-free loops that vectorise. At
+  batch 1 a step streams the whole weight (64 MiB for an LSTM of 2048 units); the
+  tile prefetches the next block of panels as it goes.
+- Few compiled functions, all serial (a fresh install compiles them on first use):
+  the three kinds share the source of one time loop, :func:`_rows`, copied per cell
+  so that a model compiles only its own kind. Threads come from a pool of Python
+  threads over ``nogil`` kernels (see :func:`_split`): row blocks of a dense layer,
+  sequences of a batch. A single sequence's recurrence runs on one thread.
 
 Subnormal states and gates are flushed to zero, as in training (see
 ``npspeech/backends/numba_cpu/rnn.py``: a saturated gate's subnormal values otherwise
@@ -28,9 +33,12 @@ Shape legend as in :mod:`._reference`.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from types import FunctionType
+
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ..backends.numba_cpu import packed_matmul
 from ..backends.numba_cpu.gate_math import normal_or_zero, sigmoid, tanh
@@ -47,7 +55,6 @@ __all__ = [
     "rnn_sequence",
 ]
 
-_LSTM, _GRU, _RNN = 0, 1, 2
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
 
@@ -76,54 +83,81 @@ def _transpose_rows(x, r0, rows, a_t):  # pragma: no cover - jit
                     a_t[k, r] = x[r0 + r, k]
 
 
-@njit(cache=True, parallel=True)
-def _dense_kernel(x, W_packed, b, low, high, clip, out, threads):  # pragma: no cover
-    """out[:, :N] = x @ W + b, clipped to [low, high] when ``clip``; x (M, K), out
-    (M, P*NR). Rows in blocks of ROWS_PER_BLOCK, the blocks split over the threads;
-    each block's bias and clip run right after its product, while it is in cache."""
-    M, K = x.shape
-    P, Kp, nr = W_packed.shape
-    N = b.size
-    R = ROWS_PER_BLOCK
+@njit(cache=True, nogil=True)
+def _product(a_t, rows, W_packed, out, out_row0):  # pragma: no cover - jit
+    """``out[out_row0 : out_row0 + rows] = a_t[:, :rows].T @ W`` over every panel of
+    ``W_packed`` (P, Kp, NR); a_t (Kp, R) from :func:`_transpose_rows`, out (M, P*NR).
+    k runs in blocks of ``DEPTH_BLOCK``, so that the row tiles re-read a panel block
+    from cache; weights too large for the cache are prefetched as they stream."""
+    P, Kp, _ = W_packed.shape
     ahead = W_packed.size * W_packed.itemsize > packed_matmul.PREFETCH_ABOVE_BYTES
-    n_blocks = (M + R - 1) // R
-    parts = max(1, min(threads, n_blocks))
-    for part in prange(parts):
-        a_t = np.zeros((Kp, R), dtype=x.dtype)  # the padding rows K..Kp stay zero
-        for block in range(part * n_blocks // parts, (part + 1) * n_blocks // parts):
-            r0 = block * R
-            rows = min(M, r0 + R) - r0
-            _transpose_rows(x, r0, rows, a_t)
-            for p in range(P):
-                for k0 in range(0, Kp, packed_matmul.DEPTH_BLOCK):
-                    k1 = min(Kp, k0 + packed_matmul.DEPTH_BLOCK)
-                    packed_matmul.row_tiles(
-                        a_t, rows, W_packed, p, k0, k1, k0 > 0, ahead, out, r0
-                    )
-            for r in range(r0, r0 + rows):
-                if clip:
-                    for j in range(N):
-                        v = out[r, j] + b[j]
-                        out[r, j] = low if v < low else (high if v > high else v)
-                else:
-                    for j in range(N):
-                        out[r, j] += b[j]
+    for p in range(P):
+        for k0 in range(0, Kp, packed_matmul.DEPTH_BLOCK):
+            k1 = min(Kp, k0 + packed_matmul.DEPTH_BLOCK)
+            packed_matmul.row_tiles(
+                a_t, rows, W_packed, p, k0, k1, k0 > 0, ahead, out, out_row0
+            )
+
+
+@njit(cache=True, nogil=True)
+def _dense_blocks(
+    x, W_packed, b, low, high, clip, out, first, last
+):  # pragma: no cover - jit
+    """Row blocks ``first .. last - 1`` of ``out[:, :N] = x @ W + b``, clipped to
+    [low, high] when ``clip``; x (M, K), out (M, P*NR). Each block's bias and clip run
+    right after its product, while it is in cache."""
+    M = x.shape[0]
+    R = ROWS_PER_BLOCK
+    a_t = np.zeros((W_packed.shape[1], R), dtype=x.dtype)  # rows K..Kp stay zero
+    N = b.size
+    for block in range(first, last):
+        r0 = block * R
+        rows = min(M, r0 + R) - r0
+        _transpose_rows(x, r0, rows, a_t)
+        _product(a_t, rows, W_packed, out, r0)
+        for r in range(r0, r0 + rows):
+            if clip:
+                for j in range(N):
+                    v = out[r, j] + b[j]
+                    out[r, j] = low if v < low else (high if v > high else v)
+            else:
+                for j in range(N):
+                    out[r, j] += b[j]
+
+
+# Threads: the kernels are compiled serial and release the GIL (``nogil``); a call
+# splits its independent work (row blocks, a batch's sequences) over a pool of Python
+# threads, Numba's thread count of them. A ``parallel=True`` build of the same loops
+# took three times as long to compile on a fresh install (issue 16: the first run
+# counts), for work that splits into a few large parts anyway.
+_POOL: list = []
+
+
+def _split(work, parts: int) -> None:
+    """``work(part)`` for each part in ``range(parts)``, on threads when parts > 1."""
+    if parts <= 1:
+        work(0)
+        return
+    if not _POOL or _POOL[0]._max_workers < parts:
+        _POOL[:] = [ThreadPoolExecutor(max_workers=parts)]
+    for future in [_POOL[0].submit(work, part) for part in range(parts)]:
+        future.result()
 
 
 def _dense(x, W_packed, b, low, high, clip):
     x = np.ascontiguousarray(x, dtype=np.float32)
     P, _, nr = W_packed.shape
-    out = np.empty((x.shape[0], P * nr), dtype=np.float32)
-    _dense_kernel(
-        x,
-        W_packed,
-        b,
-        np.float32(low),
-        np.float32(high),
-        clip,
-        out,
-        numba.get_num_threads(),
-    )
+    M = x.shape[0]
+    out = np.empty((M, P * nr), dtype=np.float32)
+    n_blocks = -(-M // ROWS_PER_BLOCK)
+    parts = max(1, min(numba.get_num_threads(), n_blocks))
+    low, high = np.float32(low), np.float32(high)
+
+    def work(part):
+        first, last = part * n_blocks // parts, (part + 1) * n_blocks // parts
+        _dense_blocks(x, W_packed, b, low, high, clip, out, first, last)
+
+    _split(work, parts)
     return out[:, : b.size]  # padded panels: a view of the N real columns
 
 
@@ -189,94 +223,117 @@ def _sigmoid_of_sum(a, b, c, out):  # pragma: no cover - jit
         out[k] = normal_or_zero(out, sigmoid(a[k] + b[k] + c[k]))
 
 
+# The cells: one sequence's step, in place on ``h`` and ``c`` (H,); xw, hw, bias (G*H,);
+# ``gates`` (G*H,) scratch. One loop per kind of nonlinearity, so that each vectorises.
+
+
 @njit(cache=True, error_model="numpy")
-def _cell(kind, xw, hw, bias, h, c, ceiling, gates):  # pragma: no cover - jit
-    """One sequence's step, in place on ``h`` and ``c`` (H,); xw, hw, bias (G*H,);
-    ``gates`` (G*H,) scratch. One loop per kind of nonlinearity, so each vectorises."""
+def _lstm_cell(xw, hw, bias, h, c, ceiling, gates):  # pragma: no cover - jit
     H = h.size
-    if kind == _LSTM:
-        _sigmoid_of_sum(xw[: 2 * H], hw[: 2 * H], bias[: 2 * H], gates[: 2 * H])
-        for k in range(2 * H, 3 * H):
-            gates[k] = tanh(xw[k] + hw[k] + bias[k])
-        _sigmoid_of_sum(xw[3 * H :], hw[3 * H : 4 * H], bias[3 * H :], gates[3 * H :])
-        for k in range(H):
-            c[k] = normal_or_zero(c, gates[H + k] * c[k] + gates[k] * gates[2 * H + k])
-        for k in range(H):
-            h[k] = normal_or_zero(h, gates[3 * H + k] * tanh(c[k]))
-    elif kind == _GRU:
-        # r, z = sigmoid(x W_i + b_i + h W_h + b_h); n = tanh(x W_in + b_in +
-        # r (h W_hn + b_hn)); h' = (1 - z) n + z h
-        _sigmoid_of_sum(xw[: 2 * H], hw[: 2 * H], bias[: 2 * H], gates[: 2 * H])
-        for k in range(H):
-            hn = hw[2 * H + k] + bias[2 * H + k]
-            gates[2 * H + k] = tanh(xw[2 * H + k] + gates[k] * hn)
-        for k in range(H):
-            z = gates[H + k]
-            h[k] = normal_or_zero(h, (_ONE - z) * gates[2 * H + k] + z * h[k])
-    else:
-        for k in range(H):
-            v = xw[k] + hw[k] + bias[k]
-            h[k] = normal_or_zero(h, min(max(v, _ZERO), ceiling))
+    _sigmoid_of_sum(xw[: 2 * H], hw[: 2 * H], bias[: 2 * H], gates[: 2 * H])  # i, f
+    for k in range(2 * H, 3 * H):
+        gates[k] = tanh(xw[k] + hw[k] + bias[k])  # g
+    _sigmoid_of_sum(xw[3 * H :], hw[3 * H : 4 * H], bias[3 * H :], gates[3 * H :])
+    for k in range(H):
+        c[k] = normal_or_zero(c, gates[H + k] * c[k] + gates[k] * gates[2 * H + k])
+    for k in range(H):
+        h[k] = normal_or_zero(h, gates[3 * H + k] * tanh(c[k]))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
+def _gru_cell(xw, hw, bias, h, c, ceiling, gates):  # pragma: no cover - jit
+    # r, z = sigmoid(x W_i + b_i + h W_h + b_h); n = tanh(x W_in + b_in +
+    # r (h W_hn + b_hn)); h' = (1 - z) n + z h
+    H = h.size
+    _sigmoid_of_sum(xw[: 2 * H], hw[: 2 * H], bias[: 2 * H], gates[: 2 * H])
+    for k in range(H):
+        hn = hw[2 * H + k] + bias[2 * H + k]
+        gates[2 * H + k] = tanh(xw[2 * H + k] + gates[k] * hn)
+    for k in range(H):
+        z = gates[H + k]
+        h[k] = normal_or_zero(h, (_ONE - z) * gates[2 * H + k] + z * h[k])
+
+
+@njit(cache=True, error_model="numpy")
+def _rnn_cell(xw, hw, bias, h, c, ceiling, gates):  # pragma: no cover - jit
+    for k in range(h.size):
+        v = xw[k] + hw[k] + bias[k]
+        h[k] = normal_or_zero(h, min(max(v, _ZERO), ceiling))
+
+
+_cell = _lstm_cell  # replaced per kind by _specialise
+
+
 def _rows(
-    kind, xw, lengths, W_packed, bias, h, c, ceiling, y, b0, b1, threads
+    xw, lengths, W_packed, bias, h, c, ceiling, y, b0, b1
 ):  # pragma: no cover - jit
     """The time loop for sequences ``b0 .. b1 - 1``: every frame of the chunk."""
     T = y.shape[0]
-    a_t, hw = packed_matmul.buffers(W_packed, b1 - b0)
+    P, Kp, nr = W_packed.shape
+    a_t = np.zeros((Kp, b1 - b0), dtype=xw.dtype)  # the state, transposed
+    hw = np.empty((b1 - b0, P * nr), dtype=xw.dtype)
     gates = np.empty(bias.size, dtype=xw.dtype)
     for t in range(T):
-        # rows past their length ride along in the product; their state is unchanged
-        packed_matmul.rows_times(h[b0:b1], a_t, W_packed, hw, threads)  # h W_hh
+        # h W_hh; rows past their length ride along, their state unchanged
+        packed_matmul.pack_rows(h[b0:b1], a_t)
+        _product(a_t, b1 - b0, W_packed, hw, 0)
         for b in range(b0, b1):
             if t < lengths[b]:
-                _cell(kind, xw[t, b], hw[b - b0], bias, h[b], c[b], ceiling, gates)
+                _cell(xw[t, b], hw[b - b0], bias, h[b], c[b], ceiling, gates)
                 y[t, b, :] = h[b]
             else:
                 y[t, b, :] = 0.0
 
 
-@njit(cache=True, parallel=True)
-def _sequence(
-    kind, xw, lengths, W_packed, bias, h, c, ceiling, y, threads
-):  # pragma: no cover - jit
-    B = y.shape[1]
-    parts = min(threads, B)
-    if parts <= 1:
-        _rows(kind, xw, lengths, W_packed, bias, h, c, ceiling, y, 0, B, threads)
-    else:
-        for part in prange(parts):
-            b0, b1 = part * B // parts, (part + 1) * B // parts
-            _rows(kind, xw, lengths, W_packed, bias, h, c, ceiling, y, b0, b1, 1)
+def _specialise(function, suffix: str, **names):
+    """``function`` compiled with the globals ``names`` replaced: a copy of the time
+    loop per cell, so that a model compiles only its own kind on first use. The copy
+    is renamed so that Numba's on-disk cache keeps the copies apart (a cell passed as
+    an argument would not stay in that cache: a function-typed argument compiles anew
+    in every process)."""
+    copy = FunctionType(
+        function.__code__,
+        {**function.__globals__, **names},
+        function.__name__ + suffix,
+        function.__defaults__,
+        function.__closure__,
+    )
+    copy.__qualname__ = function.__qualname__ + suffix
+    return njit(cache=True, nogil=True)(copy)
+
+
+_ROWS = {
+    kind: _specialise(_rows, "_" + kind, _cell=cell)
+    for kind, cell in (("lstm", _lstm_cell), ("gru", _gru_cell), ("rnn", _rnn_cell))
+}
 
 
 def _run(kind, xw, lengths, W_packed, bias, h, c, ceiling, y) -> None:
-    _sequence(
-        kind,
-        np.ascontiguousarray(xw),
-        np.ascontiguousarray(lengths, dtype=np.int64),
-        W_packed,
-        bias,
-        h,
-        c,
-        np.float32(ceiling),
-        y,
-        numba.get_num_threads(),
-    )
+    """The batch's sequences split over the threads, each part running the whole
+    time loop for its rows (one sequence: one thread)."""
+    xw = np.ascontiguousarray(xw)
+    lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+    ceiling = np.float32(ceiling)
+    B = y.shape[1]
+    parts = max(1, min(numba.get_num_threads(), B))
+
+    def work(part):
+        b0, b1 = part * B // parts, (part + 1) * B // parts
+        _ROWS[kind](xw, lengths, W_packed, bias, h, c, ceiling, y, b0, b1)
+
+    _split(work, parts)
 
 
 def lstm_sequence(xw, lengths, W_packed, bias, h, c, y) -> None:
     """See :func:`._reference.lstm_sequence`."""
-    _run(_LSTM, xw, lengths, W_packed, bias, h, c, 0.0, y)
+    _run("lstm", xw, lengths, W_packed, bias, h, c, 0.0, y)
 
 
 def gru_sequence(xw, lengths, W_packed, b_hh, h, y) -> None:
     """See :func:`._reference.gru_sequence`."""
-    _run(_GRU, xw, lengths, W_packed, b_hh, h, h, 0.0, y)
+    _run("gru", xw, lengths, W_packed, b_hh, h, h, 0.0, y)
 
 
 def rnn_sequence(xw, lengths, W_packed, bias, h, ceiling, y) -> None:
     """See :func:`._reference.rnn_sequence`."""
-    _run(_RNN, xw, lengths, W_packed, bias, h, h, ceiling, y)
+    _run("rnn", xw, lengths, W_packed, bias, h, h, ceiling, y)
