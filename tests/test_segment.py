@@ -233,3 +233,50 @@ def test_memory_does_not_grow_with_duration(tmp_path, data_dir):
 def test_memory_one_and_ten_minutes(tmp_path, data_dir):
     # 10 minutes of float32 audio alone would be 38 MB
     _check_memory(tmp_path, data_dir, 1.0, 10.0, bound_mb=10.0)
+
+
+def test_trim_and_join_keep_one_clock():
+    from npspeech.decoder.results import (
+        CandidateTranscript,
+        Token,
+        Word,
+        join_candidates,
+        shift_candidate,
+        trim_candidate,
+    )
+
+    def candidate(spec, score):
+        tokens = [Token(text, frame, frame * 0.02) for text, frame in spec]
+        text = "".join(t.text for t in tokens)
+        words, letters = [], []
+        for index, token in enumerate(tokens):
+            if token.text != " ":
+                letters.append(token)
+            if (token.text == " " or index == len(tokens) - 1) and letters:
+                start = letters[0].start_time
+                words.append(
+                    Word(
+                        "".join(t.text for t in letters),
+                        start,
+                        token.start_time - start,
+                        0.5,
+                    )
+                )
+                letters = []
+        return CandidateTranscript(text, 0.5, tokens, words, score)
+
+    first = candidate([("a", 1), ("b", 3), (" ", 5), ("c", 40), ("d", 60)], -3.0)
+    # the window [0, 1 s): "ab" whole, "cd" cut after its first letter
+    trimmed = trim_candidate(first, 0.0, 1.0)
+    assert trimmed.text == "ab c"
+    assert [w.word for w in trimmed.words] == ["ab", "c"]
+    assert trimmed.words[0] == first.words[0]
+    second = shift_candidate(candidate([("e", 2), (" ", 4), ("f", 6)], -2.0), 50, 1.0)
+    assert [t.frame for t in second.tokens] == [52, 54, 56]
+    assert second.words[0].start_time == pytest.approx(1.04)
+    joined = join_candidates([trimmed, second])
+    assert joined.text == "ab c e f"
+    assert [w.word for w in joined.words] == ["ab", "c", "e", "f"]
+    times = [t.start_time for t in joined.tokens]
+    assert times == sorted(times)
+    assert joined.log_score == -5.0 and joined.confidence == 0.25

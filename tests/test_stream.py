@@ -1,4 +1,4 @@
-"""Streams: audio fed in random chunks decodes to what the whole recording gives at once.
+"""Streams: audio fed in random chunks decodes as the whole recording does at once.
 
 Real recordings from the smoke-test and ARCTIC sets; seeded random one-way models
 (``deepspeech`` and ``ds2-stream``) with varied outputs; best path and the beam search
@@ -165,3 +165,30 @@ def test_bidirectional_model_refuses_to_stream(alphabet):
         model.create_stream()
     with pytest.raises(ConfigError, match="bidirectional"):
         model.createStream()
+
+
+def test_greedy_decoder_stream_equals_greedy_decode(alphabet, rng):
+    """The best path over chunks equals one pass, repeats held across chunk edges."""
+    from npspeech.decoder.greedy import GreedyDecoderStream, greedy_decode
+    from npspeech.nn.activations import log_softmax
+
+    V = alphabet.n_classes
+    # long runs of one class, so that labels continue over many chunk boundaries
+    classes = np.repeat(rng.integers(0, V, size=60), rng.integers(1, 6, size=60))
+    logits = rng.normal(size=(classes.shape[0], V)).astype(np.float32)
+    logits[np.arange(classes.shape[0]), classes] += 6.0
+    log_probs = log_softmax(logits)
+    expected = greedy_decode(log_probs, alphabet, 0.02)
+    stream = GreedyDecoderStream(alphabet, 0.02)
+    position = 0
+    while position < log_probs.shape[0]:
+        size = int(rng.integers(0, 4))
+        stream.feed(log_probs[position : position + size])
+        position += size
+    assert stream.intermediate_text() == expected.text
+    (result,) = stream.finish()
+    assert result.tokens == expected.tokens and result.words == expected.words
+    # summed chunk by chunk in float64, at once in float32
+    assert result.log_score == pytest.approx(expected.log_score, rel=1e-6)
+    with pytest.raises(DecoderError, match="finished"):
+        stream.feed(log_probs[:1])
