@@ -220,6 +220,13 @@ class Model(_BaseModel):
             raise ConfigError(
                 f"hot-word {word!r}: boost must be a finite number, got {boost!r}"
             )
+        for character in word:
+            # normalising drops what the alphabet lacks; a hot-word must not shrink
+            if not character.isspace() and not self.alphabet.normalize(character):
+                raise DecoderError(
+                    f"hot-word {word!r} cannot be spelled: {character!r} is not in "
+                    "the alphabet"
+                )
         self._set_hotwords({**self._hotwords, word: float(boost)})
 
     def erase_hot_word(self, word: str) -> None:
