@@ -234,3 +234,23 @@ def test_bad_input_is_named(rng):
         InferenceNetwork(_network(CONFIGS["deepspeech"], rng), backend="torch")
     stride = InferenceNetwork(_network(CONFIGS["ds2-stream"], rng), "numpy").time_stride
     assert stride == 2
+
+
+def test_threads_split_the_work_without_changing_results(rng):
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one Numba thread only")
+    network = _network(CONFIGS["ds2-stream"], rng)
+    runtime = InferenceNetwork(network, backend="numba")
+    features, lengths = _batch(rng, [150, 90, 120], T=150)  # several row blocks
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one, _ = runtime.forward(features, lengths)
+        numba.set_num_threads(2)
+        two, _ = runtime.forward(features, lengths)
+    finally:
+        numba.set_num_threads(before)
+    # each row and each sequence is computed by the same code on either split
+    np.testing.assert_array_equal(one, two)
