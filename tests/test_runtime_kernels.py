@@ -79,7 +79,7 @@ def test_dense_kernels_match_reference(M, rng):
     )
 
 
-@pytest.mark.parametrize("stride", [(1, 1), (2, 2), (1, 3)])
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2), (1, 3), (3, 1), (5, 2)])
 def test_conv_kernels_match_reference_and_training_conv(stride, rng):
     from npspeech.nn import conv
 
@@ -87,12 +87,12 @@ def test_conv_kernels_match_reference_and_training_conv(stride, rng):
     W = rng.normal(0, 0.5, (4, 2, 5, 3)).astype(np.float32)
     b = rng.normal(0, 0.5, 4).astype(np.float32)
     args = (b, (5, 3), stride, -1.0, 1.5)
-    expected = _reference.conv_clip(xp, _reference.pack_conv(W), *args)
+    expected = _reference.conv_clip(xp, _reference.pack_conv(W, stride), *args)
     # the reference is the training layer's convolution, clipped
     unclipped, _ = conv.forward({"W": W, "b": b}, xp, np.full(3, 13), stride=stride)
     np.testing.assert_allclose(
         expected, np.clip(unclipped, -1.0, 1.5), rtol=1e-5, atol=1e-5
     )
-    got = _numba.conv_clip(xp, _numba.pack_conv(W), *args)
+    got = _numba.conv_clip(xp, _numba.pack_conv(W, stride), *args)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)

@@ -173,40 +173,85 @@ def dense_clip(
     return _dense(x, W_packed, b, low, high, True)
 
 
-def pack_conv(W: np.ndarray) -> np.ndarray:
-    """A convolution's ``W`` (C_out, C_in, kt, kf) as the panels of ``W_all`` (C_in *
-    kf, kt * C_out), ``W_all[(c, l), (k, o)] = W[o, c, k, l]``: every time offset's
-    weights side by side (see :func:`conv_clip`)."""
+def pack_conv(W: np.ndarray, stride: tuple[int, int]) -> np.ndarray:
+    """A convolution's ``W`` (C_out, C_in, kt, kf) for :func:`conv_clip`: the panels
+    of ``W_all`` (st * C_in * kf, J * C_out), ``J = ceil(kt / st)``, with
+    ``W_all[(s, c, df), (j, o)] = W[o, c, j * st + s, df]`` (zero past kt): the weights
+    of every time offset side by side."""
     C_out, C_in, kt, kf = W.shape
-    return pack_dense(W.transpose(1, 3, 2, 0).reshape(C_in * kf, kt * C_out))
+    st = int(stride[0])
+    J = -(-kt // st)
+    padded = np.zeros((C_out, C_in, J * st, kf), dtype=np.float32)
+    padded[:, :, :kt] = W
+    # (o, c, j, s, df) -> (s, c, df, j, o)
+    W_all = padded.reshape(C_out, C_in, J, st, kf).transpose(3, 1, 4, 2, 0)
+    return pack_dense(W_all.reshape(st * C_in * kf, J * C_out))
+
+
+@njit(cache=True, nogil=True)
+def _conv_blocks(xp, W_packed, st, sf, kf, F_out, out, first, last):  # pragma: no cover
+    """Row blocks ``first .. last - 1`` of ``Z = U W_all`` (see :func:`conv_clip`):
+    row (t2, b, f) of U holds ``xp[t2*st + s, b, c, f*sf + df]`` at (s, c, df), zero
+    past the input's end; it is written straight into the transposed block."""
+    Tp, B, C, _ = xp.shape
+    M = out.shape[0]
+    R = ROWS_PER_BLOCK
+    a_t = np.zeros((W_packed.shape[1], R), dtype=xp.dtype)
+    frame = np.empty(R, dtype=np.int64)  # each row's first input frame,
+    seq = np.empty(R, dtype=np.int64)  # its sequence
+    freq = np.empty(R, dtype=np.int64)  # and its first frequency
+    for block in range(first, last):
+        r0 = block * R
+        rows = min(M, r0 + R) - r0
+        for r in range(rows):
+            t2, b = divmod((r0 + r) // F_out, B)
+            frame[r], seq[r], freq[r] = t2 * st, b, ((r0 + r) % F_out) * sf
+        # k = (s, c, df) row by row of a_t, so that the writes run along its rows
+        k = 0
+        for s in range(st):
+            for c in range(C):
+                for df in range(kf):
+                    for r in range(rows):
+                        t = frame[r] + s
+                        a_t[k, r] = xp[t, seq[r], c, freq[r] + df] if t < Tp else 0.0
+                    k += 1
+        _product(a_t, rows, W_packed, out, r0)
 
 
 def conv_clip(xp, W_packed, b, kernel, stride, low, high):
     """See :func:`._reference.conv_clip`; ``W_packed`` from :func:`pack_conv`.
 
-    As shifted products: the input is unfolded over frequency only, ``U[t, b, f] =
-    xp[t, b, :, f*sf : f*sf + kf]`` (Tp*B*F', C_in*kf), and one product with every
-    time offset's weights side by side gives ``Z = U W_all`` (Tp*B*F', kt*C_out); then
-    ``y[t] = sum_k Z[t*st + k, ..., k, :]``. The unfolded input is kt times smaller
+    As shifted products: the input unfolded over frequency (``kf`` bins) and over
+    one time stride (``st`` frames) only, one product with every time offset's
+    weights side by side gives ``Z[t2] = U[t2] W_all``, and then
+    ``y[t] = sum_j Z[t + j, ..., j, :]``. The unfolded input is kt / st times smaller
     than a full im2col (for DeepSpeech2's second convolution, 1.7 M values instead of
-    15 M per second of audio), and copying values into the product's layout costs
-    more here than the multiply-adds.
+    15 M per second of audio): copying values into the product's layout cost more
+    than the multiply-adds.
     """
     (kt, kf), (st, sf) = kernel, stride
-    Tp, B, C, Fp = xp.shape
+    Tp, B, _, Fp = xp.shape
     C_out = b.size
+    J = -(-kt // st)  # time offsets of Z per output frame
     T_out = (Tp - kt) // st + 1
     F_out = (Fp - kf) // sf + 1
-    windows = np.lib.stride_tricks.sliding_window_view(xp, kf, axis=3)[..., ::sf, :]
-    # windows (Tp, B, C, F', kf) -> U (Tp, B, F', C, kf)
-    U = np.ascontiguousarray(windows[:, :, :, :F_out].transpose(0, 1, 3, 2, 4))
-    zero = np.zeros(kt * C_out, dtype=np.float32)
-    Z = dense(U.reshape(Tp * B * F_out, C * kf), W_packed, zero)
-    Z = Z.reshape(Tp, B, F_out, kt, C_out)
-    last = (T_out - 1) * st + 1  # frames t*st of the outputs, first offset
-    y = Z[0:last:st, :, :, 0, :] + b  # (T', B, F', C_out)
-    for k in range(1, kt):
-        y += Z[k : k + last : st, :, :, k, :]
+    T2 = T_out + J - 1  # rows of Z the outputs read
+    P, _, nr = W_packed.shape
+    M = T2 * B * F_out
+    Z = np.empty((M, P * nr), dtype=np.float32)
+    xp = np.ascontiguousarray(xp, dtype=np.float32)
+    n_blocks = -(-M // ROWS_PER_BLOCK)
+    parts = max(1, min(numba.get_num_threads(), n_blocks))
+
+    def work(part):
+        first, last = part * n_blocks // parts, (part + 1) * n_blocks // parts
+        _conv_blocks(xp, W_packed, int(st), int(sf), int(kf), F_out, Z, first, last)
+
+    _split(work, parts)
+    Z = Z[:, : J * C_out].reshape(T2, B, F_out, J, C_out)
+    y = Z[:T_out, :, :, 0, :] + b  # (T', B, F', C_out)
+    for j in range(1, J):
+        y += Z[j : j + T_out, :, :, j, :]
     np.clip(y, np.float32(low), np.float32(high), out=y)
     return np.ascontiguousarray(y.transpose(0, 1, 3, 2))  # (T', B, C_out, F')
 

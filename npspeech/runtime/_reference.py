@@ -55,9 +55,9 @@ def dense_clip(
     return np.clip(x @ W + b, x.dtype.type(low), x.dtype.type(high))
 
 
-def pack_conv(W: np.ndarray) -> np.ndarray:
+def pack_conv(W: np.ndarray, stride: tuple[int, int]) -> np.ndarray:
     """A convolution's weight as :func:`conv_clip` reads it: unchanged, C-contiguous
-    (C_out, C_in, kt, kf)."""
+    (C_out, C_in, kt, kf) (``stride`` is for the compiled kernels' layout)."""
     return np.ascontiguousarray(W)
 
 

@@ -209,7 +209,9 @@ class InferenceNetwork:
             b = params[f"conv_{index}/b"].astype(np.float64)
             self._convs.append(
                 _Conv(
-                    W=self._kernels.pack_conv(_f32(W * scale[:, None, None, None])),
+                    W=self._kernels.pack_conv(
+                        _f32(W * scale[:, None, None, None]), stride
+                    ),
                     kernel=(int(W.shape[2]), int(W.shape[3])),
                     b=_f32(b * scale + shift),
                     stride=(int(stride[0]), int(stride[1])),
