@@ -231,6 +231,13 @@ class DecodeConfig:
     hotwords: tuple[str, ...] = ()  # "word:boost" pairs for the beam decoder
 
 
-# Augmentation settings live beside the functions that apply them; re-exported so a
-# recipe's [augment] table can be read with from_dict(AugmentConfig, ...) from here.
-from .augment import AugmentConfig  # noqa: E402, F401
+# Augmentation settings live beside the functions that apply them (with NumPy and
+# SciPy, which the configuration alone must not import: `npspeech --help` reads it);
+# re-exported on first use so a recipe's [augment] table can be read with
+# from_dict(AugmentConfig, ...) from here.
+def __getattr__(name: str):
+    if name == "AugmentConfig":
+        from .augment import AugmentConfig
+
+        return AugmentConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -221,19 +221,12 @@ def beam_decode_fn(
     Each call sets the scorer's ``alpha``/``beta``, which the decoder reads when it
     starts a search.
     """
-    import kenlm
-
     from ..alphabet import english
     from ..decoder.beam import BeamSearchDecoder
-    from ..decoder.scorer import Scorer
-    from ..errors import ScorerError
+    from ..decoder.scorer import Scorer, load_language_model
 
-    try:
-        language_model = kenlm.Model(str(scorer_file.language_model_path))
-    except (OSError, RuntimeError) as error:
-        raise ScorerError(
-            f"{scorer_file.language_model_path}: KenLM cannot read it ({error})"
-        ) from None
+    # KenLM's loading chatter stays off the terminal; a failure raises ScorerError.
+    language_model = load_language_model(scorer_file.language_model_path)
     scorer = Scorer(
         language_model,
         C.DEFAULT_ALPHA,
