@@ -45,6 +45,14 @@ LOW_RATE_RATIO = 0.9
 #: The name stdin goes by in messages and under --output-dir.
 STDIN_NAME = "-"
 STDIN_OUTPUT_STEM = "stdin"
+#: Thread counts of OpenMP, OpenBLAS/MKL and Numba, set in a worker process before they
+#: load so that the workers of one machine share its cores instead of oversubscribing.
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+)
 
 
 @dataclass(frozen=True)
@@ -410,7 +418,7 @@ def transcribe_all(
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = worker_threads(jobs)
     # spawn, not fork: a forked copy of a process whose OpenMP/Numba threads have
     # started can deadlock; every worker starts clean and loads the model itself.
     executor = ProcessPoolExecutor(
@@ -431,6 +439,12 @@ def transcribe_all(
         executor.shutdown(wait=True, cancel_futures=True)
 
 
+def worker_threads(workers: int) -> int:
+    """Kernel threads for each of ``workers`` processes on this machine: its cores
+    shared out (at least one)."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
 _WORKER_MODEL: Any = None
 _WORKER_ERROR: str = ""
 
@@ -438,7 +452,7 @@ _WORKER_ERROR: str = ""
 def _start_worker(spec: ModelSpec, threads: int) -> None:
     """Worker initializer: thread counts before NumPy and Numba load, then the model."""
     global _WORKER_MODEL, _WORKER_ERROR
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    for name in THREAD_VARIABLES:
         os.environ[name] = str(threads)
     try:
         _WORKER_MODEL = load_model(spec)

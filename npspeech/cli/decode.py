@@ -8,6 +8,10 @@ end and text. A file that fails is reported on stderr and the others still decod
 the exit code is 1 when any failed. DeepSpeech's client flags are accepted too
 (`--audio`, `--scorer`, `--beam_width`, `--lm_alpha`, `--lm_beta`, `--json`,
 `--candidate_transcripts`, `--hot_words`, `--extended`, `--stream`).
+
+`--scheduler ADDRESS` spreads the files over a Dask cluster (a running `dask
+scheduler`, or `local:N` for N worker processes on this machine); the outputs are the
+same and are still written here.
 """
 
 from __future__ import annotations
@@ -135,9 +139,17 @@ def register(subparsers: Any) -> None:
     run_group.add_argument(
         "--jobs",
         type=int,
-        default=1,
+        default=None,
         metavar="N",
         help="worker processes, each loading the model once (default: 1)",
+    )
+    run_group.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="decode on a Dask cluster: the address of a running scheduler "
+        "(tcp://HOST:8786), or local:N to start N worker processes here; needs "
+        "npspeech[dask] (default: decode in this process or --jobs workers)",
     )
     run_group.add_argument(
         "--no-progress",
@@ -224,8 +236,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--rate gives the Hz (> 0) of raw PCM read from - (stdin)")
     if args.overwrite and not args.output_dir:
         raise ConfigError("--overwrite only applies with --output-dir")
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs {args.jobs}: give 1 or more worker processes")
+    if args.scheduler is not None:
+        _check_scheduler_options(args, inputs)
     if args.stream is not None and args.stream < 1:
         raise ConfigError(f"--stream {args.stream}: give 1 or more samples a chunk")
     if not inputs and not args.csv:
@@ -250,18 +264,58 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--stream: {args.model} is a bidirectional model, which cannot stream"
         )
-    if args.jobs > 1:
+    writer = _Writer(fmt, options, paths, several=len(sources) > 1)
+    if args.scheduler is not None:
+        return _run_on_cluster(args.scheduler, sources, spec, n_best, writer, args)
+    jobs = args.jobs or 1
+    if jobs > 1:
         model = None  # the workers load their own
     results = batch.transcribe_all(
         sources,
         spec,
         n_best=n_best,
-        jobs=args.jobs,
+        jobs=jobs,
         model=model,
         stream_chunk=args.stream or 0,
     )
-    writer = _Writer(fmt, options, paths, several=len(sources) > 1)
     return writer.consume(results, len(sources), progress=not args.no_progress)
+
+
+def _check_scheduler_options(args: argparse.Namespace, inputs: list) -> None:
+    """Refuse what a Dask cluster does not do: other ways of running, and stdin."""
+    from ..batch import STDIN_NAME
+    from ..errors import ConfigError
+
+    if args.jobs is not None:
+        raise ConfigError(
+            "--jobs and --scheduler choose different workers: give one of them"
+        )
+    if args.stream is not None:
+        raise ConfigError("--stream decodes in this process: not with --scheduler")
+    if STDIN_NAME in inputs:
+        raise ConfigError("- (stdin) is read in this process: not with --scheduler")
+
+
+def _run_on_cluster(
+    scheduler: str, sources: list, spec: Any, n_best: int, writer: Any, args: Any
+) -> int:
+    """Decode on a Dask cluster; results arrive in input order, the bar counts the
+    files as they finish anywhere."""
+    from ..distributed import dask as cluster_decode
+
+    client, cluster = cluster_decode.connect(scheduler)
+    try:
+        bar = writer.open_bar(len(sources), progress=not args.no_progress)
+        results = cluster_decode.transcribe(
+            sources,
+            spec,
+            client,
+            n_best=n_best,
+            on_done=(lambda _: bar.update(1)) if bar is not None else None,
+        )
+        return writer.consume(results, len(sources), progress=False)
+    finally:
+        cluster_decode.close(client, cluster)
 
 
 class _Writer:
@@ -275,7 +329,18 @@ class _Writer:
         self.first_row = True
         self.bar: Any = None
 
+    def open_bar(self, total: int, progress: bool) -> Any:
+        """A progress bar on a terminal, for more than one input (else None); the
+        caller updates it as files finish."""
+        if progress and total > 1 and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="file", desc="decoding", leave=False)
+        return self.bar
+
     def consume(self, results: Any, total: int, progress: bool) -> int:
+        """Write every result; with ``progress``, a bar counts them as they come
+        (a bar from :meth:`open_bar` is closed here too)."""
         from ..batch import Summary
 
         summary = Summary()

@@ -15,6 +15,7 @@ import os
 
 from ..errors import ConfigError
 from .collective import Collective
+from .dask import transcribe as transcribe
 
 #: Environment variables in which MPI launchers announce the job's size: Open MPI's
 #: mpirun, MPICH/Intel MPI's Hydra (mpiexec), PMIx launchers (srun --mpi=pmix, prte)
