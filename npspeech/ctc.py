@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import warnings
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
 from .backends import get_backend
 from .constants import CTC_REDUCTION, CTC_REDUCTIONS, CTC_ZERO_INFINITY
 from .errors import ConfigError
+from .nn._checks import xp_of
 
 __all__ = ["ctc_loss", "flatten_targets"]
 
@@ -48,7 +50,9 @@ def ctc_loss(
     ----------
     logits : array, shape (T, B, V), float32 or float64
         Per-frame class scores, time-major. Frames ``t >= input_lengths[b]`` are
-        padding: their values are never read and their gradient is zero.
+        padding: their values are never read and their gradient is zero. CuPy logits
+        stay on the device (the targets and lengths are checked on the host and
+        uploaded with the call); the losses and the gradient are then CuPy arrays.
     targets : int array, shape (sum L,) or (B, L_max)
         Labels, either flat (the sequences one after the other, the project's
         convention) or padded (row ``b`` holds ``target_lengths[b]`` labels; entries
@@ -100,7 +104,11 @@ def ctc_loss(
     target_lengths = _check_lengths(target_lengths, B, "target_lengths")
     flat = flatten_targets(targets, target_lengths)
     _check_labels(flat, target_lengths, V, blank)
-    _check_finite(logits, input_lengths)
+    xp = xp_of(logits)
+    if xp is np:
+        _check_finite(logits, input_lengths)
+    else:
+        _check_finite_device(logits, input_lengths)
     offsets = np.zeros(B, dtype=np.int64)
     np.cumsum(target_lengths[:-1], out=offsets[1:])
     if out is not None:
@@ -111,7 +119,12 @@ def ctc_loss(
         logits, flat, offsets, input_lengths, target_lengths, blank, out=out
     )
 
-    impossible = np.flatnonzero(~np.isfinite(losses))
+    if xp is np:
+        impossible = np.flatnonzero(~np.isfinite(losses))
+    elif bool(xp.isfinite(losses).all()):  # one scalar back in the usual case
+        impossible = np.zeros(0, dtype=np.int64)
+    else:
+        impossible = np.flatnonzero(~np.isfinite(losses.get()))
     if impossible.size:
         action = "set to 0 (zero_infinity)" if zero_infinity else "inf"
         warnings.warn(
@@ -125,6 +138,7 @@ def ctc_loss(
 
     scale = _reduction_scale(reduction, target_lengths, B)
     if scale is not None:
+        scale = xp.asarray(scale)
         grad *= scale.astype(grad.dtype)[None, :, None]
     if reduction == "none":
         return losses, grad
@@ -132,7 +146,7 @@ def ctc_loss(
         total = losses.sum(dtype=np.float64)
     else:
         total = (losses.astype(np.float64) * scale).sum()
-    return losses.dtype.type(total), grad
+    return losses.dtype.type(float(total) if xp is not np else total), grad
 
 
 def flatten_targets(targets: np.ndarray, target_lengths: np.ndarray) -> np.ndarray:
@@ -176,12 +190,13 @@ def flatten_targets(targets: np.ndarray, target_lengths: np.ndarray) -> np.ndarr
 
 
 def _check_logits(logits: np.ndarray) -> np.ndarray:
-    logits = np.asarray(logits)
+    xp = xp_of(logits)  # device logits stay on the device; the rest is host data
+    logits = xp.asarray(logits)
     if logits.ndim != 3 or logits.shape[2] == 0:
         raise ConfigError(f"logits must have shape (T, B, V), got {logits.shape}")
     if logits.dtype not in (np.float32, np.float64):
         raise ConfigError(f"logits must be float32 or float64, got {logits.dtype}")
-    return np.ascontiguousarray(logits)
+    return xp.ascontiguousarray(logits)
 
 
 def _check_blank(blank: int, V: int) -> int:
@@ -241,9 +256,20 @@ def _check_finite(logits: np.ndarray, input_lengths: np.ndarray) -> None:
             )
 
 
+def _check_finite_device(logits: Any, input_lengths: np.ndarray) -> None:
+    """:func:`_check_finite` for device logits: one boolean comes back, and only a
+    failing batch is read back to name the frame at fault."""
+    xp = xp_of(logits)
+    T = logits.shape[0]
+    valid = xp.arange(T)[:, None] < xp.asarray(input_lengths)[None, :]  # (T, B)
+    peak = logits.max(axis=2)  # (T, B)
+    if not bool(xp.isfinite(xp.where(valid, peak, 0)).all()):
+        _check_finite(logits.get(), input_lengths)
+
+
 def _check_out(out: np.ndarray, logits: np.ndarray) -> None:
     if (
-        not isinstance(out, np.ndarray)
+        not isinstance(out, xp_of(logits).ndarray)
         or out.shape != logits.shape
         or out.dtype != logits.dtype
         or not out.flags.c_contiguous

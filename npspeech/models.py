@@ -40,6 +40,7 @@ import numpy as np
 
 from .config import ModelConfig
 from .errors import ConfigError
+from .nn._checks import xp_of
 
 ARCHITECTURES = ("deepspeech", "ds2", "ds2-stream")
 _RNN_KINDS = ("rnn", "lstm", "gru")
@@ -377,8 +378,10 @@ def with_classes(network: Network, n_classes: int, rng: np.random.Generator) -> 
 
 
 def frame_mask(lengths: np.ndarray, T: int, dtype: Any) -> np.ndarray:
-    """``(T, B, 1)`` mask, 1 on valid frames and 0 on padding."""
-    return (np.arange(T)[:, None] < np.asarray(lengths)[None, :]).astype(dtype)[
+    """``(T, B, 1)`` mask, 1 on valid frames and 0 on padding; on the device of
+    ``lengths`` (NumPy or CuPy)."""
+    xp = xp_of(lengths)
+    return (xp.arange(T)[:, None] < xp.asarray(lengths)[None, :]).astype(dtype)[
         :, :, None
     ]
 
@@ -397,17 +400,19 @@ def stack_context(
 
     Returns
     -------
-    array, shape (T, B, (2 * n_context + 1) * F), the input's dtype, zero on padding.
+    array, shape (T, B, (2 * n_context + 1) * F), the input's dtype and device, zero on
+    padding.
     """
+    xp = xp_of(features)
     T, B, F = features.shape
     mask = frame_mask(lengths, T, features.dtype)  # (T, B, 1)
     width = 2 * n_context + 1
     # Zero frames before the start and after the end of every sequence (its padding
     # is zeroed first), then a window of 2n+1 frames around each one: the same as
     # ``npspeech.features.context_windows`` on each sequence alone, without a loop.
-    padded = np.zeros((T + 2 * n_context, B, F), dtype=features.dtype)
+    padded = xp.zeros((T + 2 * n_context, B, F), dtype=features.dtype)
     padded[n_context : n_context + T] = features * mask
-    windows = np.lib.stride_tricks.sliding_window_view(padded, width, axis=0)
+    windows = xp.lib.stride_tricks.sliding_window_view(padded, width, axis=0)
     # (T, B, F, 2n+1) -> (T, B, 2n+1, F) -> (T, B, (2n+1)F): frame-major, as DeepSpeech
     stacked = windows.transpose(0, 1, 3, 2).reshape(T, B, width * F)
     return stacked * mask
@@ -437,9 +442,12 @@ def forward(
     ----------
     network : Network
     features : array, shape (T, B, F), the network's dtype
-        Zero on padded frames; ``F == network.n_input``.
+        Zero on padded frames; ``F == network.n_input``. A CuPy array (with the
+        network's weights on the same device, ``deepspeech`` architecture) runs the
+        whole pass on the device: the logits and the cache stay there.
     lengths : int array, shape (B,)
-        Valid frames per sequence.
+        Valid frames per sequence; checked on the host (CuPy lengths are read back,
+        B integers) and uploaded once for a device batch.
     training : bool
         Dropout on, batch norm from batch statistics (updating the running state).
     rng : numpy.random.Generator, optional
@@ -454,7 +462,10 @@ def forward(
     output_lengths : int32 array, shape (B,)
     cache : ForwardCache
     """
-    features = np.asarray(features)
+    xp = xp_of(features)
+    if xp_of(lengths) is not np:
+        lengths = lengths.get()
+    features = xp.asarray(features)
     lengths = np.asarray(lengths, dtype=np.int32)
     if features.ndim != 3 or features.shape[2] != network.n_input:
         raise ConfigError(
@@ -472,7 +483,15 @@ def forward(
     features = features.astype(network.dtype, copy=False)
     run = _Runner(network, training, rng, backend)
     if network.config.architecture == "deepspeech":
-        logits = run.deepspeech(features, lengths)
+        # A device batch takes its lengths along once (B int32); the host copy names
+        # the output lengths.
+        layer_lengths = lengths if xp is np else xp.asarray(lengths)
+        logits = run.deepspeech(features, lengths, layer_lengths)
+    elif xp is not np:
+        raise ConfigError(
+            f"a device-resident forward pass runs the deepspeech architecture only, "
+            f"not {network.config.architecture!r}; pass host (NumPy) arrays"
+        )
     else:
         logits = run.ds2(features, lengths)
     cache = ForwardCache(run.tape, lengths, run.lengths, run.state)
@@ -500,7 +519,7 @@ def backward(
     import importlib
 
     grads: dict[str, np.ndarray] = {}
-    dy = np.asarray(dlogits, dtype=network.dtype)
+    dy = xp_of(dlogits).asarray(dlogits, dtype=network.dtype)
     params = network.params
     kw = {} if backend is None else {"backend": backend}
     # Nothing before the first layer with parameters needs a gradient: the features are
@@ -514,6 +533,12 @@ def backward(
             continue
         if op == "reshape":
             dy = dy.reshape(payload)  # (T, B, C * F') -> (T, B, C, F')
+            continue
+        if op == "device_rnn":
+            from .backends.cupy_gpu import recurrent
+
+            dy, layer_grads = recurrent.backward(_sub(params, name), dy, payload)
+            grads.update({f"{name}/{key}": v for key, v in layer_grads.items()})
             continue
         module_name, function_name, has_params = _BACKWARD[op]
         function = getattr(
@@ -540,6 +565,7 @@ _BACKWARD = {
     "dropout": ("dropout", "dropout_backward", False),
     "dense": ("dense", "backward", True),
     "rnn": ("rnn", "backward", True),
+    "device_rnn": ("rnn", "backward", True),  # handled by the cupy backend's recurrent
     "conv": ("conv", "backward", True),
     "batch_norm": ("norm", "batch_norm_backward", True),
     "batch_norm_conv": ("norm", "batch_norm_conv_backward", True),
@@ -621,19 +647,30 @@ class _Runner:
         return y
 
     # -- architectures --
-    def deepspeech(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    def deepspeech(
+        self, features: np.ndarray, lengths: np.ndarray, layer_lengths: Any
+    ) -> np.ndarray:
+        """``lengths`` on the host; ``layer_lengths`` the same on the features'
+        device (``lengths`` itself for a host batch)."""
         from .nn import rnn
 
         self.lengths = lengths.copy()
+        lengths = layer_lengths
         x = stack_context(features, lengths, self.config.n_context)  # (T, B, (2n+1)F)
         # Dense layers zero their padded frames, and clipped ReLU and dropout keep
         # zeros, so no extra masking is needed here.
         for name in ("layer_1", "layer_2", "layer_3"):
             x = self.dropout(self.dense(name, x, lengths, clipped=True))
-        x, cache = rnn.forward(
-            _sub(self.params, "layer_4"), x, lengths, "lstm", **self.kw
-        )
-        self.tape.append(("rnn", "layer_4", cache))
+        if xp_of(x) is np:
+            x, cache = rnn.forward(
+                _sub(self.params, "layer_4"), x, lengths, "lstm", **self.kw
+            )
+            self.tape.append(("rnn", "layer_4", cache))
+        else:  # nn.rnn prepares its arrays with NumPy: the backend's device twin
+            from .backends.cupy_gpu import recurrent
+
+            x, cache = recurrent.forward(_sub(self.params, "layer_4"), x, lengths, "lstm")
+            self.tape.append(("device_rnn", "layer_4", cache))
         x = self.dropout(self.dense("layer_5", x, lengths, clipped=True))
         return self.dense("layer_6", x, lengths)  # (T, B, V)
 

@@ -7,6 +7,9 @@ argument, instead of a broadcasting accident deep inside a kernel.
 
 from __future__ import annotations
 
+import sys
+from types import ModuleType
+
 import numpy as np
 
 from ..errors import ConfigError
@@ -14,17 +17,38 @@ from ..errors import ConfigError
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def xp_of(value) -> ModuleType:
+    """The array module of ``value``: ``cupy`` for a CuPy array, else ``numpy``.
+
+    Never imports CuPy: an array can only be a CuPy array once the cupy backend has
+    imported it, so a CPU run only ever sees ``numpy`` here.
+    """
+    cupy = sys.modules.get("cupy")
+    if cupy is not None and isinstance(value, cupy.ndarray):
+        return cupy
+    return np
+
+
+def on_device(value) -> bool:
+    """Whether ``value`` is a CuPy (device) array."""
+    return xp_of(value) is not np
+
+
 def float_array(
     value, name: str, ndim: int | tuple[int, ...] | None = None
 ) -> np.ndarray:
     """``value`` as a C-contiguous float32/float64 array of the given rank(s).
+
+    A CuPy array stays a CuPy array (made contiguous on its device); anything else
+    becomes a NumPy array.
 
     Raises
     ------
     ConfigError
         When ``value`` is not a float32/float64 array or has another rank.
     """
-    array = np.asarray(value)
+    xp = xp_of(value)
+    array = xp.asarray(value)
     if array.dtype not in FLOAT_DTYPES:
         raise ConfigError(f"{name}: expected float32 or float64, got {array.dtype}")
     if ndim is not None:
@@ -34,7 +58,7 @@ def float_array(
                 f"{name}: expected {' or '.join(map(str, ranks))} dimensions, "
                 f"got shape {array.shape}"
             )
-    return np.ascontiguousarray(array)
+    return xp.ascontiguousarray(array)
 
 
 def same_dtype(
@@ -59,16 +83,24 @@ def lengths_array(
 ) -> np.ndarray:
     """``lengths`` as C-contiguous int32 ``(batch,)``, each in ``[0, max_frames]``.
 
+    CuPy lengths stay on their device and are checked for dtype and shape only:
+    reading their range back would stall the device at every layer, and the model
+    checks a device batch's lengths once, on the host, before uploading them
+    (:func:`npspeech.models.forward`).
+
     Raises
     ------
     ConfigError
         For a non-integer array, a wrong shape or a length outside ``[0, max_frames]``.
     """
-    array = np.asarray(lengths)
+    xp = xp_of(lengths)
+    array = xp.asarray(lengths)
     if array.dtype.kind not in "iu":
         raise ConfigError(f"{name}: expected integers, got {array.dtype}")
     if array.shape != (batch,):
         raise ConfigError(f"{name}: expected shape ({batch},), got {array.shape}")
+    if xp is not np:
+        return xp.ascontiguousarray(array, dtype=np.int32)
     if batch and (array.min() < 0 or array.max() > max_frames):
         raise ConfigError(
             f"{name}: every length must lie in [0, {max_frames}], "

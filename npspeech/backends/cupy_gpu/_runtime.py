@@ -4,8 +4,10 @@ arrays across the host/device boundary.
 Host/device policy of every kernel of this backend ("results follow the inputs"):
 
 - called with CuPy arrays, a kernel computes on the device and returns CuPy arrays,
-  with no transfer; this is how a device-resident training step calls it;
-- called with NumPy arrays (as the layers of :mod:`npspeech.nn` do today, since their
+  with no transfer; this is how a device-resident training step calls it. Small host
+  arguments next to device ones (a dropout mask drawn by the host RNG, CTC targets)
+  are uploaded for the call and the results stay on the device;
+- called with NumPy arrays only (as the layers of :mod:`npspeech.nn` do today, since their
   argument checks build NumPy arrays), it copies them to the device, computes there and
   returns NumPy arrays, so the backend is a drop-in replacement for ``numba`` with one
   transfer each way per kernel call.
@@ -118,10 +120,15 @@ def follow_input(out: str | None = None, result: int | None = None):
         @functools.wraps(kernel)
         def wrapper(*args, **kwargs):
             bound = signature.bind(*args, **kwargs)
-            host = any(is_host(value) for value in bound.arguments.values())
-            if not host:
+            values = bound.arguments.values()
+            if not any(is_host(value) for value in values):
                 return kernel(*args, **kwargs)
             host_out = bound.arguments.get(out) if out is not None else None
+            if not is_host(host_out) and any(
+                isinstance(value, cupy().ndarray) for value in values
+            ):
+                # device-resident call with small host arguments: results stay put
+                return kernel(**{k: to_device(v) for k, v in bound.arguments.items()})
             arguments = {key: to_device(v) for key, v in bound.arguments.items()}
             returned = kernel(**arguments)
             if host_out is not None and is_host(host_out):
