@@ -96,3 +96,37 @@ def test_conv_kernels_match_reference_and_training_conv(stride, rng):
     got = _numba.conv_clip(xp, _numba.pack_conv(W, stride), *args)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_thread_pool_survives_fork(rng):
+    """A process forked after the pool started (``--jobs`` workers) still runs the
+    split kernels instead of waiting on threads it does not have."""
+    import multiprocessing
+
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2 or "fork" not in (
+        multiprocessing.get_all_start_methods()
+    ):
+        pytest.skip("needs two Numba threads and fork")
+    x = rng.normal(0, 1, (300, 20)).astype(np.float32)  # five row blocks
+    W = rng.normal(0, 1, (20, 8)).astype(np.float32)
+    b = np.zeros(8, dtype=np.float32)
+    packed = _numba.pack_dense(W)
+    before = numba.get_num_threads()
+    numba.set_num_threads(2)
+    try:
+        expected = np.array(_numba.dense(x, packed, b))  # starts the pool
+        context = multiprocessing.get_context("fork")
+        with context.Pool(1) as pool:
+            got = pool.apply_async(_dense_in_child, (x, packed, b)).get(timeout=60)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(got, expected)
+
+
+def _dense_in_child(x, packed, b):
+    import numba
+
+    numba.set_num_threads(2)
+    return np.array(_numba.dense(x, packed, b))

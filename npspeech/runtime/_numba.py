@@ -33,6 +33,7 @@ Shape legend as in :mod:`._reference`.
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from types import FunctionType
 
@@ -130,7 +131,7 @@ def _dense_blocks(
 # threads, Numba's thread count of them. A ``parallel=True`` build of the same loops
 # took three times as long to compile on a fresh install (issue 16: the first run
 # counts), for work that splits into a few large parts anyway.
-_POOL: list = []
+_POOL: dict = {}  # "executor", its "workers" and the "pid" that started it
 
 
 def _split(work, parts: int) -> None:
@@ -138,9 +139,14 @@ def _split(work, parts: int) -> None:
     if parts <= 1:
         work(0)
         return
-    if not _POOL or _POOL[0]._max_workers < parts:
-        _POOL[:] = [ThreadPoolExecutor(max_workers=parts)]
-    for future in [_POOL[0].submit(work, part) for part in range(parts)]:
+    # a forked child inherits the executor but not its threads: start another there
+    if _POOL.get("pid") != os.getpid() or _POOL["workers"] < parts:
+        _POOL.update(
+            executor=ThreadPoolExecutor(max_workers=parts),
+            workers=parts,
+            pid=os.getpid(),
+        )
+    for future in [_POOL["executor"].submit(work, part) for part in range(parts)]:
         future.result()
 
 
