@@ -254,3 +254,12 @@ def test_threads_split_the_work_without_changing_results(rng):
         numba.set_num_threads(before)
     # each row and each sequence is computed by the same code on either split
     np.testing.assert_array_equal(one, two)
+
+
+def test_float64_network_runs_in_float32(rng):
+    network = _network(CONFIGS["deepspeech"], rng).astype(np.float64)
+    features, lengths = _batch(rng, [12, 7])
+    logits, _ = InferenceNetwork(network, "numba").forward(features, lengths)
+    expected, _, _ = models.forward(network, features.astype(np.float64), lengths)
+    assert logits.dtype == np.float32
+    np.testing.assert_allclose(logits, expected, rtol=RTOL, atol=ATOL)
