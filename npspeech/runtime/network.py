@@ -7,8 +7,9 @@ What preparation does (in float64, then stored as float32):
   ``shift = beta - running_mean * scale``; it is folded into the layer next to it (a
   convolution's weight and bias before it, the recurrent layer's input weight or the
   output layer's weight after it), so no normalisation runs at inference;
-- the recurrent weights are packed once into the layout the kernels read
-  (:func:`._numba.pack_recurrent`), where training packs them on every call.
+- every weight matrix (dense, recurrent, convolution) is packed once into the layout
+  its kernel reads (the column panels of :mod:`._numba`'s register tiles; training
+  packs the recurrent weights on every call).
 
 Streaming (batch 1). Each layer that looks at future frames keeps a small buffer in the
 :class:`StreamState`: DeepSpeech's context window holds back ``n_context`` frames, each
