@@ -42,10 +42,11 @@ from typing import Any
 
 import numpy as np
 
-from . import checkpoint, fpenv, memory, models
+from . import checkpoint, fpenv, memory, models, train_device, train_log
 from .alphabet import Alphabet
 from .config import TrainConfig, from_dict, to_dict
-from .curves import LOG_FILE, PLOT_FILE, plot_run, read_log
+from .curves import LOG_FILE as LOG_FILE  # the run's log, named for callers
+from .curves import PLOT_FILE, plot_run, read_log
 from .distributed import data_parallel
 from .distributed.collective import Collective
 from .errors import ConfigError
@@ -115,6 +116,10 @@ class Trainer:
         self.on_epoch = on_epoch
         self.backend = get_backend(config.backend)
         _validate(config)
+        #: the device-resident step (cupy backend), else None: the host step
+        self.device = None
+        if train_device.wanted(self.backend, config.model.architecture):
+            self.device = train_device.DeviceSteps(self.collective)
         if resume and overwrite:
             raise ConfigError("--resume and --overwrite exclude each other")
         self.resume, self.overwrite = resume, overwrite
@@ -281,7 +286,13 @@ class Trainer:
         if collective.size > 1:
             seed.append(collective.rank)
         rng = np.random.default_rng(seed)
-        local = self._local_gradients(share, B, epoch, index, rng)
+        device = self.device  # None: the host functions
+        if device is None:
+            local = self._local_gradients(share, B, epoch, index, rng)
+        else:
+            device.upload_state(state)
+            where = f"batch {index} of epoch {epoch}"
+            local = device.local_gradients(network, share, B, where, rng)
         grads, loss_sum, net_state = local.grads, local.loss_sum, local.state
         problem = bool(local.problem)
         if collective.size > 1:
@@ -302,10 +313,11 @@ class Trainer:
             # The norm of the summed gradient: clipping sees the global gradient. A
             # non-finite norm makes the clip factor 0 and inf * 0 = NaN: harmless, as
             # such a batch is skipped just below.
+            steps = optim if device is None else device
             if config.clip_norm > 0:
-                grads, norm = optim.clip_grad_norm(grads, config.clip_norm)
+                grads, norm = steps.clip_grad_norm(grads, config.clip_norm)
             else:
-                norm = optim.global_norm(grads)
+                norm = steps.global_norm(grads)
         if not math.isfinite(norm):
             names = ", ".join(u.source for u in batch.utterances)
             self._skip(
@@ -313,7 +325,7 @@ class Trainer:
                 f"{epoch} ({names}); batch skipped"
             )
             return result
-        params, optimizer = optim.adam_step(
+        params, optimizer = steps.adam_step(
             network.params,
             grads,
             state.optimizer,
@@ -583,7 +595,7 @@ class Trainer:
         ):
             stop = "early_stop"
         if improved and self.collective.is_root:
-            checkpoint.save(self.output_dir / BEST_CHECKPOINT, state)
+            checkpoint.save(self.output_dir / BEST_CHECKPOINT, self._host_state())
             self._export_model(best=True)
         if stop:
             record["stopped"] = stop
@@ -606,7 +618,7 @@ class Trainer:
         evaluation = None
         if indices:
             evaluation = evaluate(
-                self.state.network,
+                self._host_state().network,
                 [self.dev_set[i] for i in indices],
                 self.alphabet,
                 self.features,
@@ -620,6 +632,10 @@ class Trainer:
         return data_parallel.gather_evaluation(collective, indices, evaluation)
 
     # -- files -------------------------------------------------------------------------
+    def _host_state(self) -> checkpoint.TrainingState:
+        """The run state with its arrays on the host (itself on a CPU backend)."""
+        return self.state if self.device is None else self.device.host_state(self.state)
+
     def _check_output_dir(self) -> bool:
         """Whether this run replaces one in ``output_dir``; refuses (ConfigError) a
         folder holding a run unless resuming it or ``overwrite``."""
@@ -637,7 +653,7 @@ class Trainer:
     def _save_last(self) -> None:
         if not self.collective.is_root:
             return
-        checkpoint.save(self.output_dir / LAST_CHECKPOINT, self.state)
+        checkpoint.save(self.output_dir / LAST_CHECKPOINT, self._host_state())
         self._last_save = time.monotonic()
 
     def _export_model(self, best: bool = False) -> Path:
@@ -648,7 +664,7 @@ class Trainer:
         path = self.output_dir / MODEL_FILE
         if not self.collective.is_root:
             return path
-        state = self.state
+        state = self._host_state()
         if not best:
             best_path = self.output_dir / BEST_CHECKPOINT
             if best_path.is_file() and self.dev_set:
@@ -675,31 +691,12 @@ class Trainer:
         return modelfile.save(path, model)
 
     def _log(self, entry: dict[str, Any]) -> None:
-        if not self.collective.is_root:
-            return
-        entry = {"time": time.time(), **entry}
-        with (self.output_dir / LOG_FILE).open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry, allow_nan=True) + "\n")
+        if self.collective.is_root:
+            train_log.append(self.output_dir, entry)
 
     def _trim_log(self) -> None:
         """Drop log lines from after the checkpoint being resumed (to be redone)."""
-        path = self.output_dir / LOG_FILE
-        if not path.is_file():
-            return
-        kept = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a kill
-            event, step = entry.get("event"), entry.get("step", 0)
-            if (event == "step" and step <= self.state.step) or (
-                event == "epoch" and entry.get("epoch", 0) < self.state.epoch
-            ):
-                kept.append(line)
-        from .fileio import write_text_atomically
-
-        write_text_atomically(path, "".join(line + "\n" for line in kept))
+        train_log.trim(self.output_dir, self.state.step, self.state.epoch)
 
 
 def _validate(config: TrainConfig) -> None:

@@ -72,9 +72,15 @@ class Collective:
         Returns
         -------
         list of ndarray
-            The sums, shaped and typed as the inputs (the inputs themselves here).
+            The sums, shaped and typed as the inputs (the inputs themselves here);
+            CuPy inputs give CuPy sums, summed on the devices.
         """
         return list(arrays)
+
+    def select_device(self) -> None:
+        """Make this rank's GPU the current CUDA device, before a device-resident
+        step allocates anything (one GPU per rank); a single process keeps CuPy's
+        current device."""
 
     def broadcast(self, value: T) -> T:
         """Rank 0's ``value`` on every rank (arrays included)."""

@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..errors import ConfigError, NpspeechError
+from ..nn._checks import on_device
 from .collective import Collective
 
 T = TypeVar("T")
@@ -81,6 +82,7 @@ class MPICollective(Collective):
         self._token = np.zeros(1, dtype=np.int64)
         self._tokens = np.zeros(max(self.size - 1, 1), dtype=np.int64)
         self._buffer = np.empty(0, dtype=np.float32)
+        self._device: Any = None  # the GPU exchange, made on the first device call
         if self.size > 1:
             sys.excepthook = self._excepthook  # an error outside train() ends all too
 
@@ -209,8 +211,17 @@ class MPICollective(Collective):
         """Sums over the ranks, through one fused buffer and one ``Iallreduce``.
 
         The buffer has the arrays' common dtype and is reused by the next call: the
-        returned arrays are views into it, valid until then.
+        returned arrays are views into it, valid until then. When any array is a CuPy
+        array the buffer is on this rank's GPU and summed there
+        (:class:`~npspeech.distributed.nccl.DeviceAllreduce`: NCCL, else CUDA-aware
+        MPI, else through the host).
         """
+        if any(on_device(array) for array in arrays):
+            if self._device is None:
+                from .nccl import DeviceAllreduce
+
+                self._device = DeviceAllreduce(self.comm, self._meet)
+            return self._device.allreduce_sum(arrays, what)
         dtype = np.result_type(*arrays)
         total = sum(int(np.size(a)) for a in arrays)
         if self._buffer.dtype != dtype or self._buffer.size != total:
@@ -227,6 +238,12 @@ class MPICollective(Collective):
             sums.append(buffer[offset : offset + n].reshape(np.shape(array)))
             offset += n
         return sums
+
+    def select_device(self) -> None:
+        """Use the GPU numbered by this rank's rank on its node (one GPU per rank)."""
+        from .nccl import select_device
+
+        select_device(self.comm)
 
     def broadcast(self, value: T, what: str = "broadcast") -> T:
         """Rank 0's ``value`` on every rank. Arrays travel out of band (pickle protocol
