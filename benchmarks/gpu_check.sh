@@ -15,16 +15,17 @@
 #         --implementation cp --platform manylinux_2_28_x86_64 \
 #         --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #         --platform any -d .whl soundfile==0.14.0 cffi==2.1.1 pycparser \
-#         rapidfuzz==3.14.6
+#         rapidfuzz==3.14.6 mpi4py mpich
 #   With NPSPEECH_GPU_ONLINE=1 (a machine that reaches PyPI) the script instead
 #   installs .[test,gpu] into the venv; a CUDA torch must then already be in the
 #   system Python (the venv sees the system site-packages).
 #
-# Time budget (about 9 minutes on an H200 with 16 cores): venv and wheels ~20 s (no
+# Time budget (about 11 minutes on an H200 with 16 cores): venv and wheels ~20 s (no
 # compilation: npspeech runs from the source tree, its Cython extensions optional),
 # tests/test_cupy_backend.py -m gpu <= 150 s (CUDA kernels compiled on first use),
-# bench_gpu.py <= 180 s, the other `gpu` tests (backend-parametrised nn, ctc,
-# features and optim tests) <= 180 s. Each stage has its own timeout, and a failing
+# bench_gpu.py <= 180 s, tests/test_cupy_training.py <= 150 s (device-resident
+# training, a one-rank NCCL allreduce), the other `gpu` tests (backend-parametrised
+# nn, ctc, features and optim tests) <= 180 s. Each stage has its own timeout, and a failing
 # stage does not stop the next.
 set -u
 OUT=${OUT:-$PWD/gpu_check_out}
@@ -68,9 +69,16 @@ echo "== bench_gpu.py"
 timeout 180 python benchmarks/bench_gpu.py --steps 5 | tee "$OUT/bench_gpu.txt" \
     || status=1
 
+echo "== tests/test_cupy_training.py (device-resident training, NCCL; gpu and cpu)"
+# The NCCL test needs mpi4py (and an MPI, e.g. the mpich wheel) in .whl/; without it
+# it skips saying so. The corpus-based training test needs $NPSPEECH_DATA.
+timeout 150 python -m pytest tests/test_cupy_training.py -m "gpu or not gpu" -q \
+    -p no:cacheprovider -rs --junitxml="$OUT/pytest_cupy_training.xml" || status=1
+
 echo "== every other gpu test"
 timeout 180 python -m pytest tests -m gpu -q -p no:cacheprovider -rs \
-    --ignore=tests/test_cupy_backend.py --junitxml="$OUT/pytest_gpu.xml" || status=1
+    --ignore=tests/test_cupy_backend.py --ignore=tests/test_cupy_training.py \
+    --junitxml="$OUT/pytest_gpu.xml" || status=1
 
 echo "== done (status $status)"
 exit $status

@@ -337,3 +337,54 @@ def test_gpu_nccl_one_rank_allreduce(gpu_backend, rng):
     for got, want in zip(sums[:2], grads, strict=True):
         np.testing.assert_array_equal(got.get(), want.get())
     np.testing.assert_array_equal(sums[2], scalars)
+
+
+@pytest.mark.gpu
+def test_gpu_device_step_without_corpus(gpu_backend):
+    """The device halves of a step on synthetic data (no corpus needed): device
+    gradients equal the numpy backend's, and the update stays on the device."""
+    import types
+
+    import cupy
+
+    from npspeech import ctc, optim
+    from npspeech.distributed.collective import Collective
+    from npspeech.train_device import DeviceSteps
+
+    config = ModelConfig(n_hidden=16, n_context=2, dropout=0.0)
+    network = models.init(config, 6, 5, np.random.default_rng(0))
+    data = np.random.default_rng(1)
+    lengths = np.array([9, 7, 4], dtype=np.int32)
+    features = np.zeros((9, 3, 6), dtype=np.float32)
+    for b, n in enumerate(lengths):
+        features[:n, b] = data.standard_normal((n, 6))
+    batch = types.SimpleNamespace(
+        features=features,
+        lengths=lengths,
+        targets=np.array([0, 1, 2, 3, 1, 0], dtype=np.int32),
+        target_lengths=np.array([3, 2, 1], dtype=np.int32),
+        utterances=[types.SimpleNamespace(source=f"u{b}") for b in range(3)],
+    )
+    logits, out_lengths, cache = models.forward(
+        network, features, lengths, training=True, backend="numpy"
+    )
+    losses, dlogits = ctc.ctc_loss(
+        logits, batch.targets, out_lengths, batch.target_lengths, reduction="none",
+        backend="numpy",
+    )  # fmt: skip
+    want = models.backward(network, dlogits / 3, cache, backend="numpy")
+    steps = DeviceSteps(Collective())
+    device = network.copy()
+    device.params = steps.kernels.to_device(device.params)
+    local = steps.local_gradients(device, batch, 3, "batch 0", np.random.default_rng(0))
+    assert local.problem == ""
+    assert local.loss_sum == pytest.approx(float(losses.sum()), rel=1e-4)
+    for name, grad in want.items():
+        assert isinstance(local.grads[name], cupy.ndarray)
+        np.testing.assert_allclose(
+            local.grads[name].get(), grad, rtol=1e-3, atol=1e-5, err_msg=name
+        )
+    state = steps.kernels.to_device(optim.adam_init(network.params))
+    steps.clip_grad_norm(local.grads, 1.0)
+    params, _ = steps.adam_step(device.params, local.grads, state, 1e-3)
+    assert all(isinstance(v, cupy.ndarray) for v in params.values())
