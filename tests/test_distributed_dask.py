@@ -210,6 +210,36 @@ def test_a_killed_worker_loses_no_file(client, model_path, files, tmp_path):
     assert len(before - after) == 1  # the nanny replaced the killed process
 
 
+class KillEveryTry(WorkerPlugin):
+    """Kills the worker process every time it starts the job's task ``index`` (a
+    file that crashes whatever decodes it)."""
+
+    name = "kill-every-try"
+
+    def __init__(self, index):
+        self.index = index
+
+    def transition(self, key, start, finish, **kwargs):
+        if finish == "executing" and str(key).endswith(f"-{self.index}"):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_file_that_kills_every_worker_fails_alone(cluster, client, model_path, files):
+    paths = files[:4]
+    allowed = cluster.scheduler.allowed_failures
+    cluster.scheduler.allowed_failures = 0  # KilledWorker on the first death
+    client.register_plugin(KillEveryTry(2))
+    try:
+        results = list(cluster_decode.transcribe(paths, model_path, client))
+    finally:
+        client.unregister_worker_plugin(KillEveryTry.name)
+        cluster.scheduler.allowed_failures = allowed
+    assert [r.source.name for r in results] == paths
+    assert [bool(r.error) for r in results] == [False, False, True, False]
+    assert paths[2] in results[2].error and "died" in results[2].error
+    client.wait_for_workers(2, timeout=120)
+
+
 def test_a_corrupt_file_is_reported_alone(client, model_path, files, tmp_path):
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt garbage")
