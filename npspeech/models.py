@@ -201,7 +201,7 @@ def _conv_geometry(config: ModelConfig, n_input: int) -> Iterator[tuple[int, int
     paddings = _pairs(config.conv_padding, "conv_padding", count)
     channels_in, frequencies = 1, n_input
     for channels_out, kernel, stride, padding in zip(
-        config.conv_channels, kernels, strides, paddings
+        config.conv_channels, kernels, strides, paddings, strict=True
     ):
         frequencies = (frequencies + 2 * padding[1] - kernel[1]) // stride[1] + 1
         if frequencies < 1:
@@ -669,7 +669,8 @@ class _Runner:
         else:  # nn.rnn prepares its arrays with NumPy: the backend's device twin
             from .backends.cupy_gpu import recurrent
 
-            x, cache = recurrent.forward(_sub(self.params, "layer_4"), x, lengths, "lstm")
+            layer = _sub(self.params, "layer_4")
+            x, cache = recurrent.forward(layer, x, lengths, "lstm")
             self.tape.append(("device_rnn", "layer_4", cache))
         x = self.dropout(self.dense("layer_5", x, lengths, clipped=True))
         return self.dense("layer_6", x, lengths)  # (T, B, V)
