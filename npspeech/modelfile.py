@@ -11,9 +11,22 @@ list and read it. Entries:
   ``n_input``, ``n_classes``, ``training`` (recipe, data, epochs, dev WER, ...), and the
   names, dtypes and shapes of the arrays below;
 - ``params/LAYER/NAME`` and ``state/LAYER/NAME``: the weights and batch-norm statistics;
+- ``scales/LAYER/NAME`` (int8 models only): float32, one scale per output channel of
+  the int8 ``params/LAYER/NAME``;
 - ``__sha256__``: hex SHA-256 (as ``uint8``) of the metadata JSON and of every array's
   name, dtype, shape and bytes, in sorted order: a file whose contents changed after
   writing fails :func:`load` with :class:`ModelFileError`.
+
+Format versions
+---------------
+- 1: every array float (float32 as written by training). Still read.
+- 2 (written now): as 1, plus int8 models (``npspeech quantize``,
+  :mod:`npspeech.quantize`): their metadata adds ``weights``: ``{"scheme":
+  "int8-symmetric-per-output-channel", "quantized": [NAME, ...]}``, and each named
+  param is stored int8 with its ``scales/NAME``. A float model has no ``weights``
+  entry. A version-1 reader refuses every version-2 file ("written by a newer
+  npspeech; upgrade") rather than reading int8 codes as weights; this reader loads
+  both versions, an int8 file as a :class:`npspeech.quantize.QuantizedNetwork`.
 
 Files are loaded with ``allow_pickle=False`` and written atomically (a temporary file in
 the same folder, flushed and fsynced, then renamed over the target), so a crash leaves
@@ -39,7 +52,7 @@ from .fileio import write_atomically
 from .models import Network
 
 FORMAT_NAME = "npspeech-model"
-FORMAT_VERSION = 1  # bump on any change a version-1 reader would misread
+FORMAT_VERSION = 2  # bump on any change an older reader would misread
 META_KEY = "__npspeech__"
 HASH_KEY = "__sha256__"
 
@@ -186,6 +199,11 @@ def save(path: str | os.PathLike, model: ModelFile) -> Path:
             f"the network has {network.n_classes} outputs but the alphabet needs "
             f"{model.alphabet.n_classes} (labels + blank)"
         )
+    from .quantize import SCHEME, QuantizedNetwork
+
+    quantized = (
+        tuple(network.quantized) if isinstance(network, QuantizedNetwork) else ()
+    )
     meta = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -199,6 +217,15 @@ def save(path: str | os.PathLike, model: ModelFile) -> Path:
     }
     arrays = {f"params/{name}": value for name, value in network.params.items()}
     arrays.update({f"state/{name}": value for name, value in network.state.items()})
+    if quantized:
+        from .quantize import output_axis, quantize_columns
+
+        meta["weights"] = {"scheme": SCHEME, "quantized": list(quantized)}
+        for name in quantized:
+            # the params hold q * scale, from which q and scale come back exactly
+            q, scale = quantize_columns(network.params[name], output_axis(name))
+            arrays[f"params/{name}"] = q
+            arrays[f"scales/{name}"] = scale
     return save_archive(path, meta, arrays)
 
 
@@ -240,8 +267,59 @@ def load(path: str | os.PathLike) -> ModelFile:
         if name.startswith("state/")
     }
     network = Network(config, n_input, n_classes, params, state)
+    if meta["format_version"] >= 2 and meta.get("weights") is not None:
+        network = _dequantized(path, meta["weights"], network, arrays)
+    else:
+        for name, array in params.items():
+            if not np.issubdtype(array.dtype, np.floating):
+                raise ModelFileError(
+                    f"{path}: parameter {name} is {array.dtype}, not a float array, "
+                    "and the file records no quantisation"
+                )
     _check_shapes(path, network)
     return ModelFile(network, features, alphabet, training)
+
+
+def _dequantized(path: Path, weights: Any, network: Network, arrays: dict):
+    """The :class:`~npspeech.quantize.QuantizedNetwork` of an int8 file: each
+    quantised param ``q * scale`` in float32 (see :mod:`npspeech.quantize`)."""
+    from .quantize import SCHEME, QuantizedNetwork, dequantize, output_axis
+
+    if not isinstance(weights, dict) or weights.get("scheme") != SCHEME:
+        scheme = weights.get("scheme") if isinstance(weights, dict) else weights
+        raise ModelFileError(
+            f"{path}: unknown weight quantisation {scheme!r} (this npspeech reads "
+            f"{SCHEME!r})"
+        )
+    names = weights.get("quantized")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ModelFileError(f"{path}: weights.quantized must be a list of names")
+    params = dict(network.params)
+    for name in names:
+        q, scale = params.get(name), arrays.get(f"scales/{name}")
+        if q is None or scale is None:
+            raise ModelFileError(
+                f"{path}: int8 parameter {name} or its scales/{name} is missing"
+            )
+        axis = output_axis(name)
+        if (
+            q.dtype != np.int8
+            or scale.dtype != np.float32
+            or scale.shape != (q.shape[axis],)
+        ):
+            raise ModelFileError(
+                f"{path}: int8 parameter {name} ({q.dtype} {q.shape}) does not match "
+                f"its scales ({scale.dtype} {scale.shape})"
+            )
+        params[name] = dequantize(q, scale, axis)
+    return QuantizedNetwork(
+        network.config,
+        network.n_input,
+        network.n_classes,
+        params,
+        network.state,
+        quantized=tuple(sorted(names)),
+    )
 
 
 def _check_shapes(path: Path, network: Network) -> None:

@@ -21,7 +21,14 @@ from collections.abc import Sequence
 from ..errors import NpspeechError
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("lm", "train", "eval", "decode", "bench")
+COMMAND_MODULES: tuple[str, ...] = (
+    "lm",
+    "train",
+    "eval",
+    "decode",
+    "quantize",
+    "bench",
+)
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # the input or the environment was at fault; the message says how

@@ -36,6 +36,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from types import FunctionType
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -45,12 +46,16 @@ from ..backends.numba_cpu import packed_matmul
 from ..backends.numba_cpu.gate_math import normal_or_zero, sigmoid, tanh
 
 __all__ = [
+    "Int8Panels",
     "pack_conv",
+    "pack_conv_int8",
     "conv_clip",
     "pack_dense",
+    "pack_dense_int8",
     "dense",
     "dense_clip",
     "pack_recurrent",
+    "pack_recurrent_int8",
     "lstm_sequence",
     "gru_sequence",
     "rnn_sequence",
@@ -68,6 +73,43 @@ ROWS_PER_BLOCK = 64
 def pack_dense(W: np.ndarray) -> np.ndarray:
     """A dense layer's ``W`` (F_in, F_out) as column panels (P, Kp, NR)."""
     return packed_matmul.pack_panels(np.ascontiguousarray(W, dtype=np.float32))
+
+
+class Int8Panels(NamedTuple):
+    """An int8 weight ``W = q * scale`` as the kernels read it.
+
+    Attributes
+    ----------
+    panels : int8 array, shape (P, Kp, NR)
+        ``q`` (K, N) in column panels of the float32 width (``NR = 32``): the tiles
+        convert each loaded panel row to float32.
+    scale : float32 array, shape (P * NR,)
+        Each column's scale (one past N), applied to the product's columns.
+    """
+
+    panels: np.ndarray
+    scale: np.ndarray
+
+
+def _int8_panels(q: np.ndarray, scale: np.ndarray) -> Int8Panels:
+    nr = packed_matmul.panel_width(np.float32)
+    panels = packed_matmul.pack_panels(np.ascontiguousarray(q, dtype=np.int8), nr)
+    padded = np.ones(panels.shape[0] * nr, dtype=np.float32)
+    padded[: scale.size] = scale
+    return Int8Panels(panels, padded)
+
+
+def pack_dense_int8(q: np.ndarray, scale: np.ndarray) -> Int8Panels:
+    """An int8 dense weight: ``q`` int8 (F_in, F_out), ``scale`` float32 (F_out,)."""
+    return _int8_panels(q, scale)
+
+
+def _panels_and_scale(W_packed):
+    """(panels, column scale): float panels get a scale of ones (exact)."""
+    if isinstance(W_packed, Int8Panels):
+        return W_packed.panels, W_packed.scale
+    P, _, nr = W_packed.shape
+    return W_packed, np.ones(P * nr, dtype=np.float32)
 
 
 @njit(cache=True)
@@ -102,11 +144,12 @@ def _product(a_t, rows, W_packed, out, out_row0):  # pragma: no cover - jit
 
 @njit(cache=True, nogil=True)
 def _dense_blocks(
-    x, W_packed, b, low, high, clip, out, first, last
+    x, W_packed, scale, b, low, high, clip, out, first, last
 ):  # pragma: no cover - jit
-    """Row blocks ``first .. last - 1`` of ``out[:, :N] = x @ W + b``, clipped to
-    [low, high] when ``clip``; x (M, K), out (M, P*NR). Each block's bias and clip run
-    right after its product, while it is in cache."""
+    """Row blocks ``first .. last - 1`` of ``out[:, :N] = (x @ W) * scale + b``,
+    clipped to [low, high] when ``clip``; x (M, K), out (M, P*NR), scale (P*NR,)
+    (ones for float weights). Each block's scale, bias and clip run right after its
+    product, while it is in cache."""
     M = x.shape[0]
     R = ROWS_PER_BLOCK
     a_t = np.zeros((W_packed.shape[1], R), dtype=x.dtype)  # rows K..Kp stay zero
@@ -119,11 +162,11 @@ def _dense_blocks(
         for r in range(r0, r0 + rows):
             if clip:
                 for j in range(N):
-                    v = out[r, j] + b[j]
+                    v = out[r, j] * scale[j] + b[j]
                     out[r, j] = low if v < low else (high if v > high else v)
             else:
                 for j in range(N):
-                    out[r, j] += b[j]
+                    out[r, j] = out[r, j] * scale[j] + b[j]
 
 
 # Threads: the kernels are compiled serial and release the GIL (``nogil``); a call
@@ -152,6 +195,7 @@ def _split(work, parts: int) -> None:
 
 def _dense(x, W_packed, b, low, high, clip):
     x = np.ascontiguousarray(x, dtype=np.float32)
+    W_packed, scale = _panels_and_scale(W_packed)
     P, _, nr = W_packed.shape
     M = x.shape[0]
     out = np.empty((M, P * nr), dtype=np.float32)
@@ -161,7 +205,7 @@ def _dense(x, W_packed, b, low, high, clip):
 
     def work(part):
         first, last = part * n_blocks // parts, (part + 1) * n_blocks // parts
-        _dense_blocks(x, W_packed, b, low, high, clip, out, first, last)
+        _dense_blocks(x, W_packed, scale, b, low, high, clip, out, first, last)
 
     _split(work, parts)
     return out[:, : b.size]  # padded panels: a view of the N real columns
@@ -184,14 +228,26 @@ def pack_conv(W: np.ndarray, stride: tuple[int, int]) -> np.ndarray:
     of ``W_all`` (st * C_in * kf, J * C_out), ``J = ceil(kt / st)``, with
     ``W_all[(s, c, df), (j, o)] = W[o, c, j * st + s, df]`` (zero past kt): the weights
     of every time offset side by side."""
+    return pack_dense(_conv_matrix(np.asarray(W, dtype=np.float32), stride))
+
+
+def _conv_matrix(W: np.ndarray, stride) -> np.ndarray:
+    """``W_all`` of :func:`pack_conv`, in ``W``'s dtype, not packed."""
     C_out, C_in, kt, kf = W.shape
     st = int(stride[0])
     J = -(-kt // st)
-    padded = np.zeros((C_out, C_in, J * st, kf), dtype=np.float32)
+    padded = np.zeros((C_out, C_in, J * st, kf), dtype=W.dtype)
     padded[:, :, :kt] = W
-    # (o, c, j, s, df) -> (s, c, df, j, o)
     W_all = padded.reshape(C_out, C_in, J, st, kf).transpose(3, 1, 4, 2, 0)
-    return pack_dense(W_all.reshape(st * C_in * kf, J * C_out))
+    return W_all.reshape(st * C_in * kf, J * C_out)
+
+
+def pack_conv_int8(q: np.ndarray, scale: np.ndarray, stride) -> Int8Panels:
+    """An int8 convolution: ``q`` int8 (C_out, C_in, kt, kf), ``scale`` float32
+    (C_out,); the layout of :func:`pack_conv`, each time offset's columns scaled
+    alike."""
+    J = -(-q.shape[2] // int(stride[0]))
+    return _int8_panels(_conv_matrix(q, stride), np.tile(scale, J))
 
 
 @njit(cache=True, nogil=True)
@@ -242,6 +298,7 @@ def conv_clip(xp, W_packed, b, kernel, stride, low, high):
     T_out = (Tp - kt) // st + 1
     F_out = (Fp - kf) // sf + 1
     T2 = T_out + J - 1  # rows of Z the outputs read
+    W_packed, scale = _panels_and_scale(W_packed)
     P, _, nr = W_packed.shape
     M = T2 * B * F_out
     Z = np.empty((M, P * nr), dtype=np.float32)
@@ -254,7 +311,10 @@ def conv_clip(xp, W_packed, b, kernel, stride, low, high):
         _conv_blocks(xp, W_packed, int(st), int(sf), int(kf), F_out, Z, first, last)
 
     _split(work, parts)
-    Z = Z[:, : J * C_out].reshape(T2, B, F_out, J, C_out)
+    Z = Z[:, : J * C_out]
+    if W_packed.dtype == np.int8:
+        Z = Z * scale[: J * C_out]
+    Z = Z.reshape(T2, B, F_out, J, C_out)
     y = Z[:T_out, :, :, 0, :] + b  # (T', B, F', C_out)
     for j in range(1, J):
         y += Z[j : j + T_out, :, :, j, :]
@@ -265,6 +325,11 @@ def conv_clip(xp, W_packed, b, kernel, stride, low, high):
 def pack_recurrent(W_hh: np.ndarray) -> np.ndarray:
     """``W_hh`` (H, G*H) as column panels (P, Kp, NR) for the per-step product."""
     return packed_matmul.pack_panels(np.ascontiguousarray(W_hh))
+
+
+def pack_recurrent_int8(q: np.ndarray, scale: np.ndarray) -> Int8Panels:
+    """An int8 ``W_hh``: ``q`` int8 (H, G*H), ``scale`` float32 (G*H,)."""
+    return _int8_panels(q, scale)
 
 
 @njit(cache=True, error_model="numpy")
@@ -316,10 +381,11 @@ _cell = _lstm_cell  # replaced per kind by _specialise
 
 
 def _rows(
-    xw, lengths, W_packed, bias, h, c, ceiling, y, b0, b1
+    xw, lengths, W_packed, scale, bias, h, c, ceiling, y, b0, b1
 ):  # pragma: no cover - jit
-    """The time loop for sequences ``b0 .. b1 - 1``: every frame of the chunk."""
-    T = y.shape[0]
+    """The time loop for sequences ``b0 .. b1 - 1``: every frame of the chunk;
+    ``h W_hh`` is the product's columns times ``scale`` (ones for float weights)."""
+    T, _, H = y.shape
     P, Kp, nr = W_packed.shape
     a_t = np.zeros((Kp, b1 - b0), dtype=xw.dtype)  # the state, transposed
     hw = np.empty((b1 - b0, P * nr), dtype=xw.dtype)
@@ -328,12 +394,19 @@ def _rows(
         # h W_hh; rows past their length ride along, their state unchanged
         packed_matmul.pack_rows(h[b0:b1], a_t)
         _product(a_t, b1 - b0, W_packed, hw, 0)
+        for r in range(b1 - b0):
+            for j in range(scale.size):
+                hw[r, j] *= scale[j]
         for b in range(b0, b1):
+            # element loops, not ``y[t, b, :] = h[b]``: Numba's generic slice
+            # assignment took most of this kernel's compile time (issue 16)
             if t < lengths[b]:
                 _cell(xw[t, b], hw[b - b0], bias, h[b], c[b], ceiling, gates)
-                y[t, b, :] = h[b]
+                for k in range(H):
+                    y[t, b, k] = h[b, k]
             else:
-                y[t, b, :] = 0.0
+                for k in range(H):
+                    y[t, b, k] = 0.0
 
 
 def _specialise(function, suffix: str, **names):
@@ -363,6 +436,7 @@ def _run(kind, xw, lengths, W_packed, bias, h, c, ceiling, y) -> None:
     """The batch's sequences split over the threads, each part running the whole
     time loop for its rows (one sequence: one thread)."""
     xw = np.ascontiguousarray(xw)
+    W_packed, scale = _panels_and_scale(W_packed)
     lengths = np.ascontiguousarray(lengths, dtype=np.int64)
     ceiling = np.float32(ceiling)
     B = y.shape[1]
@@ -370,7 +444,7 @@ def _run(kind, xw, lengths, W_packed, bias, h, c, ceiling, y) -> None:
 
     def work(part):
         b0, b1 = part * B // parts, (part + 1) * B // parts
-        _ROWS[kind](xw, lengths, W_packed, bias, h, c, ceiling, y, b0, b1)
+        _ROWS[kind](xw, lengths, W_packed, scale, bias, h, c, ceiling, y, b0, b1)
 
     _split(work, parts)
 

@@ -11,23 +11,51 @@ order i, f, g, o; GRU 3 in order r, z, n; RNN 1).
 The recurrent weight ``W_hh (H, G*H)`` is passed in the form :func:`pack_recurrent`
 returns; here that is the matrix itself (the Numba kernels pack it into column panels
 once, when the network is built).
+
+int8 weights (``npspeech quantize``): ``W = q * scale``, ``q`` int8 and one float32
+scale per output column (per output channel of a convolution). The ``pack_*_int8``
+functions return an :class:`Int8Matrix`; every kernel takes it wherever it takes a
+float weight and computes ``(x @ q) * scale``: the product of the float activations
+with the integer weights, then each column scaled. Activations stay float.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 __all__ = [
+    "Int8Matrix",
     "pack_conv",
+    "pack_conv_int8",
     "conv_clip",
     "pack_dense",
+    "pack_dense_int8",
     "dense",
     "dense_clip",
     "pack_recurrent",
+    "pack_recurrent_int8",
     "lstm_sequence",
     "gru_sequence",
     "rnn_sequence",
 ]
+
+
+class Int8Matrix(NamedTuple):
+    """An int8 weight ``W = q * scale``.
+
+    Attributes
+    ----------
+    q : int8 array
+        (K, N) for a dense or recurrent weight; (C_out, C_in, kt, kf) for a
+        convolution.
+    scale : float32 array
+        (N,), one per output column; (C_out,) for a convolution.
+    """
+
+    q: np.ndarray
+    scale: np.ndarray
 
 
 def pack_dense(W: np.ndarray) -> np.ndarray:
@@ -36,12 +64,25 @@ def pack_dense(W: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(W)
 
 
+def pack_dense_int8(q: np.ndarray, scale: np.ndarray) -> Int8Matrix:
+    """An int8 dense weight: q int8 (F_in, F_out), scale float32 (F_out,)."""
+    return Int8Matrix(np.ascontiguousarray(q, dtype=np.int8), np.asarray(scale))
+
+
+def _times(x: np.ndarray, W) -> np.ndarray:
+    """``x @ W`` for a float weight or an :class:`Int8Matrix`, in x's dtype."""
+    if isinstance(W, Int8Matrix):
+        return (x @ W.q.astype(x.dtype)) * W.scale.astype(x.dtype)
+    return x @ W
+
+
 def dense(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``x @ W + b``.
 
-    x (N, F_in), W (F_in, F_out), b (F_out,), one float dtype -> y (N, F_out).
+    x (N, F_in), W (F_in, F_out) or its :class:`Int8Matrix`, b (F_out,), one float
+    dtype -> y (N, F_out).
     """
-    return x @ W + b
+    return _times(x, W) + b
 
 
 def dense_clip(
@@ -52,13 +93,18 @@ def dense_clip(
 
     x (N, F_in), W (F_in, F_out), b (F_out,), one float dtype -> y (N, F_out).
     """
-    return np.clip(x @ W + b, x.dtype.type(low), x.dtype.type(high))
+    return np.clip(_times(x, W) + b, x.dtype.type(low), x.dtype.type(high))
 
 
 def pack_conv(W: np.ndarray, stride: tuple[int, int]) -> np.ndarray:
     """A convolution's weight as :func:`conv_clip` reads it: unchanged, C-contiguous
     (C_out, C_in, kt, kf) (``stride`` is for the compiled kernels' layout)."""
     return np.ascontiguousarray(W)
+
+
+def pack_conv_int8(q: np.ndarray, scale: np.ndarray, stride) -> Int8Matrix:
+    """An int8 convolution: q int8 (C_out, C_in, kt, kf), scale float32 (C_out,)."""
+    return Int8Matrix(np.ascontiguousarray(q, dtype=np.int8), np.asarray(scale))
 
 
 def conv_clip(xp, W_packed, b, kernel, stride, low, high) -> np.ndarray:
@@ -69,7 +115,8 @@ def conv_clip(xp, W_packed, b, kernel, stride, low, high) -> np.ndarray:
     xp : array, shape (Tp, B, C_in, Fp)
         The input, zero-padded in time and frequency.
     W_packed : array
-        ``W`` (C_out, C_in, kt, kf) as :func:`pack_conv` gives it.
+        ``W`` (C_out, C_in, kt, kf) as :func:`pack_conv` gives it, or the
+        :class:`Int8Matrix` of :func:`pack_conv_int8`.
     b : array, shape (C_out,)
     kernel, stride : (int, int)
         ``(kt, kf)`` and ``(st, sf)``.
@@ -87,7 +134,14 @@ def conv_clip(xp, W_packed, b, kernel, stride, low, high) -> np.ndarray:
     windows = np.lib.stride_tricks.sliding_window_view(xp, (kt, kf), axis=(0, 3))
     windows = windows[: (T_out - 1) * st + 1 : st, :, :, : (F_out - 1) * sf + 1 : sf]
     # windows (T', B, C_in, F', kt, kf); y[t, b, o, f] = sum_ckl W[o, c, k, l] win
-    y = np.einsum("tbcfkl,ockl->tbof", windows, W_packed, optimize=True) + b[:, None]
+    if isinstance(W_packed, Int8Matrix):
+        W = (
+            W_packed.q.astype(xp.dtype)
+            * W_packed.scale.astype(xp.dtype)[:, None, None, None]
+        )
+    else:
+        W = W_packed
+    y = np.einsum("tbcfkl,ockl->tbof", windows, W, optimize=True) + b[:, None]
     return np.clip(y, xp.dtype.type(low), xp.dtype.type(high)).astype(xp.dtype)
 
 
@@ -95,6 +149,11 @@ def pack_recurrent(W_hh: np.ndarray) -> np.ndarray:
     """The recurrent weight as the kernels of this module read it: unchanged,
     C-contiguous (H, G*H)."""
     return np.ascontiguousarray(W_hh)
+
+
+def pack_recurrent_int8(q: np.ndarray, scale: np.ndarray) -> Int8Matrix:
+    """An int8 recurrent weight: q int8 (H, G*H), scale float32 (G*H,)."""
+    return Int8Matrix(np.ascontiguousarray(q, dtype=np.int8), np.asarray(scale))
 
 
 def _sigmoid(a: np.ndarray) -> np.ndarray:
@@ -123,7 +182,7 @@ def lstm_sequence(xw, lengths, W_packed, bias, h, c, y) -> None:
     H = h.shape[1]
     for t in range(xw.shape[0]):
         active = (t < np.asarray(lengths))[:, None]  # (B, 1)
-        a = xw[t] + h @ W_packed + bias  # (B, 4H)
+        a = xw[t] + _times(h, W_packed) + bias  # (B, 4H)
         i = _sigmoid(a[:, :H])
         f = _sigmoid(a[:, H : 2 * H])
         g = np.tanh(a[:, 2 * H : 3 * H])
@@ -155,7 +214,7 @@ def gru_sequence(xw, lengths, W_packed, b_hh, h, y) -> None:
     H = h.shape[1]
     for t in range(xw.shape[0]):
         active = (t < np.asarray(lengths))[:, None]
-        ah = h @ W_packed + b_hh  # (B, 3H)
+        ah = _times(h, W_packed) + b_hh  # (B, 3H)
         r = _sigmoid(xw[t, :, :H] + ah[:, :H])
         z = _sigmoid(xw[t, :, H : 2 * H] + ah[:, H : 2 * H])
         n = np.tanh(xw[t, :, 2 * H :] + r * ah[:, 2 * H :])
@@ -184,6 +243,6 @@ def rnn_sequence(xw, lengths, W_packed, bias, h, ceiling, y) -> None:
     """
     for t in range(xw.shape[0]):
         active = (t < np.asarray(lengths))[:, None]
-        h_new = np.clip(xw[t] + h @ W_packed + bias, 0.0, ceiling)
+        h_new = np.clip(xw[t] + _times(h, W_packed) + bias, 0.0, ceiling)
         y[t] = np.where(active, h_new, 0.0)
         h[...] = np.where(active, h_new, h)

@@ -9,7 +9,13 @@ What preparation does (in float64, then stored as float32):
   output layer's weight after it), so no normalisation runs at inference;
 - every weight matrix (dense, recurrent, convolution) is packed once into the layout
   its kernel reads (the column panels of :mod:`._numba`'s register tiles; training
-  packs the recurrent weights on every call).
+  packs the recurrent weights on every call);
+- with int8 weights (a model from ``npspeech quantize``, or ``weights="int8"``) each
+  matrix, after the folding, is quantised per output column
+  (:func:`npspeech.quantize.quantize_columns`) and runs on the int8 kernels. For an
+  int8 model whose matrices need no folding (DeepSpeech) that gives back the file's
+  int8 values exactly; a folded batch norm (DeepSpeech2) rescales rows, so those
+  matrices are rounded to int8 once more after the fold.
 
 Streaming (batch 1). Each layer that looks at future frames keeps a small buffer in the
 :class:`StreamState`: DeepSpeech's context window holds back ``n_context`` frames, each
@@ -36,8 +42,10 @@ from ..backends import default_backend_name
 from ..constants import BATCH_NORM_EPS
 from ..errors import ConfigError
 from ..nn.rnn import RELU_CEILING, reverse_sequences
+from ..quantize import quantize_columns
 
 _DTYPE = np.float32
+_WEIGHTS = ("float32", "int8")
 _STREAMABLE = ("deepspeech", "ds2-stream")
 
 
@@ -159,6 +167,10 @@ class InferenceNetwork:
     backend : {"numba", "numpy"}, optional
         Kernels: the compiled ones (default, or ``$NPSPEECH_BACKEND``) or the NumPy
         reference.
+    weights : {"float32", "int8"}, optional
+        How the weight matrices run. Default: ``int8`` for a network loaded from an
+        int8 model file (a :class:`npspeech.quantize.QuantizedNetwork`), else
+        ``float32``. ``int8`` on a float network quantises its matrices here.
 
     Attributes
     ----------
@@ -171,12 +183,24 @@ class InferenceNetwork:
         Output classes ``V``, the blank last.
     time_stride : int
         Input frames per output frame.
+    weights : str
+        ``float32`` or ``int8``.
     """
 
-    def __init__(self, network: models.Network, backend: str | None = None):
+    def __init__(
+        self,
+        network: models.Network,
+        backend: str | None = None,
+        weights: str | None = None,
+    ):
         config = network.config
         models.validate_config(config)
         name = default_backend_name() if backend is None else str(backend).lower()
+        if weights is None:
+            weights = "int8" if getattr(network, "quantized", ()) else "float32"
+        if weights not in _WEIGHTS:
+            raise ConfigError(f"weights must be one of {_WEIGHTS}, got {weights!r}")
+        self.weights = weights
         self.backend = name
         self._kernels = _kernels(name)
         self.config = config
@@ -210,9 +234,7 @@ class InferenceNetwork:
             b = params[f"conv_{index}/b"].astype(np.float64)
             self._convs.append(
                 _Conv(
-                    W=self._kernels.pack_conv(
-                        _f32(W * scale[:, None, None, None]), stride
-                    ),
+                    W=self._pack_conv(_f32(W * scale[:, None, None, None]), stride),
                     kernel=(int(W.shape[2]), int(W.shape[3])),
                     b=_f32(b * scale + shift),
                     stride=(int(stride[0]), int(stride[1])),
@@ -240,8 +262,24 @@ class InferenceNetwork:
 
     # -- preparation ---------------------------------------------------------------
 
+    def _pack_dense(self, W: np.ndarray):
+        if self.weights == "int8":
+            return self._kernels.pack_dense_int8(*quantize_columns(W, axis=1))
+        return self._kernels.pack_dense(_f32(W))
+
+    def _pack_recurrent(self, W_hh: np.ndarray):
+        if self.weights == "int8":
+            return self._kernels.pack_recurrent_int8(*quantize_columns(W_hh, axis=1))
+        return self._kernels.pack_recurrent(_f32(W_hh))
+
+    def _pack_conv(self, W: np.ndarray, stride):
+        if self.weights == "int8":
+            q, scale = quantize_columns(W, axis=0)
+            return self._kernels.pack_conv_int8(q, scale, stride)
+        return self._kernels.pack_conv(W, stride)
+
     def _prepare_dense(self, W, b, clip) -> _Dense:
-        return _Dense(self._kernels.pack_dense(_f32(W)), _f32(b), clip)
+        return _Dense(self._pack_dense(_f32(W)), _f32(b), clip)
 
     def _prepare_recurrent(
         self,
@@ -272,9 +310,9 @@ class InferenceNetwork:
                 input_bias, step_bias = np.zeros_like(_f32(b_ih)), _f32(b_ih + b_hh)
             directions.append(
                 _Direction(
-                    W_ih=self._kernels.pack_dense(_f32(W_ih)),
+                    W_ih=self._pack_dense(_f32(W_ih)),
                     input_bias=input_bias,
-                    W_packed=self._kernels.pack_recurrent(W_hh),
+                    W_packed=self._pack_recurrent(W_hh),
                     step_bias=step_bias,
                 )
             )

@@ -73,13 +73,16 @@ def padded_depth(K: int) -> int:
     return -(-K // UNROLL) * UNROLL
 
 
-def pack_panels(w: np.ndarray) -> np.ndarray:
+def pack_panels(w: np.ndarray, nr: int | None = None) -> np.ndarray:
     """Pack ``w`` (K, N) into column panels (P, Kp, NR), zero padded, C-contiguous.
 
     ``P = ceil(N / NR)``; ``out[p, k, j] = w[k, p*NR + j]`` where that exists, else 0.
+    ``nr`` defaults to :func:`panel_width` of ``w``'s dtype; int8 weights multiplied
+    into float32 rows take the float32 width (``panel_width(np.float32)``), the lanes
+    of the accumulators they are converted into.
     """
     K, N = w.shape
-    nr = panel_width(w.dtype)
+    nr = panel_width(w.dtype) if nr is None else int(nr)
     P = -(-N // nr)
     Kp = padded_depth(K)
     if (Kp, P * nr) == (K, N):  # no padding: one copy (64 MiB for an LSTM of 2048)
@@ -108,7 +111,11 @@ def _make_tile(rows: int):
     what is there when ``accumulate`` is true. The sums start from zero and what is in
     ``out`` is added after the k loop: the tile asks for those lines at its start, so
     that the k loop's time hides their fetch where ``out`` is too large for the cache
-    (the weight-gradient product of :mod:`.weight_product`). With ``ahead`` true it
+    (the weight-gradient product of :mod:`.weight_product`). ``w_packed`` may also be
+    int8 (panels of the float width NR, see :func:`pack_panels`): each panel row is
+    loaded as NR bytes and converted to floats before its multiply-adds, so that a
+    weight streamed from memory takes a quarter of the bytes; the caller scales the
+    columns afterwards. With ``ahead`` true it
     also asks the cache for the next block of ``w_packed`` as it goes (software
     prefetch): that pays where the weights stream from DRAM and costs ~10% where they
     sit in L3 (see :data:`PREFETCH_ABOVE_BYTES`). a_t (Kp, B), w_packed (P, Kp, NR),
@@ -124,10 +131,16 @@ def _make_tile(rows: int):
         if not all(isinstance(t, types.Array) and t.layout == "C" for t in arrays):
             raise TypingError("the packed tile needs C-contiguous arrays")
         dtype = a_t.dtype
-        if dtype not in (types.float32, types.float64) or any(
-            t.dtype != dtype for t in arrays
+        if (
+            dtype not in (types.float32, types.float64)
+            or out.dtype != dtype
+            or w_packed.dtype not in (dtype, types.int8)
         ):
-            raise TypingError("the packed tile needs float32 or float64 arrays alike")
+            raise TypingError(
+                "the packed tile needs float32 or float64 rows and output alike, "
+                "and weights of that dtype or int8"
+            )
+        int8_weights = w_packed.dtype == types.int8
         if (a_t.ndim, w_packed.ndim, out.ndim) != (2, 3, 2):
             raise TypingError("the packed tile needs a_t 2-D, w_packed 3-D, out 2-D")
         nr = panel_width(np.float32 if dtype == types.float32 else np.float64)
@@ -158,6 +171,9 @@ def _make_tile(rows: int):
             vector = ir.VectorType(lane, nr)
             bits = 32 if dtype == types.float32 else 64
             align = bits // 8
+            # a panel row as stored: NR floats, or NR bytes converted after the load
+            stored = ir.VectorType(ir.IntType(8), nr) if int8_weights else vector
+            w_bits = 8 if int8_weights else bits
             # fused where the target has FMA, a multiply and an add where it has not
             muladd = cgutils.get_or_insert_function(
                 builder.module,
@@ -222,8 +238,11 @@ def _make_tile(rows: int):
                     row_at = builder.mul(k_step, const(nr))
                     panel_row = builder.gep(panel_first, [row_at])
                     w_row = builder.load(
-                        builder.bitcast(panel_row, vector.as_pointer()), align=align
+                        builder.bitcast(panel_row, stored.as_pointer()),
+                        align=1 if int8_weights else align,
                     )
+                    if int8_weights:
+                        w_row = builder.sitofp(w_row, vector)
                     if with_prefetch:
                         # the block after this one (this panel's next or the next
                         # panel's first: contiguous in w_packed), a line per 64 bytes
@@ -231,7 +250,7 @@ def _make_tile(rows: int):
                             builder.gep(panel_row, [const(DEPTH_BLOCK * nr)]),
                             ir.IntType(8).as_pointer(),
                         )
-                        for offset in range(0, nr * bits // 8, 64):
+                        for offset in range(0, nr * w_bits // 8, 64):
                             line = builder.gep(ahead, [const(offset)])
                             builder.call(prefetch, [line, *hint])
                     a_row = builder.gep(a_first, [builder.mul(k_step, batch)])
@@ -245,8 +264,8 @@ def _make_tile(rows: int):
                         sums[i] = builder.call(muladd, [broadcast, w_row, sums[i]])
                 k_next = builder.add(k, const(UNROLL))
                 k.add_incoming(k_next, loop)
-                for chain, values in zip(accumulators, current):
-                    for phi, value in zip(chain, values):
+                for chain, values in zip(accumulators, current, strict=True):
+                    for phi, value in zip(chain, values, strict=True):
                         phi.add_incoming(value, loop)
                 builder.cbranch(builder.icmp_signed("<", k_next, k1_v), loop, done)
                 return loop, current
@@ -269,8 +288,10 @@ def _make_tile(rows: int):
                 finals.append(chain)
             results = list(finals[0])
             for chain in finals[1:]:
-                results = [builder.fadd(x, y) for x, y in zip(results, chain)]
-            for value, target in zip(results, targets):
+                results = [
+                    builder.fadd(x, y) for x, y in zip(results, chain, strict=True)
+                ]
+            for value, target in zip(results, targets, strict=True):
                 earlier = builder.select(
                     accumulate_v, builder.load(target, align=align), zeros
                 )
