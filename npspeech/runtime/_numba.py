@@ -462,3 +462,52 @@ def gru_sequence(xw, lengths, W_packed, b_hh, h, y) -> None:
 def rnn_sequence(xw, lengths, W_packed, bias, h, ceiling, y) -> None:
     """See :func:`._reference.rnn_sequence`."""
     _run("rnn", xw, lengths, W_packed, bias, h, h, ceiling, y)
+
+
+# -- which kernels a model needs, and whether they are compiled already --------------
+
+
+def _kernel_calls(architecture: str, kind: str, int8: bool):
+    """(dispatcher, sample arguments) for every compiled kernel a model runs: the
+    arguments have exactly the types the runtime passes (C-contiguous float32 arrays,
+    int8 or float32 panels, int64 indices), so their signature is the one the cache
+    holds after a run."""
+    f32 = np.float32
+    panels = np.zeros((1, 4, packed_matmul.panel_width(f32)), np.int8 if int8 else f32)
+    ones = np.ones(panels.shape[0] * panels.shape[2], f32)
+    x, out = np.zeros((1, 4), f32), np.zeros((1, panels.shape[2]), f32)
+    dense = (_dense_blocks, (x, panels, ones, ones, f32(0), f32(1), True, out, 0, 1))
+    y = np.zeros((1, 1, 1), f32)
+    state = np.zeros((1, 1), f32)
+    rows = (
+        _ROWS[kind],
+        (y, np.ones(1, np.int64), panels, ones, ones, state, state, f32(0), y, 0, 1),
+    )
+    calls = [dense, rows]
+    if architecture != "deepspeech":
+        xp = np.zeros((1, 1, 1, 1), f32)
+        calls.append((_conv_blocks, (xp, panels, 1, 1, 1, 1, out, 0, 1)))
+    return calls
+
+
+def kernels_cached(architecture: str, kind: str, weights: str) -> bool:
+    """True when every kernel a model of this architecture, recurrent ``kind`` and
+    ``weights`` (``float32`` or ``int8``) runs is compiled in this process or in
+    Numba's disk cache, so that running it now compiles nothing. A kernel found in
+    the disk cache is loaded into its dispatcher, as its first call would (the steps
+    of Numba's ``Dispatcher.compile`` for a cache hit), so that it is read once."""
+    for dispatcher, args in _kernel_calls(architecture, kind, weights == "int8"):
+        cache = getattr(dispatcher, "_cache", None)
+        if cache is None:  # NUMBA_DISABLE_JIT: plain Python functions
+            continue
+        signature = tuple(numba.typeof(arg) for arg in args)
+        if signature in dispatcher.overloads:
+            continue
+        result = cache.load_overload(signature, dispatcher.targetctx)
+        if result is None:
+            return False
+        dispatcher.targetctx.insert_user_function(
+            result.entry_point, result.fndesc, [result.library]
+        )
+        dispatcher.add_overload(result)
+    return True

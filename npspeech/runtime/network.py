@@ -26,12 +26,27 @@ each layer's trailing zero padding, as the offline pass pads the end of a sequen
 flushes what is left. Recurrent layers carry ``h`` (and ``c``) between chunks. Work per
 chunk is proportional to the chunk plus these fixed buffers.
 
+First run. Compiling the Numba kernels takes seconds on a fresh install (an empty
+Numba cache), more than the NumPy reference needs for a short input. A network whose
+backend was left to the default (``backend=None``, numba) therefore checks, on its
+first call, whether its kernels are in Numba's disk cache
+(:func:`._numba.kernels_cached`). If they are, it runs them. If not, inputs of at most
+:data:`COLD_REFERENCE_FRAMES` frames (offline: frames times batch; streaming: each
+chunk) run on the NumPy reference, and a detached low-priority process compiles the
+kernels into the cache for later runs (:mod:`._warmup`); a stream switches to the
+compiled kernels as soon as they are there (checked at most once a second, its state
+carries over). A longer offline input compiles the kernels in this process, where they
+pay for themselves. While cold, an int8 model runs its dequantized weights on the
+reference in float32 (its weights are the same; the reference's int8 form would
+convert them at every step). An explicit ``backend="numba"`` always compiles here.
+
 Shape legend: T frames, B batch, F features, C channels, H hidden, V classes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from types import ModuleType
 from typing import Any
 
@@ -46,6 +61,10 @@ from ..quantize import quantize_columns
 
 _DTYPE = np.float32
 _WEIGHTS = ("float32", "int8")
+#: While the compiled kernels are not cached, inputs of at most this many frames run on
+#: the NumPy reference (60 s of DeepSpeech audio; a few seconds of compute there).
+COLD_REFERENCE_FRAMES = 3000
+_COLD_CHECK_SECONDS = 1.0
 _STREAMABLE = ("deepspeech", "ds2-stream")
 
 
@@ -202,6 +221,12 @@ class InferenceNetwork:
             raise ConfigError(f"weights must be one of {_WEIGHTS}, got {weights!r}")
         self.weights = weights
         self.backend = name
+        # the first-run fallback (module docstring): only where the kernels were left
+        # to the default
+        self._cold = backend is None and name == "numba"
+        self._network = network if self._cold else None
+        self._reference: InferenceNetwork | None = None
+        self._next_check = 0.0
         self._kernels = _kernels(name)
         self.config = config
         self.architecture = config.architecture
@@ -259,6 +284,32 @@ class InferenceNetwork:
         W = params["output/W"].astype(np.float64)
         b = params["output/b"].astype(np.float64)
         self._output = self._prepare_dense(W * scale[:, None], b + shift @ W, None)
+
+    # -- first run -------------------------------------------------------------------
+
+    def _runner(self, frames: int) -> InferenceNetwork:
+        """This network, or its NumPy twin while the kernels are not compiled yet
+        and the input is short (see the module docstring)."""
+        if not self._cold:
+            return self
+        now = time.monotonic()
+        if self._reference is not None and now < self._next_check:
+            if frames <= COLD_REFERENCE_FRAMES:
+                return self._reference
+        from . import _numba, _warmup
+
+        kind = self._recurrent[0].kind
+        if _numba.kernels_cached(self.architecture, kind, self.weights):
+            self._cold, self._network, self._reference = False, None, None
+            return self
+        if frames > COLD_REFERENCE_FRAMES:
+            self._cold, self._network, self._reference = False, None, None
+            return self  # compile here
+        if self._reference is None:
+            self._reference = InferenceNetwork(self._network, "numpy", "float32")
+            _warmup.start(self.architecture, kind, self.weights)
+        self._next_check = now + _COLD_CHECK_SECONDS
+        return self._reference
 
     # -- preparation ---------------------------------------------------------------
 
@@ -412,6 +463,9 @@ class InferenceNetwork:
             )
         if B and (lengths.min() < 0 or lengths.max() > T):
             raise ConfigError(f"lengths {lengths.tolist()} outside 0..{T}")
+        runner = self._runner(T * B)
+        if runner is not self:
+            return runner.forward(features, lengths)
         lengths = lengths.astype(np.int32)
         features = features.astype(_DTYPE, copy=False)
         if self.architecture == "deepspeech":
@@ -554,6 +608,9 @@ class InferenceNetwork:
                 f"{features.shape}"
             )
         features = features.astype(_DTYPE, copy=False)
+        runner = self._runner(features.shape[0])
+        if runner is not self:
+            return runner.forward_chunk(features, state, final)
         state.frames_in += features.shape[0]
         if self.architecture == "deepspeech":
             out = self._deepspeech_chunk(features, state, final)
