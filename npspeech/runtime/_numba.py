@@ -18,6 +18,11 @@
   :mod:`npspeech.backends.numba_cpu.gate_math` in branch-free loops that vectorise. At
   batch 1 a step streams the whole weight (64 MiB for an LSTM of 2048 units); the
   tile prefetches the next block of panels as it goes.
+- int8 weights (:class:`Int8Panels`, from ``pack_*_int8``): the same tiles read the
+  int8 panels and convert each loaded row to float32 (a quarter of the bytes per
+  weight; streaming is bound by reading them), then each output column is scaled
+  (fused with the bias in dense layers, one pass per step in the time loop). The
+  activations stay float32.
 - Few compiled functions, all serial (a fresh install compiles them on first use):
   the three kinds share the source of one time loop, :func:`_rows`, copied per cell
   so that a model compiles only its own kind. Threads come from a pool of Python
@@ -384,7 +389,8 @@ def _rows(
     xw, lengths, W_packed, scale, bias, h, c, ceiling, y, b0, b1
 ):  # pragma: no cover - jit
     """The time loop for sequences ``b0 .. b1 - 1``: every frame of the chunk;
-    ``h W_hh`` is the product's columns times ``scale`` (ones for float weights)."""
+    ``h W_hh`` is the product's columns times ``scale`` (int8 weights; empty for
+    float weights, which need no scaling)."""
     T, _, H = y.shape
     P, Kp, nr = W_packed.shape
     a_t = np.zeros((Kp, b1 - b0), dtype=xw.dtype)  # the state, transposed
@@ -437,6 +443,8 @@ def _run(kind, xw, lengths, W_packed, bias, h, c, ceiling, y) -> None:
     time loop for its rows (one sequence: one thread)."""
     xw = np.ascontiguousarray(xw)
     W_packed, scale = _panels_and_scale(W_packed)
+    if W_packed.dtype != np.int8:
+        scale = scale[:0]  # no pass over the columns
     lengths = np.ascontiguousarray(lengths, dtype=np.int64)
     ceiling = np.float32(ceiling)
     B = y.shape[1]
