@@ -10,7 +10,7 @@ from helpers.tolerances import (
     BACKEND_ATOL_FLOAT64,
     BACKEND_RTOL_FLOAT32,
     BACKEND_RTOL_FLOAT64,
-    PARITY_ATOL_FLOAT32,
+    CONV_PARITY_ATOL_FLOAT32,
     PARITY_ATOL_FLOAT64,
     PARITY_RTOL_FLOAT32,
 )
@@ -31,7 +31,7 @@ def _padded_batch(rng, T, lengths, C, F, dtype=np.float64):
 def _parity_tol(dtype) -> dict:
     if dtype == np.float64:
         return {"rtol": 0, "atol": PARITY_ATOL_FLOAT64}
-    return {"rtol": PARITY_RTOL_FLOAT32, "atol": PARITY_ATOL_FLOAT32}
+    return {"rtol": PARITY_RTOL_FLOAT32, "atol": CONV_PARITY_ATOL_FLOAT32}
 
 
 def test_output_lengths_formula():
