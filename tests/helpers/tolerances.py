@@ -10,9 +10,9 @@ GRADCHECK_EPS = 1e-6
 PARITY_ATOL_FLOAT64 = 1e-5
 PARITY_RTOL_FLOAT32 = 1e-4
 PARITY_ATOL_FLOAT32 = 1e-5
-# A convolution output sums C x kt x kf products of terms up to ~25 in magnitude; PyTorch
-# and BLAS add them in different orders (~6e-8 relative each), which leaves up to ~1e-4
-# absolute on outputs where the terms cancel (1.2e-5 seen with OpenBLAS's Haswell GEMM).
+# A convolution output sums C x kt x kf products of terms up to ~25 in magnitude;
+# PyTorch and BLAS add them in different orders (~6e-8 relative each), which leaves up
+# to ~1e-4 absolute where the terms cancel (1.2e-5 seen with OpenBLAS's Haswell GEMM).
 CONV_PARITY_ATOL_FLOAT32 = 5e-5
 
 # Accelerated kernel against the NumPy reference on the same inputs.
