@@ -51,7 +51,7 @@ def test_cold_short_input_runs_on_reference(name, weights, cold, rng):
 
 def test_cold_long_input_compiles_here(cold, rng, monkeypatch):
     started, _ = cold
-    monkeypatch.setattr(runtime_network, "COLD_REFERENCE_FRAMES", 10)
+    monkeypatch.setattr(runtime_network, "COLD_REFERENCE_WORK", 10)
     runtime = InferenceNetwork(_network(ALL["deepspeech"], rng))
     features, lengths = _batch(rng, [30])
     runtime.forward(features, lengths)

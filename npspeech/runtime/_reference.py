@@ -170,7 +170,8 @@ def lstm_sequence(xw, lengths, W_packed, bias, h, c, y) -> None:
     lengths : int array, shape (B,)
         Valid frames per sequence; later frames leave its state as it is.
     W_packed : array
-        ``W_hh`` (H, 4H) as :func:`pack_recurrent` gives it.
+        ``W_hh`` (H, 4H) as :func:`pack_recurrent` gives it, or its
+        :class:`Int8Matrix`.
     bias : array, shape (4H,)
         ``b_ih + b_hh``.
     h, c : arrays, shape (B, H)
@@ -203,7 +204,8 @@ def gru_sequence(xw, lengths, W_packed, b_hh, h, y) -> None:
         The input projection ``x W_ih + b_ih``.
     lengths : int array, shape (B,)
     W_packed : array
-        ``W_hh`` (H, 3H) as :func:`pack_recurrent` gives it.
+        ``W_hh`` (H, 3H) as :func:`pack_recurrent` gives it, or its
+        :class:`Int8Matrix`.
     b_hh : array, shape (3H,)
         The recurrent bias (inside the reset gate's product for n, so kept apart).
     h : array, shape (B, H)
@@ -232,7 +234,8 @@ def rnn_sequence(xw, lengths, W_packed, bias, h, ceiling, y) -> None:
         The input projection ``x W_ih`` without any bias.
     lengths : int array, shape (B,)
     W_packed : array
-        ``W_hh`` (H, H) as :func:`pack_recurrent` gives it.
+        ``W_hh`` (H, H) as :func:`pack_recurrent` gives it, or its
+        :class:`Int8Matrix`.
     bias : array, shape (H,)
         ``b_ih + b_hh``.
     h : array, shape (B, H)

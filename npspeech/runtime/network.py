@@ -30,10 +30,11 @@ First run. Compiling the Numba kernels takes seconds on a fresh install (an empt
 Numba cache), more than the NumPy reference needs for a short input. A network whose
 backend was left to the default (``backend=None``, numba) therefore checks, on its
 first call, whether its kernels are in Numba's disk cache
-(:func:`._numba.kernels_cached`). If they are, it runs them. If not, inputs of at most
-:data:`COLD_REFERENCE_FRAMES` frames (offline: frames times batch; streaming: each
-chunk) run on the NumPy reference, and a detached low-priority process compiles the
-kernels into the cache for later runs (:mod:`._warmup`); a stream switches to the
+(:func:`._numba.kernels_cached`). If they are, it runs them. If not, short inputs run on
+the NumPy reference (frames times weights at most :data:`COLD_REFERENCE_WORK`; the
+frames of the padded batch offline, of each chunk streaming), and a detached
+low-priority process compiles the kernels into the cache for later runs
+(:mod:`._warmup`); a stream switches to the
 compiled kernels as soon as they are there (checked at most once a second, its state
 carries over). A longer offline input compiles the kernels in this process, where they
 pay for themselves. While cold, an int8 model runs its dequantized weights on the
@@ -61,9 +62,12 @@ from ..quantize import quantize_columns
 
 _DTYPE = np.float32
 _WEIGHTS = ("float32", "int8")
-#: While the compiled kernels are not cached, inputs of at most this many frames run on
-#: the NumPy reference (60 s of DeepSpeech audio; a few seconds of compute there).
-COLD_REFERENCE_FRAMES = 3000
+#: While the compiled kernels are not cached, an input runs on the NumPy reference when
+#: its frames times the model's weights are at most this: about 2e10 multiply-adds, on
+#: which the reference spent ~2 s more than the compiled kernels, less than compiling
+#: them (measured: DeepSpeech width 2048, 5 s of audio, 2.3 s against 1.05 s; width
+#: 512, 0.16 s against 0.10 s). That is ~8 s of audio at width 2048, ~2 min at 512.
+COLD_REFERENCE_WORK = 2e10
 _COLD_CHECK_SECONDS = 1.0
 _STREAMABLE = ("deepspeech", "ds2-stream")
 
@@ -227,6 +231,7 @@ class InferenceNetwork:
         self._network = network if self._cold else None
         self._reference: InferenceNetwork | None = None
         self._next_check = 0.0
+        self._n_weights = sum(int(p.size) for p in network.params.values())
         self._kernels = _kernels(name)
         self.config = config
         self.architecture = config.architecture
@@ -293,16 +298,16 @@ class InferenceNetwork:
         if not self._cold:
             return self
         now = time.monotonic()
-        if self._reference is not None and now < self._next_check:
-            if frames <= COLD_REFERENCE_FRAMES:
-                return self._reference
+        short = frames * self._n_weights <= COLD_REFERENCE_WORK
+        if self._reference is not None and now < self._next_check and short:
+            return self._reference
         from . import _numba, _warmup
 
         kind = self._recurrent[0].kind
         if _numba.kernels_cached(self.architecture, kind, self.weights):
             self._cold, self._network, self._reference = False, None, None
             return self
-        if frames > COLD_REFERENCE_FRAMES:
+        if not short:
             self._cold, self._network, self._reference = False, None, None
             return self  # compile here
         if self._reference is None:
