@@ -327,3 +327,25 @@ def test_cli_quantize_and_decode_with_int8_model(tmp_path, rng, capsys):
     signal = rng.normal(0, 0.1, 16000).astype(np.float32)
     assert isinstance(model.stt(signal, sample_rate=16000), str)
     assert Model(source, backend="numpy").inference_network.weights == "float32"
+
+
+def test_version_1_float_files_still_load(tmp_path, rng):
+    path = tmp_path / "v1.npz"
+    network = _model_file(path, rng, ModelConfig(n_hidden=16, dropout=0.0))
+
+    def as_version_1(meta, entries):
+        meta["format_version"] = 1
+
+    _rewrite(path, as_version_1)
+    loaded = modelfile.load(path)
+    assert type(loaded.network) is models.Network
+    for name, value in network.params.items():
+        np.testing.assert_array_equal(loaded.network.params[name], value)
+    # a version-1 file claiming int8 weights is not an int8 model: its int8 arrays
+    # are refused rather than read as weights
+    source, target = tmp_path / "f32.npz", tmp_path / "int8.npz"
+    _model_file(source, rng, ModelConfig(n_hidden=16, dropout=0.0))
+    quantize_file(source, target)
+    _rewrite(target, as_version_1)
+    with pytest.raises(ModelFileError, match="int8"):
+        modelfile.load(target)
