@@ -66,6 +66,8 @@ def start(architecture: str, kind: str, weights: str) -> bool:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # outlives this process, ignores its Ctrl-C
+            # ``-m`` looks in the working folder first: run where this npspeech is
+            cwd=Path(__file__).resolve().parents[2],
         )
     except OSError:
         lock.unlink(missing_ok=True)
