@@ -5,17 +5,10 @@ DeepSpeech's corpus CSVs, ``alphabet.txt``, ``.scorer`` files and MFCC front end
 read as they are.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
 from . import thread_pools
 
 # Before anything here imports NumPy (OpenBLAS) or starts Numba's threads (libgomp).
 thread_pools.set_defaults()
-
-try:
-    __version__ = version("npspeech")
-except PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "0.0.0+unknown"
 
 __all__ = ["__version__", "Model", "Stream", "transcribe"]
 
@@ -24,6 +17,16 @@ _LAZY = {"Model": "api", "Stream": "stream", "transcribe": "api"}
 
 
 def __getattr__(name: str):
+    if name == "__version__":
+        # importlib.metadata costs ~50 ms of start-up; only --version and callers pay it
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            value = version("npspeech")
+        except PackageNotFoundError:  # a source tree that was never installed
+            value = "0.0.0+unknown"
+        globals()["__version__"] = value
+        return value
     if name in _LAZY:
         import importlib
 
