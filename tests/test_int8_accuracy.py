@@ -3,10 +3,9 @@
 The model is ``tests/data/models/kathleen_fsdd_small.npz`` (DeepSpeech, width 384);
 the speech the 112 utterances of ``kathleen_arctic/test.csv``; the language model a
 3-gram built here from ``kathleen_arctic/train.csv``'s transcripts only (never a test
-sentence). Greedy and beam (width 100, as ``benchmarks/bench_int8.py``) + LM decoding,
-both under the issue's bound: WER and CER of
-the int8 model within 0.5 points of the float32 model's. The full test set's figures
-are in ``benchmarks/RESULTS.md`` (``benchmarks/bench_int8.py``).
+sentence). Greedy and beam (width 100) + LM decoding, both under the issue's bound:
+WER and CER of the int8 model within 0.5 points of the float32 model's. The same
+figures, from ``benchmarks/bench_int8.py``, are in ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
