@@ -19,7 +19,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import scipy.signal
 import soundfile
 
 from . import constants as C
@@ -133,6 +132,10 @@ def resample(signal: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
         raise AudioError(f"resample: expected a 1-D signal, got shape {signal.shape}")
     if from_rate == to_rate:
         return signal.copy()
+    # Imported here: scipy.signal costs a second or more of start-up, and only
+    # resampling needs it.
+    import scipy.signal
+
     common = math.gcd(from_rate, to_rate)
     resampled = scipy.signal.resample_poly(
         signal, to_rate // common, from_rate // common

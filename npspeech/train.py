@@ -441,6 +441,10 @@ class Trainer:
         stopped = state.record.get("stopped") or ""
         if stopped == "epochs" and state.epoch < config.epochs:
             stopped = ""  # a finished run resumed with more epochs goes on
+        if collective.is_root:
+            from .jit_notice import announce_compilation
+
+            announce_compilation()  # "compiling kernels, first run only", once
         while not stopped and state.epoch < config.epochs:
             epoch = state.epoch
             progress = _progress_bar(

@@ -228,6 +228,9 @@ def run(args: argparse.Namespace) -> int:
     """Run ``npspeech decode``."""
     from .. import batch
     from ..errors import ConfigError
+    from ..jit_notice import announce_compilation
+
+    announce_compilation()  # "compiling kernels, first run only", once
 
     decode_config = decode_config_from(args)
     fmt, n_best, options = _output_format(args, decode_config.decoder == "beam")
