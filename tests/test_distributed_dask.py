@@ -220,7 +220,9 @@ class KillEveryTry(WorkerPlugin):
         self.index = index
 
     def transition(self, key, start, finish, **kwargs):
-        if finish == "executing" and str(key).endswith(f"-{self.index}"):
+        # the job's key of that file, and of its retry alone
+        ends = (f"-{self.index}", f"-{self.index}-alone")
+        if finish == "executing" and str(key).endswith(ends):
             os.kill(os.getpid(), signal.SIGKILL)
 
 

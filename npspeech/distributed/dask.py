@@ -118,33 +118,63 @@ def transcribe(
     ]
     index_of = {future.key: index for index, future in enumerate(futures)}
     finished: dict[int, Result] = {}
+    suspects: list[int] = []  # tasks lost with workers that died while they ran
     next_index = 0
+
+    def done(index: int, result: Result) -> Iterator[Result]:
+        finished[index] = result
+        if on_done is not None:
+            on_done(result)
+        nonlocal next_index
+        while next_index in finished:  # the next ones in input order
+            yield finished.pop(next_index)
+            next_index += 1
+
+    pending = list(futures)
     try:
         for future in as_completed(futures):
             index = index_of[future.key]
-            finished[index] = _result_of(future, sources[index])
-            if on_done is not None:
-                on_done(finished[index])
-            while next_index in finished:  # the next ones in input order
-                yield finished.pop(next_index)
-                next_index += 1
+            result = _result_of(future, sources[index])
+            if result is None:
+                suspects.append(index)
+                continue
+            yield from done(index, result)
+        # A worker that dies takes every task it held with it, and the scheduler
+        # blames them all; each is tried again alone, so that only a file that kills
+        # whatever decodes it is reported.
+        for index in sorted(suspects):
+            retry = client.submit(
+                _transcribe_on_worker,
+                sources[index],
+                spec,
+                n_best,
+                key=f"{KEY_PREFIX}-{run}-{index}-alone",
+                retries=0,
+            )
+            pending.append(retry)
+            retry_result = _result_of(retry, sources[index])
+            yield from done(index, retry_result or _died(sources[index]))
     finally:
         # a consumer that stops early (a closed pipe) cancels what is still running
-        client.cancel([f for f in futures if not f.done()])
+        client.cancel([f for f in pending if not f.done()])
 
 
-def _result_of(future: Any, source: Source) -> Result:
-    """The Result of a finished task; a task whose workers kept dying fails alone."""
+def _result_of(future: Any, source: Source) -> Result | None:
+    """The Result of a finished task, or None when the workers running it died."""
     from distributed import KilledWorker
 
     try:
         return future.result()
     except KilledWorker:
-        return Result(
-            source,
-            error=f"{source.name}: the Dask workers decoding it died (killed or out "
-            "of memory) every time it was tried",
-        )
+        return None
+
+
+def _died(source: Source) -> Result:
+    return Result(
+        source,
+        error=f"{source.name}: the Dask workers decoding it died (killed or out of "
+        "memory) every time it was tried",
+    )
 
 
 def _spec_of(model: Any, decode_config: Any, backend: str | None) -> ModelSpec:
