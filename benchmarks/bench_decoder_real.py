@@ -23,6 +23,11 @@ Two protocols:
   are searched with them; pyctcdecode keeps its other settings at its defaults. Test is
   then decoded once, each decoder at its own best dev setting.
 
+npspeech runs at its library defaults (``npspeech.constants``: ``cutoff_prob``,
+``cutoff_top_n``, the Scorer's OOV penalties) unless a flag says otherwise;
+``--cutoff-prob 1.0 --oov-word-penalties 0`` gives DeepSpeech's search (as ``api.Model``
+runs it) with npspeech's earlier OOV setting.
+
 Run::
 
     python benchmarks/bench_decoder_real.py \\
@@ -43,6 +48,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from npspeech import constants as C
 from npspeech.data import read_csvs
 from npspeech.decoder.beam import BeamSearchDecoder
 from npspeech.decoder.greedy import best_path
@@ -111,6 +117,7 @@ def npspeech_decoder(args, alphabet, scorer):
     return BeamSearchDecoder(
         alphabet,
         beam_width=args.beam_width,
+        cutoff_top_n=args.cutoff_top_n,
         cutoff_prob=args.cutoff_prob,
         scorer=scorer,
     )
@@ -236,8 +243,16 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--cutoff-prob",
         type=float,
-        default=1.0,
-        help="npspeech's per-frame cumulative-probability pruning (DeepSpeech: 1.0)",
+        default=C.CUTOFF_PROB,
+        help="npspeech's per-frame cumulative-probability pruning "
+        f"(default: npspeech's, {C.CUTOFF_PROB}; DeepSpeech: 1.0)",
+    )
+    parser.add_argument(
+        "--cutoff-top-n",
+        type=int,
+        default=C.CUTOFF_TOP_N,
+        help="npspeech's classes considered per frame "
+        f"(default: npspeech's, {C.CUTOFF_TOP_N}; DeepSpeech: 40)",
     )
     parser.add_argument(
         "--oov-penalty",
@@ -285,7 +300,7 @@ def main(argv=None) -> int:
     print(
         f"{len(test)} test utterances, {frames} frames; LM: order {args.order} from "
         f"{len(lm_text)} training transcripts; beam {args.beam_width}, "
-        f"npspeech cutoff_prob {args.cutoff_prob}"
+        f"npspeech cutoff_prob {args.cutoff_prob}, cutoff_top_n {args.cutoff_top_n}"
         + (f"; tuning on {len(dev[0])} dev utterances" if dev else "")
     )
 

@@ -14,7 +14,8 @@ One decoder, scorer and LM cache are kept by the model between calls; the setter
 cached answers survive them.
 
 Decoding semantics, as DeepSpeech's: every transcription runs the CTC prefix beam
-search (width :data:`npspeech.constants.BEAM_WIDTH` = 500, DeepSpeech's default), with
+search with DeepSpeech's settings (width 500, ``cutoff_top_n`` 40, ``cutoff_prob`` 1.0:
+:data:`npspeech.constants.DS_BEAM_WIDTH` and its neighbours), with
 the external scorer when one is enabled and on acoustic scores alone when none is, as
 DeepSpeech's ``stt`` does without a scorer. Best-path (greedy) decoding, faster and
 without an LM, is chosen with ``set_decoder(DecodeConfig(decoder="greedy"))``; the
@@ -76,8 +77,13 @@ class Model(_BaseModel):
 
     def _setup(self, network, features, alphabet, training) -> None:
         super().__init__(network, features, alphabet, training)
+        # DeepSpeech's decoder settings, not npspeech's faster defaults: this class
+        # emulates DeepSpeech's API, so it searches as DeepSpeech does.
         self.decode_config = DecodeConfig(
-            decoder="beam", beam_width=constants.BEAM_WIDTH
+            decoder="beam",
+            beam_width=constants.DS_BEAM_WIDTH,
+            cutoff_top_n=constants.DS_CUTOFF_TOP_N,
+            cutoff_prob=constants.DS_CUTOFF_PROB,
         )
         self._scorer: Any = None  # the loaded Scorer, kept while enabled
         self._hotwords: dict[str, float] = {}

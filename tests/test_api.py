@@ -12,7 +12,7 @@ import soundfile
 from helpers.inference_models import save_small_model, smoke_alphabet
 
 import npspeech
-from npspeech import inference
+from npspeech import constants, inference
 from npspeech.api import Model
 from npspeech.audio import load
 from npspeech.config import DecodeConfig
@@ -43,6 +43,9 @@ def test_defaults_follow_deepspeech(model_path):
     assert model.sample_rate == model.sampleRate() == 16_000
     assert model.decode_config.decoder == "beam"  # DeepSpeech always beam-searches
     assert model.decoder.scorer is None
+    # DeepSpeech's search settings, not npspeech's faster library defaults
+    assert (model.decoder.cutoff_top_n, model.decoder.cutoff_prob) == (40, 1.0)
+    assert constants.CUTOFF_PROB != 1.0
 
 
 def test_audio_forms_agree(model, data_dir):

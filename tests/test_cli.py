@@ -67,6 +67,10 @@ def test_decoder_options_choose_and_check_the_decoder():
     beam = config("--beam_width", "16", "--hot_words", "a:1.5,b:2", "--hotwords", "c")
     assert (beam.decoder, beam.beam_width) == ("beam", 16)
     assert beam.hotwords == ("c", "a:1.5", "b:2")
+    # npspeech's defaults unless asked; DeepSpeech's settings are reachable by flags
+    assert (beam.cutoff_top_n, beam.cutoff_prob) == (40, 0.99)
+    deepspeech = config("--beam_width", "500", "--cutoff-prob", "1.0")
+    assert (deepspeech.beam_width, deepspeech.cutoff_prob) == (500, 1.0)
     scored = config("--scorer", "s", "--lm_alpha", "0.5", "--lm_beta", "0")
     assert (scored.decoder, scored.alpha, scored.beta) == ("beam", 0.5, 0.0)
     for argv, message in [
