@@ -493,6 +493,7 @@ cdef class PrefixBeamSearch:
         cdef int V = self.n_classes
         cdef int v, i, j, c, prefix, child, node, keep
         cdef double lp, base, log_p, cumulative, min_cutoff, score
+        cdef pair[double, int] moved
         # 1. pruned classes: likeliest first (ties: lower class id), top-n, cutoff_prob
         self.classes.clear()
         for v in range(V):
@@ -508,6 +509,16 @@ cdef class PrefixBeamSearch:
                 if cumulative >= self.cutoff_prob:
                     break
             n_keep = keep
+        # the blank is always tried (after the kept classes, which are all likelier):
+        # without it a frame whose letters hold the cut-off mass extends every prefix,
+        # and a vocabulary-only search (oov_penalty -inf) can then lose them all
+        for i in range(n_keep, V):
+            if self.classes[i].second == self.blank:
+                moved = self.classes[i]
+                self.classes[i] = self.classes[n_keep]
+                self.classes[n_keep] = moved
+                n_keep += 1
+                break
         # 2. DeepSpeech's min_cutoff: with a full beam, an extension scoring below the
         # worst prefix followed by a blank cannot enter the beam
         min_cutoff = NEG_INF

@@ -226,20 +226,22 @@ def test_oov_penalty_is_per_letter_outside_the_vocabulary(rng):
     assert decode(-math.inf).text != "ccc"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DecoderError,
-    reason="known defect: with cutoff_prob < 1 a frame may prune the blank, and a "
-    "vocabulary-only (-inf) search can then end with no finite prefix",
-)
 def test_vocabulary_only_search_at_default_cutoff_keeps_a_prefix(rng):
+    # cutoff_prob < 1 would prune the blank on these peaky frames; the blank is always
+    # tried, so a vocabulary-only (-inf) search keeps a finite prefix
     model = kenlm.Model(str(TINY_ARPA))
     vocabulary = read_arpa_unigrams(TINY_ARPA)
     log_probs = peaky_log_probs(rng, SMALL, "ccc", noise=0.1, peak=12.0)
     scorer = Scorer(model, 1.0, 0.0, vocabulary=vocabulary, oov_penalty=-math.inf)
     decoder = BeamSearchDecoder(SMALL, beam_width=16, scorer=scorer)
     assert decoder.cutoff_prob < 1.0  # the library default
-    assert decoder.decode(log_probs)[0].text != "ccc"
+    best = decoder.decode(log_probs)[0]
+    assert best.text != "ccc" and math.isfinite(best.log_score)
+    oracle = decoder.new_search(reference=True)
+    oracle.feed(decoder.validate(log_probs))
+    labels, score = oracle.best(1)[0]
+    assert "".join(decoder._class_text[c] for c in labels) == best.text
+    assert score == pytest.approx(best.log_score, abs=1e-4)
 
 
 def _decode_with_word_penalty(model, vocabulary, log_probs, word_penalty):

@@ -9,7 +9,8 @@ The search (per frame, Graves 2012 / Hannun et al. 2014 prefix search, DeepSpeec
 ------------------------------------------------------------------------------------
 1. Classes sorted by log-probability, likeliest first (ties: lower class id); keep the
    first ``cutoff_top_n``, then, when ``cutoff_prob < 1``, the shortest head whose
-   probabilities sum to ``cutoff_prob``.
+   probabilities sum to ``cutoff_prob``; the blank is tried after them when it is not
+   among them.
 2. With a full beam, ``min_cutoff = score(worst prefix) + ln p(blank) - slack`` (slack:
    the word bonus ``beta`` when positive, as in DeepSpeech; hot-word boosts are left out
    so that hot-words do not slow the search); an extension below it is skipped, and so
@@ -224,6 +225,11 @@ class ReferenceBeamSearch:
                 if cumulative >= self.cutoff_prob:
                     break
             n_keep = keep
+        # the blank is always tried (after the kept classes, which are all likelier)
+        kept = classes[:n_keep]
+        if all(c != self.blank for _, c in kept):
+            kept.append(next(item for item in classes if item[1] == self.blank))
+        classes, n_keep = kept, len(kept)
         # 2. min_cutoff
         min_cutoff = NEG_INF
         if len(self.beam) >= self.beam_width:
