@@ -9,8 +9,8 @@ The search (per frame, Graves 2012 / Hannun et al. 2014 prefix search, DeepSpeec
 ------------------------------------------------------------------------------------
 1. Classes sorted by log-probability, likeliest first (ties: lower class id); keep the
    first ``cutoff_top_n``, then, when ``cutoff_prob < 1``, the shortest head whose
-   probabilities sum to ``cutoff_prob``; the blank is tried after them when it is not
-   among them.
+   probabilities sum to ``cutoff_prob``; a vocabulary-only search (``oov_penalty``
+   -inf) tries the blank after them when it is not among them.
 2. With a full beam, ``min_cutoff = score(worst prefix) + ln p(blank) - slack`` (slack:
    the word bonus ``beta`` when positive, as in DeepSpeech; hot-word boosts are left out
    so that hot-words do not slow the search); an extension below it is skipped, and so
@@ -225,9 +225,10 @@ class ReferenceBeamSearch:
                 if cumulative >= self.cutoff_prob:
                     break
             n_keep = keep
-        # the blank is always tried (after the kept classes, which are all likelier)
+        # a vocabulary-only search (oov_penalty -inf) always tries the blank too (after
+        # the kept classes), or a frame could lose every prefix
         kept = classes[:n_keep]
-        if all(c != self.blank for _, c in kept):
+        if self.oov_penalty == NEG_INF and all(c != self.blank for _, c in kept):
             kept.append(next(item for item in classes if item[1] == self.blank))
         classes, n_keep = kept, len(kept)
         # 2. min_cutoff
