@@ -55,6 +55,8 @@ DEFAULT_TIMEOUT = 600.0
 #: Test-only fault injection: ``RANK:STEP:ACTION`` makes rank RANK, before optimizer
 #: step STEP + 1, ``kill`` itself (SIGKILL), ``raise`` an exception or ``hang``.
 FAULT_VARIABLE = "NPSPEECH_MPI_TEST_FAULT"
+#: Seconds a failing rank waits after printing why, before MPI_Abort ends the job.
+ABORT_GRACE_SECONDS = 0.5
 _ARRIVAL_TAG = 7301  # point-to-point tag of the "arrived at this collective" tokens
 _LONGEST_POLL = 0.002  # seconds between two tests of a pending collective, at most
 
@@ -117,6 +119,9 @@ class MPICollective(Collective):
     def _abort(self, message: str) -> None:
         sys.stderr.write(f"npspeech: {message}\n")
         sys.stderr.flush()
+        # The launcher forwards each rank's output through a pipe and stops reading
+        # when the job is aborted: give it a moment to pass the message on.
+        time.sleep(ABORT_GRACE_SECONDS)
         self.comm.Abort(1)
         # MPICH's MPI_Abort may return after telling the launcher to end the job;
         # this rank must not go on (nor report the same failure twice).
