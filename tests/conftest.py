@@ -68,17 +68,17 @@ def numpy_backend():
 
 
 #: The trained model the int8 accuracy test quantises (committed with the tests).
-TRAINED_MODEL = REPO / "tests" / "data" / "models" / "kathleen_fsdd_small.npz"
+TRAINED_MODEL = REPO / "tests" / "data" / "models" / "kathleen_fsdd_160.npz"
 
 
 @pytest.fixture(scope="session")
 def trained_model_path() -> Path:
-    """``tests/data/models/kathleen_fsdd_small.npz``, a DeepSpeech model trained on
+    """``tests/data/models/kathleen_fsdd_160.npz``, a DeepSpeech model trained on
     kathleen_arctic and FSDD; fails (never skips) when the file is missing."""
     if not TRAINED_MODEL.is_file():
         pytest.fail(
             f"the trained test model {TRAINED_MODEL} is missing: it is committed with "
-            "the repository (train it with the kathleen_fsdd_small recipe and copy "
-            "its model.npz there)"
+            "the repository (train it with the kathleen_fsdd_small recipe and "
+            "--n-hidden 160 and copy its model.npz there)"
         )
     return TRAINED_MODEL

@@ -1,6 +1,6 @@
 """An int8 copy of a trained model transcribes real speech as well as the float one.
 
-The model is ``tests/data/models/kathleen_fsdd_small.npz`` (DeepSpeech, width 384);
+The model is ``tests/data/models/kathleen_fsdd_160.npz`` (DeepSpeech, width 160);
 the speech the 112 utterances of ``kathleen_arctic/test.csv``; the language model a
 3-gram built here from ``kathleen_arctic/train.csv``'s transcripts only (never a test
 sentence). Greedy and beam (width 100) + LM decoding, both under the issue's bound:
