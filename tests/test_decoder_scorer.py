@@ -219,6 +219,27 @@ def test_vocabulary_trie_skips_unspellable_words():
     assert trie.n_nodes == 4
 
 
+@pytest.mark.parametrize("labels", [[" ", "a", "b", "c", "'"], [" ", "a", "b", "ch"]])
+def test_vocabulary_trie_equals_the_dictionary_build(labels):
+    # The one-pass layout of sorted words is the trie LabelTrie.build makes when it is
+    # given the same words in the same order, for one-character labels (table lookup)
+    # and multi-character ones (alphabet.encode).
+    alphabet = Alphabet(labels)
+    rng = np.random.default_rng(7)
+    letters = [label for label in labels if label != " "]
+    words = ["".join(rng.choice(letters, rng.integers(1, 7))) for _ in range(400)]
+    words += ["", "a b", "x", "ab", "ab"]  # empty, two words, unspellable, repeated
+    trie = vocabulary_trie(alphabet, words)
+    spellable = set()
+    for word in words:
+        if word and " " not in word and "x" not in word:
+            spellable.add(tuple(int(i) for i in alphabet.encode(word)))
+    reference = LabelTrie.build([(ids, 0.0) for ids in sorted(spellable)])
+    for field in ("child_start", "child_label", "child_node", "boost", "terminal"):
+        np.testing.assert_array_equal(getattr(trie, field), getattr(reference, field))
+    assert int(trie.terminal.sum()) == len(spellable)
+
+
 def test_hotword_trie_normalises_and_validates():
     alphabet = english()
     trie = hotword_trie(alphabet, {"New York": 1.5})

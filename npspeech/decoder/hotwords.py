@@ -19,7 +19,7 @@ the largest of theirs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,16 +110,74 @@ class LabelTrie:
 
 
 def vocabulary_trie(alphabet: Alphabet, words: Iterable[str]) -> LabelTrie:
-    """Trie of the words the alphabet can spell (others cannot be decoded anyway)."""
-    entries = []
+    """Trie of the words the alphabet can spell (others cannot be decoded anyway).
+
+    A scorer's vocabulary can hold hundreds of thousands of words, so this does not
+    go through :meth:`LabelTrie.build` (a dictionary per node): the words are encoded
+    (a table lookup per character when every label is one character), sorted as
+    class-id sequences and laid out in one pass, each word adding the nodes past the
+    prefix it shares with the word before it. The trie is the one ``build`` makes
+    from the same words, with nodes numbered in sorted order.
+    """
+    return _sorted_trie(sorted(set(_spellable(alphabet, words))))
+
+
+def _spellable(alphabet: Alphabet, words: Iterable[str]) -> Iterator[tuple[int, ...]]:
+    """Class-id tuples of the single words (no space) that ``alphabet`` can spell."""
+    labels = alphabet.labels
+    if all(len(label) == 1 for label in labels):
+        index = {label: i for i, label in enumerate(labels)}.__getitem__
+        for word in words:
+            if word and " " not in word:
+                try:
+                    yield tuple(map(index, word))
+                except KeyError:
+                    continue
+        return
     for word in words:
-        if not word or " " in word:
-            continue
-        try:
-            entries.append((tuple(int(i) for i in alphabet.encode(word)), 0.0))
-        except AlphabetError:
-            continue
-    return LabelTrie.build(entries)
+        if word and " " not in word:
+            try:
+                yield tuple(int(i) for i in alphabet.encode(word))
+            except AlphabetError:
+                continue
+
+
+def _sorted_trie(entries: list[tuple[int, ...]]) -> LabelTrie:
+    """A zero-boost trie of distinct, sorted, non-empty class-id tuples."""
+    parents: list[int] = []  # parent of node i + 1
+    labels: list[int] = []  # label on the edge into node i + 1
+    terminal = [0]
+    path = [0]  # path[k]: node reached by the first k labels of the previous entry
+    previous: tuple[int, ...] = ()
+    for entry in entries:
+        shared = 0
+        limit = min(len(entry), len(previous))
+        while shared < limit and entry[shared] == previous[shared]:
+            shared += 1
+        del path[shared + 1 :]
+        node = path[shared]
+        for label in entry[shared:]:
+            parents.append(node)
+            labels.append(label)
+            node = len(terminal)
+            terminal.append(0)
+            path.append(node)
+        terminal[node] = 1
+        previous = entry
+    n_nodes = len(terminal)
+    parent = np.asarray(parents, dtype=np.int64)
+    # In sorted order each node's children are created in ascending label order, so a
+    # stable sort by parent leaves every node's edges sorted by label.
+    order = np.argsort(parent, kind="stable")
+    child_start = np.zeros(n_nodes + 1, dtype=np.int32)
+    np.cumsum(np.bincount(parent, minlength=n_nodes), out=child_start[1:])
+    return LabelTrie(
+        child_start=child_start,
+        child_label=np.asarray(labels, dtype=np.int32)[order],
+        child_node=(order + 1).astype(np.int32),
+        boost=np.zeros(n_nodes, dtype=np.float64),
+        terminal=np.asarray(terminal, dtype=np.uint8),
+    )
 
 
 def hotword_trie(
