@@ -57,8 +57,10 @@ class Model(_BaseModel):
 
     Parameters
     ----------
-    model_path : str or path-like
-        An npspeech model file (``npspeech train`` writes them).
+    model_path : str or path-like, optional
+        An npspeech model file (``npspeech train`` writes them), or ``"bundled"`` /
+        ``"bundled:NAME"``. Left out, the default bundled model (``npspeech models``)
+        is loaded with its scorer enabled.
     backend : str, optional
         Kernel backend (``numpy``, ``numba``, ``cupy``); None for the default.
 
@@ -68,12 +70,18 @@ class Model(_BaseModel):
         For a missing, truncated, foreign, newer or modified file.
     """
 
-    def __init__(self, model_path: str | os.PathLike, backend: str | None = None):
+    def __init__(
+        self, model_path: str | os.PathLike | None = None, backend: str | None = None
+    ):
         from . import modelfile
+        from .bundled import resolve_model
 
-        loaded = modelfile.load(model_path)
+        path, bundled = resolve_model(None if model_path is None else str(model_path))
+        loaded = modelfile.load(path)
         self._setup(loaded.network, loaded.features, loaded.alphabet, loaded.training)
         self.backend = backend
+        if bundled is not None and bundled.scorer_path is not None:
+            self.enable_external_scorer(bundled.scorer_path)
 
     def _setup(self, network, features, alphabet, training) -> None:
         super().__init__(network, features, alphabet, training)
@@ -89,7 +97,9 @@ class Model(_BaseModel):
         self._hotwords: dict[str, float] = {}
 
     @classmethod
-    def load(cls, path: str | os.PathLike, backend: str | None = None) -> Model:
+    def load(
+        cls, path: str | os.PathLike | None = None, backend: str | None = None
+    ) -> Model:
         """``Model(path, backend)``: the constructor under the base class's name."""
         return cls(path, backend=backend)
 

@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "decode",
     "quantize",
     "bench",
+    "models",
 )
 
 EXIT_OK = 0

@@ -21,7 +21,7 @@ import os
 import sys
 from typing import Any
 
-from .eval import add_decoder_options, decode_config_from
+from .eval import add_decoder_options, decode_config_from, resolve_model_option
 
 FORMATS = ("text", "json", "srt", "vtt", "tsv")
 #: Candidate transcripts in JSON output: DeepSpeech's client's default.
@@ -40,7 +40,13 @@ def register(subparsers: Any) -> None:
         help="audio files (WAV, FLAC, ...; resampled to the model's rate), folders "
         "(searched recursively), glob patterns, or - for 16-bit PCM on stdin",
     )
-    parser.add_argument("--model", required=True, metavar="MODEL", help="model file")
+    parser.add_argument(
+        "--model",
+        metavar="MODEL",
+        help="model file, or bundled:NAME (default: the bundled model, decoded with "
+        "its scorer unless --decoder greedy or --scorer is given; see `npspeech "
+        "models`)",
+    )
     parser.add_argument(
         "--audio",
         action="append",
@@ -232,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
 
     announce_compilation()  # "compiling kernels, first run only", once
 
+    resolve_model_option(args)  # no --model: the bundled one, with its scorer
     decode_config = decode_config_from(args)
     fmt, n_best, options = _output_format(args, decode_config.decoder == "beam")
     inputs = [*args.inputs, *args.audio]

@@ -100,6 +100,19 @@ def add_decoder_options(
         )
 
 
+def resolve_model_option(args: argparse.Namespace) -> None:
+    """Turn ``--model`` left out, ``bundled`` or ``bundled:NAME`` into the bundled
+    model's file, and give the search its scorer unless the options decide otherwise
+    (``--scorer`` given, or ``--decoder greedy``). A path is left as it is."""
+    from ..bundled import resolve_model
+
+    args.model, bundled = resolve_model(args.model)
+    if bundled is None or bundled.scorer_path is None:
+        return
+    if not args.scorer and args.decoder != "greedy":
+        args.scorer = str(bundled.scorer_path)
+
+
 def decode_config_from(args: argparse.Namespace) -> Any:
     """A :class:`~npspeech.config.DecodeConfig` from the decoder options.
 
@@ -162,9 +175,10 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--model",
-        required=True,
         metavar="MODEL",
-        help="model file (model.npz of a training run)",
+        help="model file (model.npz of a training run), or bundled:NAME (default: "
+        "the bundled model, with its scorer unless --decoder greedy or --scorer is "
+        "given; see `npspeech models`)",
     )
     parser.add_argument(
         "--csv",
@@ -216,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
     from ..fileio import write_text_atomically
     from ..inference import Model, evaluate
 
+    resolve_model_option(args)
     decode_config = decode_config_from(args)
     model = Model.load(args.model, backend=args.backend)
     utterances, durations = data.validate_corpus(

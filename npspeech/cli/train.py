@@ -161,7 +161,8 @@ def register(subparsers: Any) -> None:
     flags.add_argument(
         "--init-from",
         metavar="MODEL",
-        help="start from this model file: transfer learning (default: fresh weights)",
+        help="start from this model file, or `bundled` (bundled:NAME) for a model "
+        "shipped with npspeech: fine-tuning (default: fresh weights)",
     )
     flags.add_argument(
         "--reinit-layers",
@@ -307,6 +308,10 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     for key in _PATH_KEYS:
         if key in train:
             train[key] = _expand(train[key])
+    if train.get("init_from"):
+        from ..bundled import resolve_model
+
+        train["init_from"], _ = resolve_model(train["init_from"])
     return settings
 
 
