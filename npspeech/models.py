@@ -443,8 +443,8 @@ def forward(
     network : Network
     features : array, shape (T, B, F), the network's dtype
         Zero on padded frames; ``F == network.n_input``. A CuPy array (with the
-        network's weights on the same device, ``deepspeech`` architecture) runs the
-        whole pass on the device: the logits and the cache stay there.
+        network's weights and state on the same device) runs the whole pass on the
+        device: the logits, the cache and the new batch-norm state stay there.
     lengths : int array, shape (B,)
         Valid frames per sequence; checked on the host (CuPy lengths are read back,
         B integers) and uploaded once for a device batch.
@@ -482,18 +482,13 @@ def forward(
         raise ConfigError("training with dropout needs an rng")
     features = features.astype(network.dtype, copy=False)
     run = _Runner(network, training, rng, backend)
+    # A device batch takes its lengths along once (B int32); the host copy names the
+    # output lengths.
+    layer_lengths = lengths if xp is np else xp.asarray(lengths)
     if network.config.architecture == "deepspeech":
-        # A device batch takes its lengths along once (B int32); the host copy names
-        # the output lengths.
-        layer_lengths = lengths if xp is np else xp.asarray(lengths)
         logits = run.deepspeech(features, lengths, layer_lengths)
-    elif xp is not np:
-        raise ConfigError(
-            f"a device-resident forward pass runs the deepspeech architecture only, "
-            f"not {network.config.architecture!r}; pass host (NumPy) arrays"
-        )
     else:
-        logits = run.ds2(features, lengths)
+        logits = run.ds2(features, lengths, layer_lengths)
     cache = ForwardCache(run.tape, lengths, run.lengths, run.state)
     return logits, run.lengths, cache
 
@@ -627,10 +622,19 @@ class _Runner:
         return y
 
     def batch_norm(
-        self, name: str, x: np.ndarray, lengths: np.ndarray, conv: bool = False
+        self,
+        name: str,
+        x: np.ndarray,
+        lengths: np.ndarray,
+        conv: bool = False,
+        host_lengths: np.ndarray | None = None,
     ) -> np.ndarray:
+        """``host_lengths``: the host copy of device ``lengths``, on which the count
+        of values per channel is checked (the layer does not read device lengths)."""
         from .nn import norm
 
+        if self.training and host_lengths is not None and xp_of(lengths) is not np:
+            norm.training_count(host_lengths, x.shape[3] if conv else 1, name)
         function = norm.batch_norm_conv_forward if conv else norm.batch_norm_forward
         y, cache, new_state = function(
             _sub(self.params, name),
@@ -675,9 +679,15 @@ class _Runner:
         x = self.dropout(self.dense("layer_5", x, lengths, clipped=True))
         return self.dense("layer_6", x, lengths)  # (T, B, V)
 
-    def ds2(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    def ds2(
+        self, features: np.ndarray, lengths: np.ndarray, layer_lengths: Any
+    ) -> np.ndarray:
+        """``lengths`` on the host; ``layer_lengths`` the same on the features'
+        device (``lengths`` itself for a host batch), carried through the
+        convolutions on each side."""
         from .nn import conv, lookahead, rnn
 
+        on_host = xp_of(features) is np
         x = features[:, :, None, :]  # (T, B, 1, F): one input channel
         for index, (_, _, kernel, stride, padding, _) in enumerate(
             _conv_geometry(self.config, self.network.n_input), start=1
@@ -686,7 +696,7 @@ class _Runner:
             x, cache = conv.forward(
                 _sub(self.params, name),
                 x,
-                lengths,
+                layer_lengths,
                 stride=stride,
                 padding=padding,
                 **self.kw,
@@ -695,8 +705,13 @@ class _Runner:
             lengths = np.asarray(
                 conv.output_lengths(lengths, kernel, stride, padding), dtype=np.int32
             )
-            x = self.batch_norm(f"{name}_bn", x, lengths, conv=True)
-            mask = frame_mask(lengths, x.shape[0], x.dtype)[
+            layer_lengths = (
+                lengths
+                if on_host
+                else conv.output_lengths(layer_lengths, kernel, stride, padding)
+            )
+            x = self.batch_norm(f"{name}_bn", x, layer_lengths, True, lengths)
+            mask = frame_mask(layer_lengths, x.shape[0], x.dtype)[
                 :, :, :, None
             ]  # (T, B, 1, 1)
             x = self.mask(self.hardtanh(x), mask)
@@ -706,16 +721,17 @@ class _Runner:
         x = x.reshape(
             T, B, C * F
         )  # (T, B, C x F'): channels and frequencies as features
-        mask = frame_mask(lengths, T, x.dtype)  # (T, B, 1)
+        mask = frame_mask(layer_lengths, T, x.dtype)  # (T, B, 1)
         bidirectional = self.config.architecture == "ds2"
         for index in range(1, self.config.rnn_layers + 1):
             name = f"rnn_{index}"
             if index > 1:
-                x = self.mask(self.batch_norm(f"{name}_bn", x, lengths), mask)
+                x = self.batch_norm(f"{name}_bn", x, layer_lengths, False, lengths)
+                x = self.mask(x, mask)
             x, cache = rnn.forward(
                 _sub(self.params, name),
                 x,
-                lengths,
+                layer_lengths,
                 self.config.rnn_kind,
                 bidirectional=bidirectional,
                 merge="sum",
@@ -724,9 +740,10 @@ class _Runner:
             self.tape.append(("rnn", name, cache))
         if self.config.architecture == "ds2-stream":
             x, cache = lookahead.forward(
-                _sub(self.params, "lookahead"), x, lengths, **self.kw
+                _sub(self.params, "lookahead"), x, layer_lengths, **self.kw
             )
             self.tape.append(("lookahead", "lookahead", cache))
             x = self.mask(self.hardtanh(x), mask)
-        x = self.mask(self.batch_norm("output_bn", x, lengths), mask)
-        return self.dense("output", x, lengths)  # (T', B, V)
+        x = self.batch_norm("output_bn", x, layer_lengths, False, lengths)
+        x = self.mask(x, mask)
+        return self.dense("output", x, layer_lengths)  # (T', B, V)

@@ -12,10 +12,10 @@ Files stay the CPU's files: :meth:`DeviceSteps.host_state` copies the state to t
 for checkpoints, the model file and dev evaluation, so a model trained on a GPU decodes
 on a CPU without CuPy, and a run resumes on any backend.
 
-The step runs the ``deepspeech`` architecture on the device. ``ds2`` and
-``ds2-stream`` keep the host-resident step with the cupy kernels (each kernel call
-copies its arrays), because their convolution and batch-norm layers prepare arrays
-with NumPy.
+Every architecture runs on the device: ``deepspeech``, and ``ds2`` and ``ds2-stream``,
+whose convolution, batch-norm, recurrent and lookahead layers (:mod:`npspeech.nn`)
+allocate on the device of their inputs; their batch-norm running statistics are
+device arrays between steps, as the weights are.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from . import checkpoint, models
 from .distributed import data_parallel
 
 #: architectures whose whole step runs on the device
-DEVICE_ARCHITECTURES = ("deepspeech",)
+DEVICE_ARCHITECTURES = ("deepspeech", "ds2", "ds2-stream")
 
 
 def wanted(backend: ModuleType, architecture: str) -> bool:

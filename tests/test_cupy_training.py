@@ -222,24 +222,6 @@ def test_device_training_matches_numpy_and_resumes_on_numba(
         )
 
 
-def test_ds2_keeps_the_host_step(transfers, config):
-    """Architectures whose layers prepare arrays with NumPy keep the host step."""
-    ds2 = dataclasses.replace(
-        config,
-        backend="cupy",
-        model=ModelConfig(
-            architecture="ds2", n_hidden=6, conv_channels=(2,), conv_kernels=((3, 3),),
-            conv_strides=((1, 2),), conv_padding=((1, 1),), rnn_kind="gru",
-            rnn_layers=1,
-        ),
-    )  # fmt: skip
-    assert train.Trainer(ds2).device is None
-    network = models.init(ds2.model, 5, 4, np.random.default_rng(0))
-    x = np.zeros((4, 1, 5), np.float32).view(DeviceArray)
-    with pytest.raises(ConfigError, match="deepspeech architecture only"):
-        models.forward(network, x, np.array([4], np.int32), backend="cupy")
-
-
 # --- the device exchange: parts that run on a CPU ------------------------------------
 
 

@@ -161,7 +161,8 @@ def log_softmax_forward(
         if x.ndim < 3 or axis < 2:
             raise ConfigError("log_softmax: lengths need a (T, B, ..., V) input")
         lengths = _checks.lengths_array(lengths, x.shape[1], x.shape[0])
-    moved = np.ascontiguousarray(np.moveaxis(x, axis, -1))
+    xp = _checks.xp_of(x)
+    moved = xp.ascontiguousarray(xp.moveaxis(x, axis, -1))
     kernels = get_backend(backend)
     y = kernels.log_softmax_forward(moved.reshape(-1, moved.shape[-1]))
     y = y.reshape(moved.shape)
@@ -170,7 +171,7 @@ def log_softmax_forward(
     cache = LogSoftmaxCache(
         y=y.reshape(-1, moved.shape[-1]), axis=axis, shape=moved.shape, lengths=lengths
     )
-    return np.moveaxis(y, -1, axis), cache
+    return xp.moveaxis(y, -1, axis), cache
 
 
 def log_softmax(x: np.ndarray, axis: int = -1, *, backend=None) -> np.ndarray:
@@ -198,11 +199,12 @@ def log_softmax_backward(
     dx : array shaped like dy
     """
     dy = _checks.float_array(dy, "log_softmax dy")
-    moved = np.ascontiguousarray(np.moveaxis(dy, cache.axis, -1))
+    xp = _checks.xp_of(dy)
+    moved = xp.ascontiguousarray(xp.moveaxis(dy, cache.axis, -1))
     _checks.expect_shape("log_softmax dy (class axis last)", moved, cache.shape)
     _checks.same_dtype("log_softmax dy", dy, cache.y, "the forward input")
     kernels = get_backend(backend)
     if cache.lengths is not None:
         moved = kernels.mask_padded(moved, cache.lengths)
     dx = kernels.log_softmax_backward(moved.reshape(cache.y.shape), cache.y)
-    return np.moveaxis(dx.reshape(cache.shape), -1, cache.axis)
+    return xp.moveaxis(dx.reshape(cache.shape), -1, cache.axis)

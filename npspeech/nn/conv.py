@@ -7,7 +7,8 @@ input length; output frames past it are zero, and input frames past a sequence's
 treated as zero, so a batch gives each sequence the result it gets alone.
 
 Implemented as im2col (a strided unfold) and one GEMM per slice of output frames; the
-backward pass is two GEMMs and col2im, a scatter-add.
+backward pass is two GEMMs and col2im, a scatter-add. The layer is array-module
+agnostic: CuPy inputs (with the cupy backend) stay on their device, lengths included.
 
 Shape legend: T frames, B batch, C channels, F frequencies, kt/kf kernel size, st/sf
 strides, pt/pf zero padding on each side, T'/F' output sizes.
@@ -106,19 +107,21 @@ def output_lengths(lengths, kernel, stride=(1, 1), padding=(0, 0)) -> np.ndarray
     Parameters
     ----------
     lengths : int array, shape (B,)
+        NumPy or CuPy; the result is computed where the lengths are.
     kernel, stride, padding : (int, int) or int
         Time is the first of each pair.
 
     Returns
     -------
-    int32 array, shape (B,)
+    int32 array, shape (B,), on the device of ``lengths``
     """
     kt, _ = _checks.pair(kernel, "conv kernel", minimum=1)
     st, _ = _checks.pair(stride, "conv stride", minimum=1)
     pt, _ = _checks.pair(padding, "conv padding", minimum=0)
-    lengths = np.asarray(lengths, dtype=np.int64)
+    xp = _checks.xp_of(lengths)
+    lengths = xp.asarray(lengths, dtype=np.int64)
     out = (lengths + 2 * pt - kt) // st + 1
-    return np.maximum(out, 0).astype(np.int32)
+    return xp.maximum(out, 0).astype(np.int32)
 
 
 def _check_params(params):
@@ -145,6 +148,8 @@ def forward(
     params : dict
         ``W`` (C_out, C_in, kt, kf) and ``b`` (C_out,).
     x : array, shape (T, B, C_in, F), W's dtype
+        NumPy, or CuPy with the weights and lengths on the same device (the output
+        and the cache stay there).
     lengths : int array, shape (B,)
         Valid frames per sequence; frames past them are read as zero.
     stride : (int, int)
@@ -178,13 +183,13 @@ def forward(
             f"conv: input (T={T}, F={F}) with padding {(pt, pf)} is smaller than "
             f"the kernel {(kt, kf)}"
         )
-    xp = np.zeros((T + 2 * pt, B, C, F + 2 * pf), dtype=x.dtype)
-    xp[pt : pt + T, :, :, pf : pf + F] = kernels.mask_padded(x, lengths)
-    y = kernels.conv2d_forward(xp, W, b, st, sf)  # (T', B, C_out, F')
+    padded = _checks.xp_of(x).zeros((T + 2 * pt, B, C, F + 2 * pf), dtype=x.dtype)
+    padded[pt : pt + T, :, :, pf : pf + F] = kernels.mask_padded(x, lengths)
+    y = kernels.conv2d_forward(padded, W, b, st, sf)  # (T', B, C_out, F')
     out_lengths = output_lengths(lengths, (kt, kf), (st, sf), (pt, pf))
     y = kernels.mask_padded(y, out_lengths, out=y)
     cache = ConvCache(
-        xp=xp,
+        xp=padded,
         lengths=lengths,
         out_lengths=out_lengths,
         stride=(st, sf),
@@ -233,7 +238,7 @@ def backward(
     dxp, dW, db = kernels.conv2d_backward(dy, cache.xp, W, st, sf, need_dx=input_grad)
     if dxp is None:
         return None, {"W": dW, "b": db}
-    dx = np.ascontiguousarray(dxp[pt : pt + T, :, :, pf : pf + F])
+    dx = _checks.xp_of(dxp).ascontiguousarray(dxp[pt : pt + T, :, :, pf : pf + F])
     # inputs past a sequence's end were replaced by zeros, so they get no gradient
     dx = kernels.mask_padded(dx, cache.lengths, out=dx)
     return dx, {"W": dW, "b": db}

@@ -10,6 +10,9 @@ where frames at or past a sequence's end count as zero. It equals a depthwise
 ``conv1d`` (``groups = F``, kernel ``context + 1``) over the sequence padded with
 ``context`` zeros at its end.
 
+The layer is array-module agnostic: CuPy inputs (with the cupy backend) keep the
+output and the cache on their device.
+
 Shape legend: T frames, B batch, F features.
 """
 

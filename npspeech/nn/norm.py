@@ -13,6 +13,9 @@ batch``, with the *unbiased* batch variance in ``running_var`` while the batch i
 normalised with the biased one. Evaluation mode normalises with the running statistics.
 The state is never updated in place: the new state is returned.
 
+Every function is array-module agnostic: CuPy inputs (with the cupy backend) keep the
+outputs, the cache and the new state on their device.
+
 Shape legend: T frames, B batch, F features, C channels, K positions per channel.
 """
 
@@ -119,6 +122,35 @@ def _check_channel_arrays(params, state, channels: int, dtype, where: str):
     return arrays
 
 
+def training_count(lengths: np.ndarray, positions: int, where: str) -> int:
+    """The values per channel a training batch norm averages over:
+    ``sum(lengths) * positions``, checked to be at least 2 (the unbiased variance
+    divides by ``count - 1``).
+
+    Parameters
+    ----------
+    lengths : int array, shape (B,), on the host
+    positions : int
+        K, the values per frame and channel (1 for sequence-wise batch norm, the
+        frequencies for the conv variant).
+    where : str
+        The layer, for the message.
+
+    Raises
+    ------
+    ConfigError
+        When the count is below 2. A device-resident step calls this with the host
+        copy of its lengths, since the layer skips the check for device lengths.
+    """
+    count = int(np.asarray(lengths).sum()) * int(positions)
+    if count < 2:
+        raise ConfigError(
+            f"{where}: training needs more than one valid value per channel, got "
+            f"{count} (lengths {np.asarray(lengths).tolist()})"
+        )
+    return count
+
+
 def _batch_norm_forward(
     params, state, x4, lengths, training, momentum, eps, kernels, where, shape
 ):
@@ -131,15 +163,18 @@ def _batch_norm_forward(
     if not float(eps) > 0.0:
         raise ConfigError(f"{where}: eps must be > 0, got {eps}")
     dtype = x4.dtype.type
+    xp = _checks.xp_of(x4)
     if training:
-        count = int(lengths.sum()) * x4.shape[3]
-        if count < 2:
-            raise ConfigError(
-                f"{where}: training needs more than one valid value per channel, got "
-                f"{count} (lengths {lengths.tolist()})"
-            )
+        if _checks.on_device(lengths):
+            # The count stays on the device (reading it back would stall every
+            # layer); the caller checks it on the host (training_count).
+            count = lengths.astype(np.int64).sum() * x4.shape[3]
+            bessel = (count / (count - 1)).astype(x4.dtype)
+        else:
+            count = training_count(lengths, x4.shape[3], where)
+            bessel = dtype(count / (count - 1))
         mean, var = kernels.masked_moments(x4, lengths)
-        unbiased = var * dtype(count / (count - 1))  # Bessel's correction, as PyTorch
+        unbiased = var * bessel  # Bessel's correction, as PyTorch
         new_state = {
             "running_mean": (
                 dtype(1 - momentum) * arrays["running_mean"] + dtype(momentum) * mean
@@ -151,7 +186,7 @@ def _batch_norm_forward(
     else:
         mean, var = arrays["running_mean"], arrays["running_var"]
         new_state = {"running_mean": mean.copy(), "running_var": var.copy()}
-    invstd = (dtype(1.0) / np.sqrt(var + dtype(eps))).astype(x4.dtype)
+    invstd = (dtype(1.0) / xp.sqrt(var + dtype(eps))).astype(x4.dtype)
     scale = arrays["gamma"] * invstd
     shift = arrays["beta"] - mean * scale
     y4 = kernels.batch_norm_apply(x4, lengths, scale, shift)
@@ -186,7 +221,11 @@ def batch_norm_forward(
     state : dict
         ``running_mean``, ``running_var``, shape (F,).
     x : array, shape (T, B, F), float32 or float64 (the dtype of params and state)
+        NumPy, or CuPy with params, state and lengths on the same device.
     lengths : int array, shape (B,)
+        Host lengths are checked to give at least two values per channel in
+        training; device lengths are not read back (the caller checks them with
+        :func:`training_count`).
     training : bool
         True: normalise with this batch's statistics over its valid frames and update
         the running statistics. False: normalise with the running statistics.

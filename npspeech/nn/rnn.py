@@ -19,7 +19,9 @@ sequence's last frame, in the same format as ``initial_state``, so a unidirectio
 layer can carry it across streaming chunks.
 
 The numerics run in the kernels of a backend (``npspeech.backends``): ``rnn_forward``,
-``lstm_forward``, ``gru_forward`` and their ``*_backward``, one direction each.
+``lstm_forward``, ``gru_forward`` and their ``*_backward``, one direction each. The
+layer is array-module agnostic: with CuPy inputs (and the cupy backend) everything
+it allocates, its outputs and its cache stay on the device of ``x``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy as np
 
 from ..backends import get_backend
 from ..errors import ConfigError
+from ._checks import xp_of
 
 #: gates per kind: the factor G in the fused weight shapes
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -74,7 +77,7 @@ class RNNCache:
     kind : "rnn", "lstm" or "gru"
     bidirectional : bool
     merge : "concat" or "sum"
-    lengths : (B,) int64
+    lengths : (B,) int64, on the device of x
     directions : one :class:`DirectionCache` per direction (forward first)
     final_state : the state after each sequence's last frame (see the module docstring)
     backend : the backend module the kernels came from
@@ -163,19 +166,23 @@ def _check_inputs(params, x, lengths, kind, bidirectional, merge):
         raise ConfigError(
             f"merge must be one of {', '.join(MERGE_MODES)}, got {merge!r}"
         )
-    x = np.asarray(x)
+    xp = xp_of(x)
+    x = xp.asarray(x)
     if x.ndim != 3:
         raise ConfigError(f"x must be (T, B, F), got shape {x.shape}")
     if x.dtype not in (np.float32, np.float64):
         raise ConfigError(f"x must be float32 or float64, got {x.dtype}")
     T, B, F = x.shape
-    lengths = np.asarray(lengths)
+    on_host = xp_of(lengths) is np
+    lengths = xp.asarray(lengths)  # a host batch's lengths go along with a device x
     if lengths.shape != (B,) or not np.issubdtype(lengths.dtype, np.integer):
         raise ConfigError(
             f"lengths must be an integer array of shape ({B},), "
             f"got {lengths.dtype} {lengths.shape}"
         )
-    if B and (lengths.min() < 0 or lengths.max() > T):
+    # Device lengths are not read back (a stall per layer): the model checks a
+    # device batch's lengths on the host once.
+    if on_host and B and (lengths.min() < 0 or lengths.max() > T):
         raise ConfigError(
             f"lengths must lie in [0, {T}], got {lengths.min()}..{lengths.max()}"
         )
@@ -201,11 +208,12 @@ def _check_inputs(params, x, lengths, kind, bidirectional, merge):
                 raise ConfigError(
                     f"params[{key!r}] is {params[key].dtype} but x is {x.dtype}"
                 )
-    return np.ascontiguousarray(x), lengths.astype(np.int64), H
+    return xp.ascontiguousarray(x), lengths.astype(np.int64), H
 
 
-def _direction_states(initial_state, kind, bidirectional, B, H, dtype):
-    """Each direction's initial state as (h0, c0); c0 is None except for the LSTM."""
+def _direction_states(initial_state, kind, bidirectional, B, H, dtype, xp):
+    """Each direction's initial state as (h0, c0) arrays of module ``xp``; c0 is None
+    except for the LSTM."""
     n_directions = 2 if bidirectional else 1
     if initial_state is None:
         per_direction = [None] * n_directions
@@ -222,25 +230,25 @@ def _direction_states(initial_state, kind, bidirectional, B, H, dtype):
     states = []
     for state in per_direction:
         if state is None:
-            h0 = np.zeros((B, H), dtype=dtype)
-            c0 = np.zeros((B, H), dtype=dtype) if kind == "lstm" else None
+            h0 = xp.zeros((B, H), dtype=dtype)
+            c0 = xp.zeros((B, H), dtype=dtype) if kind == "lstm" else None
         elif kind == "lstm":
             if not isinstance(state, (tuple, list)) or len(state) != 2:
                 raise ConfigError("an LSTM initial_state must be a pair (h, c)")
-            h0, c0 = (_state_array(s, B, H, dtype) for s in state)
+            h0, c0 = (_state_array(s, B, H, dtype, xp) for s in state)
         else:
-            h0, c0 = _state_array(state, B, H, dtype), None
+            h0, c0 = _state_array(state, B, H, dtype, xp), None
         states.append((h0, c0))
     return states
 
 
-def _state_array(state, B, H, dtype):
-    state = np.asarray(state)
+def _state_array(state, B, H, dtype, xp):
+    state = xp.asarray(state)
     if state.shape != (B, H):
         raise ConfigError(
             f"initial_state arrays must have shape ({B}, {H}), got {state.shape}"
         )
-    return np.ascontiguousarray(state, dtype=dtype)
+    return xp.ascontiguousarray(state, dtype=dtype)
 
 
 def reverse_sequences(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -248,17 +256,20 @@ def reverse_sequences(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    x : (T, B, ...) any dtype
+    x : (T, B, ...) any dtype, NumPy or CuPy
     lengths : (B,) int
 
     Returns
     -------
-    (T, B, ...) a new C-contiguous array; applying the function twice gives ``x`` back.
+    (T, B, ...) a new C-contiguous array on the device of ``x``; applying the function
+    twice gives ``x`` back.
     """
+    xp = xp_of(x)
+    lengths = xp.asarray(lengths)
     T, B = x.shape[:2]
-    t = np.arange(T)[:, None]  # (T, 1)
-    source = np.where(t < lengths, lengths - 1 - t, t)  # (T, B)
-    return np.ascontiguousarray(x[source, np.arange(B)])
+    t = xp.arange(T)[:, None]  # (T, 1)
+    source = xp.where(t < lengths, lengths - 1 - t, t)  # (T, B)
+    return xp.ascontiguousarray(x[source, xp.arange(B)])
 
 
 # --- forward / backward ---------------------------------------------------------------
@@ -266,8 +277,9 @@ def reverse_sequences(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 def _run_direction(be, kind, x, lengths, params, suffix, h0, c0):
     """One direction forward in time: (y, final_state, DirectionCache)."""
+    xp = xp_of(x)
     W_ih, W_hh, b_ih, b_hh = (
-        np.ascontiguousarray(params[n + suffix]) for n in PARAM_NAMES
+        xp.ascontiguousarray(params[n + suffix]) for n in PARAM_NAMES
     )
     if kind == "lstm":
         y, gates, cells, h_n, c_n = be.lstm_forward(
@@ -320,7 +332,7 @@ def forward(
     x, lengths, H = _check_inputs(params, x, lengths, kind, bidirectional, merge)
     be = get_backend(backend)
     states = _direction_states(
-        initial_state, kind, bidirectional, x.shape[1], H, x.dtype
+        initial_state, kind, bidirectional, x.shape[1], H, x.dtype, xp_of(x)
     )
 
     h0, c0 = states[0]
@@ -340,7 +352,7 @@ def forward(
     if merge == "sum":
         y = y + y_back
     else:
-        y = np.concatenate([y, y_back], axis=2)  # (T, B, 2H)
+        y = xp_of(y).concatenate([y, y_back], axis=2)  # (T, B, 2H)
     cache = RNNCache(
         kind, True, merge, lengths, caches, (final, final_back), be, x.dtype
     )
@@ -349,11 +361,12 @@ def forward(
 
 def _backward_direction(be, kind, params, suffix, dy, d_final, cache, lengths):
     """One direction's gradients: (dx, its four parameters' grads, d_initial_state)."""
-    W_ih = np.ascontiguousarray(params["W_ih" + suffix])
-    W_hh = np.ascontiguousarray(params["W_hh" + suffix])
+    xp = xp_of(dy)
+    W_ih = xp.ascontiguousarray(params["W_ih" + suffix])
+    W_hh = xp.ascontiguousarray(params["W_hh" + suffix])
     H = W_hh.shape[0]
     B = dy.shape[1]
-    zeros = np.zeros((B, H), dtype=dy.dtype)
+    zeros = xp.zeros((B, H), dtype=dy.dtype)
     if kind == "lstm":
         dh_n, dc_n = (zeros, zeros) if d_final is None else d_final
         *grads, dh0, dc0 = be.lstm_backward(
@@ -404,7 +417,7 @@ def _backward_direction(be, kind, params, suffix, dy, d_final, cache, lengths):
 
 
 def _as(array, like):
-    return np.ascontiguousarray(array, dtype=like.dtype)
+    return xp_of(like).ascontiguousarray(array, dtype=like.dtype)
 
 
 def backward_with_state(
@@ -430,7 +443,7 @@ def backward_with_state(
     d_initial_state : the gradient of the initial state, in the state format
     """
     be, kind, lengths = cache.backend, cache.kind, cache.lengths
-    dy = np.ascontiguousarray(dy, dtype=cache.input_dtype)
+    dy = xp_of(cache.lengths).ascontiguousarray(dy, dtype=cache.input_dtype)
     if not cache.bidirectional:
         dx, grads, d_initial = _backward_direction(
             be, kind, params, "", dy, d_final_state, cache.directions[0], lengths
@@ -450,7 +463,7 @@ def backward_with_state(
         kind,
         params,
         "",
-        np.ascontiguousarray(dy_forward),
+        xp_of(dy).ascontiguousarray(dy_forward),
         d_final_forward,
         cache.directions[0],
         lengths,

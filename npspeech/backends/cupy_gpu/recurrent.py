@@ -1,13 +1,13 @@
 """A unidirectional recurrent layer on device arrays, for the device-resident training
 step.
 
-:func:`npspeech.nn.rnn.forward` validates and prepares its inputs with NumPy (host
-arrays only); this is the same orchestration for CuPy arrays: zero initial states
-allocated on the device, the backend's ``*_forward`` and ``*_backward`` kernels called
-with device arrays, so nothing crosses to the host. It covers what DeepSpeech's LSTM
-layer needs (one direction, zero initial state, the final state unused), and its CPU
-test compares it with :func:`npspeech.nn.rnn.forward`/``backward`` through the NumPy
-stand-in for CuPy.
+:func:`npspeech.nn.rnn.forward` runs on device arrays as well (it allocates on the
+device of its input) and is what DeepSpeech2's bidirectional layers use; this is the
+lean path of DeepSpeech's LSTM layer (one direction, zero initial state, the final
+state unused, no validation): zero initial states allocated on the device, the
+backend's ``*_forward`` and ``*_backward`` kernels called with device arrays, so
+nothing crosses to the host. Its CPU test compares it with
+:func:`npspeech.nn.rnn.forward`/``backward`` through the NumPy stand-in for CuPy.
 
 Shape legend: T frames, B batch, F input features, H hidden units, G gates (1 rnn,
 4 lstm, 3 gru).
