@@ -233,7 +233,18 @@ class Model:
         base = dataclasses.replace(self.features, n_context=0)
         if signal.shape[0] < base.window_samples:  # shorter than one frame: no frames
             return np.zeros((0, features.n_features(base)), dtype=np.float32)
-        return features.compute(signal, base)
+        frames = features.n_frames(signal.shape[0], base)
+        return features.compute(signal, base, backend=self._step_backend(frames))
+
+    def _step_backend(self, frames: int) -> str | None:
+        """The backend of the steps around the network (features, log-softmax) for an
+        input of ``frames`` frames (times the batch): ``numpy`` when the network runs
+        it on the reference without importing Numba (the quick start of
+        :mod:`npspeech.runtime.network`: a short decode then never imports Numba),
+        else the default."""
+        if self.backend is None and self.inference_network.reference_only(frames):
+            return "numpy"
+        return None
 
     def log_probs(
         self,
@@ -252,11 +263,13 @@ class Model:
         log_probs : float32 array, shape (T_out, B, V)
         output_lengths : int32 array, shape (B,)
         """
+        batch_features = np.asarray(batch_features, dtype=np.float32)
+        frames = int(np.prod(batch_features.shape[:2]))  # T x B
+        backend = self._step_backend(frames)  # asked before the network charges it
         logits, output_lengths = self.inference_network.forward(
-            np.asarray(batch_features, dtype=np.float32),
-            np.asarray(lengths, dtype=np.int32),
+            batch_features, np.asarray(lengths, dtype=np.int32)
         )
-        return log_softmax(logits), output_lengths
+        return log_softmax(logits, backend=backend), output_lengths
 
     def utterance_log_probs(self, feats: np.ndarray) -> np.ndarray:
         """``(T_out, V)`` float32 log-probabilities of one utterance's ``(T, F)``

@@ -11,9 +11,12 @@ all come from the cache prints nothing.
 It listens to Numba's ``numba:compile`` event, which Numba fires only for a real
 compilation (after its disk cache missed), so it is exact where looking for the cache's
 index files would have to guess which kernels, and which argument types, a run will
-need. Numba is imported only when the listener is installed, by a caller that is about
-to run kernels anyway. :func:`compile_seconds` tells how long this process has spent
-compiling npspeech's kernels (``npspeech bench`` reports it).
+need. It never imports Numba itself: asked before Numba is imported, the listener is
+installed when npspeech's Numba backend is imported (which calls
+:func:`numba_imported`), so that a run that needs no compiled kernel (a short decode
+runs on the NumPy reference) does not pay Numba's import for a notice it cannot
+print. :func:`compile_seconds` tells how long this process has spent compiling
+npspeech's kernels (``npspeech bench`` reports it).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import threading
 import time
 from typing import TextIO
 
-__all__ = ["MESSAGE", "announce_compilation", "compile_seconds"]
+__all__ = ["MESSAGE", "announce_compilation", "compile_seconds", "numba_imported"]
 
 #: What is printed, once per process.
 MESSAGE = "npspeech: compiling kernels, first run only"
@@ -31,6 +34,8 @@ MESSAGE = "npspeech: compiling kernels, first run only"
 _PACKAGE = __name__.split(".")[0]
 _lock = threading.Lock()
 _listener = None
+_wanted = False  # announce_compilation was called
+_stream: TextIO | None = None
 
 
 def _is_ours(event) -> bool:
@@ -86,13 +91,27 @@ def announce_compilation(stream: TextIO | None = None) -> None:
         Where the line goes; ``sys.stderr`` (as it is when the line is printed) by
         default.
     """
+    global _wanted, _stream
+    with _lock:
+        if _wanted:
+            return
+        _wanted, _stream = True, stream
+    if "numba" in sys.modules:
+        numba_imported()
+
+
+def numba_imported() -> None:
+    """Install the listener :func:`announce_compilation` asked for, now that Numba is
+    imported; nothing when none was asked for or it is installed already.
+    ``npspeech.backends.numba_cpu`` (through which every npspeech kernel module
+    imports Numba) calls it when it is imported."""
     global _listener
     with _lock:
-        if _listener is not None:
+        if not _wanted or _listener is not None:
             return
         from numba.core import event
 
-        _listener = _make_listener(stream)
+        _listener = _make_listener(_stream)
         event.register("numba:compile", _listener)
 
 

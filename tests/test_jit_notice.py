@@ -45,3 +45,21 @@ def test_notice_once_on_a_cold_cache_and_never_on_a_warm_one(tmp_path):
     assert warm.returncode == 0, warm.stderr
     assert MESSAGE not in warm.stderr, warm.stderr
     assert float(warm.stdout) == 0.0
+
+
+def test_asking_for_the_notice_imports_no_numba():
+    """The listener waits for npspeech's Numba backend: a run that never needs a
+    compiled kernel (a short decode) does not import Numba for the notice."""
+    script = (
+        "import sys\n"
+        "from npspeech import jit_notice\n"
+        "jit_notice.announce_compilation()\n"
+        "print('numba' in sys.modules, jit_notice._listener is not None)\n"
+        "import npspeech.backends.numba_cpu\n"
+        "print('numba' in sys.modules, jit_notice._listener is not None)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["False False", "True True"]

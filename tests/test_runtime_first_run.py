@@ -1,6 +1,8 @@
 """The first run: while the compiled kernels are not in Numba's cache, a network left
 to the default backend runs short inputs on the NumPy reference and compiles the
-kernels for later runs in a background process (``npspeech/runtime/network.py``)."""
+kernels for later runs in a background process (``npspeech/runtime/network.py``).
+The quick-start budget is spent here, so that the cache is consulted (see
+``test_runtime_quick_start.py`` for the budget)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 from test_runtime import ALL, _batch, _network
 
-from npspeech.runtime import InferenceNetwork, _numba, _warmup
+from npspeech.runtime import InferenceNetwork, _numba, _quick_start, _warmup
 from npspeech.runtime import network as runtime_network
 
 
@@ -25,6 +27,7 @@ def cold(monkeypatch):
     monkeypatch.setattr(_numba, "kernels_cached", lambda *key: state["cached"])
     monkeypatch.setattr(_warmup, "start", lambda *key: started.append(key) or True)
     monkeypatch.setenv("NPSPEECH_BACKEND", "numba")
+    monkeypatch.setattr(_quick_start, "_closed", True)  # the budget is spent
     return started, state
 
 
@@ -128,7 +131,8 @@ def test_cold_cache_end_to_end(tmp_path):
     script = (
         "import numpy as np, sys\n"
         f"sys.path.insert(0, {os.path.dirname(__file__)!r})\n"
-        "from npspeech.runtime import InferenceNetwork, _numba\n"
+        "from npspeech.runtime import InferenceNetwork, _numba, _quick_start\n"
+        "_quick_start.BUDGET = 0  # past the quick start: the cache decides\n"
         "from test_runtime import ALL, _batch, _network\n"
         "rng = np.random.default_rng(0)\n"
         "r = InferenceNetwork(_network(ALL['deepspeech'], rng))\n"

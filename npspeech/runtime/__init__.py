@@ -8,9 +8,11 @@ training=False)``) or a single stream chunk by chunk
 (:meth:`InferenceNetwork.forward_chunk` with a :class:`StreamState`), holding back only
 the future frames each layer needs. A model from ``npspeech quantize`` runs its weight
 matrices as int8 (per output channel, float32 activations); ``weights="int8"`` does the
-same for any network. While the compiled kernels are not in Numba's cache yet, a network
-left to the default backend runs short inputs on the NumPy reference and compiles them
-in the background for later runs (see :mod:`.network`).
+same for any network. A network left to the default backend runs short inputs on the
+NumPy reference, without importing Numba, until the process has run enough work to
+pay for loading the compiled kernels, and runs the reference while those kernels are
+not in Numba's cache yet, compiling them in the background for later runs (see
+:mod:`.network`).
 """
 
 from __future__ import annotations

@@ -26,20 +26,29 @@ each layer's trailing zero padding, as the offline pass pads the end of a sequen
 flushes what is left. Recurrent layers carry ``h`` (and ``c``) between chunks. Work per
 chunk is proportional to the chunk plus these fixed buffers.
 
-First run. Compiling the Numba kernels takes seconds on a fresh install (an empty
-Numba cache), more than the NumPy reference needs for a short input. A network whose
-backend was left to the default (``backend=None``, numba) therefore checks, on its
-first call, whether its kernels are in Numba's disk cache
-(:func:`._numba.kernels_cached`). If they are, it runs them. If not, short inputs run on
-the NumPy reference (frames times weights at most :data:`COLD_REFERENCE_WORK`; the
-frames of the padded batch offline, of each chunk streaming), and a detached
-low-priority process compiles the kernels into the cache for later runs
-(:mod:`._warmup`); a stream switches to the
-compiled kernels as soon as they are there (checked at most once a second, its state
-carries over). A longer offline input compiles the kernels in this process, where they
-pay for themselves. While cold, an int8 model runs its dequantized weights on the
-reference in float32 (its weights are the same; the reference's int8 form would
-convert them at every step). An explicit ``backend="numba"`` always compiles here.
+First run. Loading the compiled kernels costs a fixed price once per process (importing
+Numba, reading the kernels from its disk cache: ~1 s of a warm decode), and compiling
+them on a fresh install (an empty Numba cache) takes seconds more; the NumPy reference
+pays neither. A network whose backend was left to the default (``backend=None``,
+numba) therefore chooses on each call, and prepares its compiled weights only once
+it first needs them:
+
+- quick start: while the work this process has run on the reference (frames times
+  weights, over all its inputs) stays within :data:`._quick_start.BUDGET`, the input
+  runs on the reference and Numba is not imported (:meth:`reference_only` tells a
+  caller so, which then runs its features and log-softmax on NumPy too);
+- after that, it checks once whether its kernels are in Numba's disk cache
+  (:func:`._numba.kernels_cached`). If they are, it runs them. If not, short inputs run
+  on the reference (frames times weights at most :data:`COLD_REFERENCE_WORK`; the
+  frames of the padded batch offline, of each chunk streaming), and a detached
+  low-priority process compiles the kernels into the cache for later runs
+  (:mod:`._warmup`); a stream switches to the compiled kernels as soon as they are
+  there (checked at most once a second, its state carries over). A longer offline
+  input compiles the kernels in this process, where they pay for themselves.
+
+On the reference an int8 model runs its dequantized weights in float32 (its weights
+are the same; the reference's int8 form would convert them at every step). An
+explicit ``backend="numba"`` always runs (and if need be compiles) the kernels here.
 
 Shape legend: T frames, B batch, F features, C channels, H hidden, V classes.
 """
@@ -59,6 +68,7 @@ from ..constants import BATCH_NORM_EPS
 from ..errors import ConfigError
 from ..nn.rnn import RELU_CEILING, reverse_sequences
 from ..quantize import quantize_columns
+from . import _quick_start
 
 _DTYPE = np.float32
 _WEIGHTS = ("float32", "int8")
@@ -225,14 +235,13 @@ class InferenceNetwork:
             raise ConfigError(f"weights must be one of {_WEIGHTS}, got {weights!r}")
         self.weights = weights
         self.backend = name
-        # the first-run fallback (module docstring): only where the kernels were left
-        # to the default
+        # the first-run fallbacks (module docstring): only where the kernels were left
+        # to the default; the compiled weights are then prepared when first needed
         self._cold = backend is None and name == "numba"
         self._network = network if self._cold else None
         self._reference: InferenceNetwork | None = None
         self._next_check = 0.0
         self._n_weights = sum(int(p.size) for p in network.params.values())
-        self._kernels = _kernels(name)
         self.config = config
         self.architecture = config.architecture
         self.streamable = config.architecture in _STREAMABLE
@@ -240,6 +249,14 @@ class InferenceNetwork:
         self.n_classes = int(network.n_classes)
         self.time_stride = int(models.time_stride(config))
         self._clip = (0.0, float(config.relu_clip))
+        self._kernels: ModuleType | None = None
+        if not self._cold:
+            self._prepare(network, name)
+
+    def _prepare(self, network: models.Network, name: str) -> None:
+        """Fold, pack (and quantise) the weights for the kernels called ``name``."""
+        self._kernels = _kernels(name)
+        config = network.config
         params = network.params
         if config.architecture == "deepspeech":
             self._dense_in = [
@@ -292,29 +309,54 @@ class InferenceNetwork:
 
     # -- first run -------------------------------------------------------------------
 
+    def reference_only(self, frames: int) -> bool:
+        """True when an input of ``frames`` frames (times the batch) would run now on
+        the NumPy reference with Numba left unimported (the quick start of the module
+        docstring). A caller then runs its own steps around the network (features,
+        log-softmax) on the numpy backend too, so that nothing imports Numba."""
+        return (
+            self._cold
+            and self._kernels is None
+            and _quick_start.fits(frames * self._n_weights)
+        )
+
+    def _twin(self) -> InferenceNetwork:
+        """This network's weights on the NumPy reference, built once."""
+        if self._reference is None:
+            self._reference = InferenceNetwork(self._network, "numpy", "float32")
+        return self._reference
+
+    def _compiled(self) -> InferenceNetwork:
+        """This network on the compiled kernels from now on."""
+        if self._kernels is None:
+            self._prepare(self._network, "numba")
+        self._cold, self._network, self._reference = False, None, None
+        return self
+
     def _runner(self, frames: int) -> InferenceNetwork:
-        """This network, or its NumPy twin while the kernels are not compiled yet
-        and the input is short (see the module docstring)."""
+        """This network, or its NumPy twin while the process's quick-start budget
+        lasts or while the compiled kernels are not in Numba's cache and the input is
+        short (see the module docstring)."""
         if not self._cold:
             return self
+        work = frames * self._n_weights
+        if self._kernels is None and _quick_start.claim(work):
+            return self._twin()
         now = time.monotonic()
-        short = frames * self._n_weights <= COLD_REFERENCE_WORK
+        short = work <= COLD_REFERENCE_WORK
         if self._reference is not None and now < self._next_check and short:
             return self._reference
         from . import _numba, _warmup
 
-        kind = self._recurrent[0].kind
-        if _numba.kernels_cached(self.architecture, kind, self.weights):
-            self._cold, self._network, self._reference = False, None, None
-            return self
-        if not short:
-            self._cold, self._network, self._reference = False, None, None
-            return self  # compile here
-        if self._reference is None:
-            self._reference = InferenceNetwork(self._network, "numpy", "float32")
+        kind = self._network.config.rnn_kind
+        if self.architecture == "deepspeech":
+            kind = "lstm"
+        if not short or _numba.kernels_cached(self.architecture, kind, self.weights):
+            return self._compiled()  # compile here when not cached: it pays
+        if self._next_check == 0.0:  # the first time the cache was found cold
             _warmup.start(self.architecture, kind, self.weights)
         self._next_check = now + _COLD_CHECK_SECONDS
-        return self._reference
+        return self._twin()
 
     # -- preparation ---------------------------------------------------------------
 
@@ -551,6 +593,8 @@ class InferenceNetwork:
                 f"architecture {self.architecture!r} is bidirectional and cannot run "
                 f"as a stream; streaming needs {' or '.join(_STREAMABLE)}"
             )
+        if self._kernels is None:  # not prepared yet: the twin's state is the same
+            return self._twin().new_state()
         for index, conv in enumerate(getattr(self, "_convs", []), 1):
             if conv.kernel[0] < conv.stride[0]:
                 # a stream would have to skip input frames that no output reads
