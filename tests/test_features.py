@@ -348,6 +348,36 @@ def test_compute_numba_matches_reference(rng, kind):
         assert_features_close(actual, expected)
 
 
+@pytest.mark.parametrize(
+    "n_mels,n_fft,magnitude", [(40, 512, True), (40, 512, False), (80, 256, False)]
+)
+@pytest.mark.parametrize("n_frames", [1, 127, 128, 129, 300])
+def test_log_mel_numba_matches_reference(
+    kernels, rng, n_mels, n_fft, magnitude, n_frames
+):
+    """The numba filterbank runs on each block's spectrum with frames in columns and
+    each channel over its own bins: block edges (128 frames of 512 samples), the
+    magnitude and power filters, and channels too narrow to hold a bin (80 mels on a
+    256-point FFT) must give the reference's energies."""
+    ref, fast = kernels
+    W, step = n_fft, n_fft // 2
+    signal = speech_like(rng, W + (n_frames - 1) * step)
+    if magnitude:
+        bank = features.tf_mel_bank(n_fft, 16000, n_mels, 20.0, 8000.0)
+    else:
+        bank = features.triangular_mel_bank(n_fft, 16000, n_mels, 20.0, 8000.0)
+    empty = ~bank.dense().any(axis=0)
+    assert empty.any() == (n_mels == 80)  # the narrow case has empty channels
+    window = features.window_function("hann_periodic", W)
+    expected = ref.log_mel_spectrum(signal, window, step, n_fft, bank, 1e-12)
+    actual = fast.log_mel_spectrum(
+        signal.astype(np.float32), window, step, n_fft, bank, 1e-12
+    )
+    assert actual.shape == (n_frames, n_mels) and actual.dtype == np.float32
+    assert_features_close(actual, expected)
+    np.testing.assert_array_equal(actual[:, empty], np.float32(np.log(1e-12)))
+
+
 def test_log_power_spectrogram_mode(kernels, rng):
     ref, fast = kernels
     signal = speech_like(rng, 6000)
