@@ -13,7 +13,11 @@ How the time loop runs on the device:
   kernel for everything element-wise: the gate nonlinearities, the cell update, the
   length mask and the state carry. In the backward pass that kernel also applies the
   previous step's masked state update (``dh = active ? g : dh``), so no step needs a
-  third launch.
+  third launch;
+- the LSTM and GRU forward passes of up to
+  :data:`~.rnn_fused.FUSED_STEP_MAX_HIDDEN` hidden units instead run each step as ONE
+  raw kernel that computes the recurrent product itself (:mod:`.rnn_fused`), where
+  launches cost more than reading ``W_hh`` a few times from L2.
 
 Shape legend: T frames, B batch, F input features, H hidden units, G gates.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import rnn_fused
 from ._compile import elementwise
 from ._runtime import cupy, follow_input
 
@@ -360,6 +365,15 @@ def lstm_forward(x, lengths, W_ih, W_hh, b_ih, b_hh, h0, c0):
     gates = xp.zeros((T, B, 4 * H), dtype=x.dtype)
     cells = xp.zeros((T, B, H), dtype=x.dtype)
     h, c = h0.copy(), c0.copy()
+    if rnn_fused.wanted(H, x.dtype):
+        W_hh = xp.ascontiguousarray(W_hh)
+        h_out = xp.empty_like(h)  # the state is double-buffered: h -> h_out
+        for t in range(T):
+            rnn_fused.lstm_step(
+                xw[t], W_hh, lengths, t, h, h_out, c, gates[t], cells[t], y[t]
+            )
+            h, h_out = h_out, h
+        return y, gates, cells, h, c
     rec = xp.empty((B, 4 * H), dtype=x.dtype)
     for t in range(T):
         xp.matmul(h, W_hh, out=rec)
@@ -407,6 +421,16 @@ def gru_forward(x, lengths, W_ih, W_hh, b_ih, b_hh, h0):
     gates = xp.zeros((T, B, 3 * H), dtype=x.dtype)
     hn = xp.zeros((T, B, H), dtype=x.dtype)
     h = h0.copy()
+    if rnn_fused.wanted(H, x.dtype):
+        W_hh = xp.ascontiguousarray(W_hh)
+        b_hh = xp.ascontiguousarray(b_hh)
+        h_out = xp.empty_like(h)  # the state is double-buffered: h -> h_out
+        for t in range(T):
+            rnn_fused.gru_step(
+                ax[t], W_hh, b_hh, lengths, t, h, h_out, gates[t], hn[t], y[t]
+            )
+            h, h_out = h_out, h
+        return y, gates, hn, h
     rec = xp.empty((B, 3 * H), dtype=x.dtype)
     for t in range(T):
         xp.matmul(h, W_hh, out=rec)
