@@ -8,13 +8,26 @@ Three comparisons, each side timed in one process on the same GPU:
   alone; PyTorch runs the same layers (``nn.LSTM`` is cuDNN's);
 - a DS2-small step (two 2D convolutions, three GRU layers of 512, output layer;
   B=32, 161 spectrogram bins, T=300);
-- CTC alone (forward + gradient) against ``torch.nn.functional.ctc_loss`` on CUDA.
+- CTC alone (forward + gradient) against ``torch.nn.functional.ctc_loss`` on CUDA;
+- the engine's own device step (``ds2-engine``, ``ds2-stream-engine``): the trainer's
+  :class:`~npspeech.train_device.DeviceSteps` on a DS2-small :class:`ModelConfig`
+  (two convolutions with batch norm, three GRU layers of 512, bidirectional for
+  ``ds2``, unidirectional with a lookahead of 20 for ``ds2-stream``; B=32, T=300, 161
+  inputs): upload, forward, CTC, backward, clipping, Adam and the batch-norm
+  statistics, against a PyTorch twin of the same network (cuDNN convolutions, batch
+  norm and GRU) that also uploads its batch each step. The batch has no padding, so
+  that the engine's batch norm over valid frames and PyTorch's over all frames agree;
+- ``rnn``: the one-launch LSTM/GRU forward step of the cupy backend against its
+  two-launch step (GEMM + element-wise kernel), DeepSpeech's LSTM (H=2048) and
+  DS2-small's GRU (H=512), to place ``rnn_fused.FUSED_STEP_MAX_HIDDEN``; the ratio is
+  one-launch / two-launch.
 
 Both sides start from the same weights and batch, and the first step's losses must
 agree before anything is timed. Prints medians in ms and the ratio npspeech / PyTorch
 (issue targets: steps <= 1.5, CTC < 1).
 
     python benchmarks/bench_gpu.py [--steps 10] [--only deepspeech,ds2,ctc]
+    python benchmarks/bench_gpu.py --only ds2-engine,ds2-stream-engine,rnn
 """
 
 from __future__ import annotations
@@ -22,13 +35,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import types
 
 import cupy as cp
 import numpy as np
 import torch
 
 from npspeech.backends import get_backend
-from npspeech.backends.cupy_gpu import train_step
+from npspeech.backends.cupy_gpu import rnn_fused, train_step
+from npspeech.config import ModelConfig
 
 K = get_backend("cupy")
 DEV = torch.device("cuda")
@@ -340,6 +355,205 @@ class TorchDS2(torch.nn.Module):
         return float(loss)
 
 
+# --- the engine's device step (ds2, ds2-stream) --------------------------------------
+
+#: the trainer's gradient clipping in both twins (DeepSpeech2 PyTorch's max_norm)
+MAX_NORM = 400.0
+LEARNING_RATE = 1e-4
+
+
+def ds2_small_config(architecture):
+    """DS2-small as a model configuration: ModelConfig's convolutions, three GRU
+    layers of 512 (``ds2-stream``: unidirectional, a lookahead of 20 frames)."""
+    return ModelConfig(architecture=architecture, n_hidden=512, rnn_kind="gru",
+                       rnn_layers=3, lookahead_context=20, dropout=0.0)  # fmt: skip
+
+
+class EngineStep:
+    """One training step as ``npspeech train --backend cupy`` runs it:
+    :class:`npspeech.train_device.DeviceSteps` (the batch uploaded, forward, CTC,
+    backward, clipping, Adam, the new batch-norm statistics kept), scalars back."""
+
+    def __init__(self, network, batch, seed=0):
+        from npspeech import optim
+        from npspeech.distributed.collective import Collective
+        from npspeech.train_device import DeviceSteps
+
+        self.steps = DeviceSteps(Collective())
+        self.network = network.copy()
+        self.network.params = train_step.to_device(self.network.params)
+        self.network.state = train_step.to_device(self.network.state)
+        self.optimizer = train_step.to_device(optim.adam_init(network.params))
+        x, lengths, targets, target_lengths = batch
+        self.B = x.shape[1]
+        utterances = [types.SimpleNamespace(source=f"u{b}") for b in range(self.B)]
+        self.batch = types.SimpleNamespace(
+            features=x, lengths=lengths, targets=targets,
+            target_lengths=target_lengths, utterances=utterances,
+        )  # fmt: skip
+        self.rng = np.random.default_rng(seed)
+
+    def step(self):
+        local = self.steps.local_gradients(
+            self.network, self.batch, self.B, "the benchmark batch", self.rng
+        )
+        assert not local.problem, local.problem
+        grads, _ = self.steps.clip_grad_norm(local.grads, MAX_NORM)
+        self.steps.adam_step(self.network.params, grads, self.optimizer,
+                             LEARNING_RATE)  # fmt: skip
+        self.network.state = local.state
+        return local.loss_sum / self.B
+
+
+class TorchEngineDS2(torch.nn.Module):
+    """The engine's ds2 / ds2-stream network in PyTorch, from the same weights:
+    conv, BatchNorm2d, hardtanh(0, 20) per convolution; GRU layers (batch norm before
+    all but the first; directions summed for ds2); ds2-stream's lookahead as a
+    depthwise conv1d over future frames and hardtanh; batch norm and the output
+    layer. For unpadded batches only (see the module docstring)."""
+
+    def __init__(self, network, batch, device=None):
+        super().__init__()
+        dev = DEV if device is None else device
+        config, p = network.config, network.params
+        W = {k: torch.from_numpy(np.ascontiguousarray(v)).to(dev) for k, v in
+             p.items()}  # fmt: skip
+        self.clip = float(config.relu_clip)
+        self.convs, self.conv_norms = torch.nn.ModuleList(), torch.nn.ModuleList()
+        for i, (stride, padding) in enumerate(
+            zip(config.conv_strides, config.conv_padding, strict=True), start=1
+        ):
+            weight = W[f"conv_{i}/W"]
+            C_out, C_in, kt, kf = weight.shape
+            conv = torch.nn.Conv2d(C_in, C_out, (kt, kf), stride, padding)
+            norm = torch.nn.BatchNorm2d(weight.shape[0], momentum=0.1, eps=1e-5)
+            with torch.no_grad():
+                conv.weight.copy_(weight)
+                conv.bias.copy_(W[f"conv_{i}/b"])
+                norm.weight.copy_(W[f"conv_{i}_bn/gamma"])
+                norm.bias.copy_(W[f"conv_{i}_bn/beta"])
+            self.convs.append(conv.to(dev))
+            self.conv_norms.append(norm.to(dev))
+        self.bidirectional = config.architecture == "ds2"
+        self.rnns, self.rnn_norms = torch.nn.ModuleList(), torch.nn.ModuleList()
+        for i in range(1, config.rnn_layers + 1):
+            name = f"rnn_{i}"
+            n_in, H = W[f"{name}/W_ih"].shape[0], W[f"{name}/W_hh"].shape[0]
+            rnn = torch.nn.GRU(n_in, H, bidirectional=self.bidirectional)
+            with torch.no_grad():
+                for suffix in ("", "_reverse") if self.bidirectional else ("",):
+                    getattr(rnn, f"weight_ih_l0{suffix}").copy_(
+                        W[f"{name}/W_ih{suffix}"].T
+                    )
+                    getattr(rnn, f"weight_hh_l0{suffix}").copy_(
+                        W[f"{name}/W_hh{suffix}"].T
+                    )
+                    getattr(rnn, f"bias_ih_l0{suffix}").copy_(W[f"{name}/b_ih{suffix}"])
+                    getattr(rnn, f"bias_hh_l0{suffix}").copy_(W[f"{name}/b_hh{suffix}"])
+            self.rnns.append(rnn.to(dev))
+            if i > 1:
+                self.rnn_norms.append(self._norm1d(W, f"{name}_bn").to(dev))
+        self.lookahead = None
+        if config.architecture == "ds2-stream":
+            taps = W["lookahead/W"]  # (context + 1, H)
+            self.lookahead = torch.nn.Parameter(taps.T[:, None, :].contiguous())
+        self.output_norm = self._norm1d(W, "output_bn").to(dev)
+        self.out_W = torch.nn.Parameter(W["output/W"])
+        self.out_b = torch.nn.Parameter(W["output/b"])
+        x, lengths, targets, target_lengths = batch
+        assert (lengths == x.shape[0]).all(), "the twin takes unpadded batches"
+        self.x = x  # uploaded each step, as the engine's trainer does
+        self.dev = dev
+        self.targets = torch.from_numpy(targets.astype(np.int64)).to(dev)
+        self.target_lengths = torch.from_numpy(target_lengths.astype(np.int64)).to(dev)
+        self.opt = torch.optim.Adam(self.parameters(), lr=LEARNING_RATE)
+
+    @staticmethod
+    def _norm1d(W, name):
+        norm = torch.nn.BatchNorm1d(W[f"{name}/gamma"].shape[0], momentum=0.1, eps=1e-5)
+        with torch.no_grad():
+            norm.weight.copy_(W[f"{name}/gamma"])
+            norm.bias.copy_(W[f"{name}/beta"])
+        return norm
+
+    def _rows(self, norm, a):
+        T, B, F = a.shape
+        return norm(a.reshape(T * B, F)).reshape(T, B, F)
+
+    def step(self):
+        x = torch.from_numpy(self.x).to(self.dev)  # (T, B, F)
+        a = x.permute(1, 0, 2)[:, None]  # (B, 1, T, F)
+        for conv, norm in zip(self.convs, self.conv_norms, strict=True):
+            a = torch.nn.functional.hardtanh(norm(conv(a)), 0.0, self.clip)
+        B, C, T, Fc = a.shape
+        a = a.permute(2, 0, 1, 3).reshape(T, B, C * Fc)  # channel-major features
+        for i, rnn in enumerate(self.rnns):
+            if i > 0:
+                a = self._rows(self.rnn_norms[i - 1], a)
+            a, _ = rnn(a)
+            if self.bidirectional:
+                a = a[:, :, : a.shape[2] // 2] + a[:, :, a.shape[2] // 2 :]
+        if self.lookahead is not None:
+            taps = self.lookahead.shape[2]
+            future = torch.nn.functional.pad(a.permute(1, 2, 0), (0, taps - 1))
+            a = torch.nn.functional.conv1d(future, self.lookahead, groups=a.shape[2])
+            a = a.permute(2, 0, 1)  # (B, H, T) -> (T, B, H)
+            a = torch.nn.functional.hardtanh(a, 0.0, self.clip)
+        logits = self._rows(self.output_norm, a) @ self.out_W + self.out_b
+        frames = torch.full((B,), T, dtype=torch.int64, device=self.dev)
+        loss = torch.nn.functional.ctc_loss(
+            logits.log_softmax(-1), self.targets, frames, self.target_lengths,
+            blank=logits.shape[2] - 1, reduction="sum",
+        ) / B  # fmt: skip
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.parameters(), MAX_NORM)
+        self.opt.step()
+        return float(loss.detach())
+
+
+def engine_pair(architecture, rng, T=300, B=32, F=161, V=29, L=40, config=None):
+    """The engine's device step and its PyTorch twin on one unpadded batch."""
+    from npspeech import models
+
+    config = ds2_small_config(architecture) if config is None else config
+    x = rng.standard_normal((T, B, F)).astype(np.float32)
+    lengths = np.full(B, T, dtype=np.int32)
+    target_lengths = np.full(B, L, dtype=np.int32)
+    targets = rng.integers(0, V - 1, size=B * L).astype(np.int32)
+    network = models.init(config, F, V, rng)
+    batch = (x, lengths, targets, target_lengths)
+    return EngineStep(network, batch), TorchEngineDS2(network, batch)
+
+
+# --- one launch per recurrent step against two ----------------------------------------
+
+
+def rnn_pair(kind, rng, T, B, H):
+    """The cupy backend's forward pass of one recurrent layer with the one-launch
+    step and with the two-launch step; each returns the sum of its outputs."""
+    G = {"lstm": 4, "gru": 3}[kind]
+    x = cp.asarray(rng.standard_normal((T, B, H)).astype(np.float32))
+    lengths = cp.full(B, T, dtype=cp.int32)
+    weights = [cp.asarray(_glorot(rng, (H, G * H))) for _ in range(2)]
+    weights += [cp.zeros(G * H, cp.float32) for _ in range(2)]
+    states = [cp.zeros((B, H), cp.float32)] * (2 if kind == "lstm" else 1)
+    forward = getattr(K, f"{kind}_forward").device_kernel
+
+    def run(bound):
+        def side():
+            saved = rnn_fused.FUSED_STEP_MAX_HIDDEN
+            rnn_fused.FUSED_STEP_MAX_HIDDEN = bound
+            try:
+                return float(forward(x, lengths, *weights, *states)[0].sum())
+            finally:
+                rnn_fused.FUSED_STEP_MAX_HIDDEN = saved
+
+        return side
+
+    return run(H), run(0)
+
+
 # --- CTC alone ----------------------------------------------------------------------
 
 
@@ -421,6 +635,17 @@ def main(argv=None):
         for T, B, L in ((300, 32, 60), (1000, 8, 200)):
             ours, theirs = ctc_pair(rng, T, B, V, L)
             compare(f"ctc T={T} B={B} V={V} L={L}", ours, theirs, args.steps, 1e-4)
+    for architecture in ("ds2", "ds2-stream"):
+        if f"{architecture}-engine" in only:
+            engine, twin = engine_pair(architecture, rng)
+            # 5e-3: cuDNN's convolutions and GRU default to TF32 on this GPU
+            compare(f"{architecture} engine B=32 T=300 step", engine.step, twin.step,
+                    args.steps, 5e-3)  # fmt: skip
+    if "rnn" in only:  # the ratio here is one launch per step / two
+        for kind, T, B, H in (("lstm", 300, 32, 2048), ("gru", 150, 32, 512)):
+            one, two = rnn_pair(kind, rng, T, B, H)
+            compare(f"{kind} H={H} B={B} T={T} 1 vs 2 launches", one, two,
+                    args.steps, 1e-3)  # fmt: skip
 
 
 if __name__ == "__main__":

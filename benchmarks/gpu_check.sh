@@ -8,7 +8,7 @@
 #   repository root:
 #       bash benchmarks/gpu_check.sh
 #   Results land in $OUT (default ./gpu_check_out): gpu_check.log (everything),
-#   pytest_cupy.xml and pytest_gpu.xml (JUnit), bench_gpu.txt (the figures).
+#   pytest_*.xml (JUnit), bench_gpu.txt and bench_gpu_engine.txt (the figures).
 #   Packages npspeech imports that such an image lacks travel as wheels in .whl/
 #   (gitignored; carry it with the run). Fetch them once on a machine with PyPI:
 #       python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
@@ -20,14 +20,18 @@
 #   installs .[test,gpu] into the venv; a CUDA torch must then already be in the
 #   system Python (the venv sees the system site-packages).
 #
-# Time budget (about 11 minutes on an H200 with 16 cores): venv and wheels ~20 s (no
-# compilation: npspeech runs from the source tree, its Cython extensions optional),
-# tests/test_cupy_backend.py -m gpu <= 150 s (CUDA kernels compiled on first use),
-# bench_gpu.py <= 180 s, tests/test_cupy_training.py <= 150 s (device-resident
-# training, a one-rank NCCL allreduce), the other `gpu` tests (backend-parametrised
-# nn, ctc, features and optim tests) <= 180 s. Each stage has its own timeout, and a failing
-# stage does not stop the next.
-set -u
+# Time budget (the timeouts; about 13.5 minutes at most on an H200 with 16 cores): venv
+# and wheels ~20 s (no compilation: npspeech runs from the source tree, its Cython
+# extensions optional); stage 1, tests/test_cupy_backend.py and test_cupy_rnn_fused.py
+# (the kernels, the one-launch recurrent steps) <= 150 s (CUDA kernels compiled on
+# first use); stage 2, bench_gpu.py <= 180 s; stage 3, tests/test_cupy_training.py
+# and test_cupy_ds2.py (device-resident training of deepspeech, ds2 and ds2-stream, a
+# one-rank NCCL allreduce) <= 180 s; stage 4, the other `gpu` tests
+# (backend-parametrised nn, ctc, features and optim tests) <= 180 s; stage 5,
+# bench_gpu.py's ds2 / ds2-stream engine steps against PyTorch and the one- against
+# the two-launch recurrent step <= 120 s. Each stage has its own timeout, and a
+# failing stage does not stop the next.
+set -u -o pipefail  # a stage piped into tee fails when its command does
 OUT=${OUT:-$PWD/gpu_check_out}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu_check.log") 2>&1
@@ -61,15 +65,16 @@ backends.get_backend("cupy")  # says what is missing when it cannot run
 print("cupy backend: ok")
 PY
 
-# STAGES picks what runs (default all four), so that the check fits calls of at most
-# ten minutes: e.g. STAGES="1 2" in one call and STAGES="3 4" in the next.
-STAGES=${STAGES:-1 2 3 4}
+# STAGES picks what runs (default all five), so that the check fits calls of at most
+# ten minutes: e.g. STAGES="1 2 5" in one call and STAGES="3 4" in the next.
+STAGES=${STAGES:-1 2 3 4 5}
 want() { case " $STAGES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 if want 1; then
-echo "== tests/test_cupy_backend.py (gpu and cpu)"
-timeout 150 python -m pytest tests/test_cupy_backend.py -m "gpu or not gpu" -q \
-    -p no:cacheprovider -rs --junitxml="$OUT/pytest_cupy.xml" || status=1
+echo "== tests/test_cupy_backend.py, test_cupy_rnn_fused.py (gpu and cpu)"
+timeout 150 python -m pytest tests/test_cupy_backend.py tests/test_cupy_rnn_fused.py \
+    -m "gpu or not gpu" -q -p no:cacheprovider -rs \
+    --junitxml="$OUT/pytest_cupy.xml" || status=1
 fi
 
 if want 2; then
@@ -79,18 +84,28 @@ timeout 180 python benchmarks/bench_gpu.py --steps 5 | tee "$OUT/bench_gpu.txt" 
 fi
 
 if want 3; then
-echo "== tests/test_cupy_training.py (device-resident training, NCCL; gpu and cpu)"
+echo "== tests/test_cupy_training.py, test_cupy_ds2.py (device-resident training,"
+echo "   NCCL; gpu and cpu)"
 # The NCCL test needs mpi4py (and an MPI, e.g. the mpich wheel) in .whl/; without it
-# it skips saying so. The corpus-based training test needs $NPSPEECH_DATA.
-timeout 150 python -m pytest tests/test_cupy_training.py -m "gpu or not gpu" -q \
-    -p no:cacheprovider -rs --junitxml="$OUT/pytest_cupy_training.xml" || status=1
+# it skips saying so. The corpus-based training tests need $NPSPEECH_DATA.
+timeout 180 python -m pytest tests/test_cupy_training.py tests/test_cupy_ds2.py \
+    -m "gpu or not gpu" -q -p no:cacheprovider -rs \
+    --junitxml="$OUT/pytest_cupy_training.xml" || status=1
 fi
 
 if want 4; then
 echo "== every other gpu test"
 timeout 180 python -m pytest tests -m gpu -q -p no:cacheprovider -rs \
     --ignore=tests/test_cupy_backend.py --ignore=tests/test_cupy_training.py \
+    --ignore=tests/test_cupy_rnn_fused.py --ignore=tests/test_cupy_ds2.py \
     --junitxml="$OUT/pytest_gpu.xml" || status=1
+fi
+
+if want 5; then
+echo "== bench_gpu.py: ds2 / ds2-stream engine steps, one vs two launches per step"
+timeout 120 python benchmarks/bench_gpu.py --steps 3 \
+    --only ds2-engine,ds2-stream-engine,rnn | tee "$OUT/bench_gpu_engine.txt" \
+    || status=1
 fi
 
 echo "== done (status $status)"

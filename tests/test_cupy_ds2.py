@@ -22,6 +22,7 @@ import pytest
 import test_cupy_training as training_tests
 from test_cupy_backend import DeviceArray
 
+import npspeech.backends as backends
 from npspeech import models, train, train_device
 from npspeech.config import ModelConfig
 from npspeech.errors import ConfigError
@@ -430,3 +431,74 @@ def test_ds2_device_training_matches_numpy_and_resumes_across_backends(
         )
         assert resumed.steps == 6
         _assert_same_run(split_dir, reference.output_dir, 1e-4, lr)
+
+
+# --- on a GPU ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gpu_backend():
+    try:
+        return backends.get_backend("cupy")
+    except ConfigError as error:
+        pytest.skip(str(error))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_gpu_ds2_forward_and_backward_match_numpy(gpu_backend, rng, architecture):
+    """The whole network on CuPy arrays: logits, batch-norm state and gradients
+    equal the numpy backend's (no corpus needed)."""
+    import cupy
+
+    network = models.init(DS2[architecture], 13, 5, rng)
+    lengths = np.array([9, 6, 3], dtype=np.int32)
+    x = _padded(rng, (9, 3, 13), lengths)
+    dropout_rng = np.random.default_rng(0)
+    logits, _, cache = models.forward(
+        network, x, lengths, True, dropout_rng, backend="numpy"
+    )
+    dlogits = rng.standard_normal(logits.shape).astype(np.float32)
+    grads = models.backward(network, dlogits, cache, backend="numpy")
+    device = network.copy()
+    device.params = {k: cupy.asarray(v) for k, v in device.params.items()}
+    device.state = {k: cupy.asarray(v) for k, v in device.state.items()}
+    d_logits, _, d_cache = models.forward(
+        device, cupy.asarray(x), lengths, True, np.random.default_rng(0),
+        backend="cupy",
+    )  # fmt: skip
+    d_grads = models.backward(device, cupy.asarray(dlogits), d_cache, backend="cupy")
+    assert isinstance(d_logits, cupy.ndarray)
+    np.testing.assert_allclose(d_logits.get(), logits, rtol=1e-4, atol=5e-5)
+    for name, value in cache.state.items():
+        assert isinstance(d_cache.state[name], cupy.ndarray), name
+        np.testing.assert_allclose(
+            d_cache.state[name].get(), value, rtol=1e-4, atol=1e-5, err_msg=name
+        )
+    for name, grad in grads.items():
+        assert isinstance(d_grads[name], cupy.ndarray), name
+        np.testing.assert_allclose(
+            d_grads[name].get(), grad, rtol=1e-3, atol=1e-4, err_msg=name
+        )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_gpu_ds2_training_matches_numpy_and_resumes_on_numba(
+    gpu_backend, config, tmp_path, architecture
+):
+    reference = train.train(_ds2_config(config, architecture, "numpy", tmp_path / "np"))
+    device_dir = tmp_path / "cupy"
+    stopped = train.train(
+        _ds2_config(config, architecture, "cupy", device_dir), max_steps=4
+    )
+    assert stopped.stopped == "max_steps"
+    saved = _checkpoint(device_dir)
+    assert all(type(a) is np.ndarray for a in saved.network.state.values())
+    resumed = train.train(
+        _ds2_config(config, architecture, "numba", device_dir), resume=True
+    )
+    assert resumed.steps == 6
+    np.testing.assert_allclose(
+        _losses(device_dir), _losses(reference.output_dir), rtol=1e-3
+    )
