@@ -7,7 +7,7 @@ Host/device policy of every kernel of this backend ("results follow the inputs")
   with no transfer; this is how a device-resident training step calls it. Small host
   arguments next to device ones (a dropout mask drawn by the host RNG, CTC targets)
   are uploaded for the call and the results stay on the device;
-- called with NumPy arrays only (a host-resident step, as the ``ds2`` layers run), it
+- called with NumPy arrays only (a host caller, such as inference on host arrays), it
   copies them to the device, computes there and returns NumPy arrays, so the backend
   is a drop-in replacement for ``numba`` with one transfer each way per kernel call.
 
