@@ -10,9 +10,11 @@ step (parameters and optimizer state kept on the device, scalars back per step).
 
 Which code runs where: the element-wise and raw CUDA kernels of :mod:`._compile`'s
 registry (clip, bias-and-clip, clip gradient, dropout, Adam, the RNN/LSTM/GRU step
-kernels forward and backward, the CTC alpha/beta and occupancy kernels) only run on a
-device; everything around them is CuPy array code that the CPU tests also run against
-a NumPy stand-in for ``cupy`` with those kernels' NumPy twins.
+kernels forward and backward, the one-launch LSTM/GRU forward steps of
+:mod:`.rnn_fused`, the CTC alpha/beta and occupancy kernels) only run on a device;
+everything around them is CuPy array code that the CPU tests also run against a NumPy
+stand-in for ``cupy`` with those kernels' NumPy twins (the one-launch steps' CUDA
+sources also run on the CPU there, built with the host C++ compiler).
 """
 
 from ._runtime import load_cupy
