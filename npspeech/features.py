@@ -707,6 +707,17 @@ class FeatureStream:
     stats : FeatureStats, optional
         For ``normalize="global"``.
     backend : str or module, optional
+        The kernels; default ``$NPSPEECH_BACKEND`` or numba, imported at the first
+        frame rather than here (a stream whose frames all run on an explicit
+        backend never imports the default one).
+
+    Attributes
+    ----------
+    backend : str, module or None
+        The kernels of the next ``feed`` or ``finish``. It may change between calls:
+        what the stream keeps is plain float32 arrays, and every backend computes
+        the same frames to float tolerance (:class:`npspeech.stream.Stream` runs a
+        short stream on the NumPy reference this way, then on the compiled kernels).
     """
 
     def __init__(
@@ -728,7 +739,9 @@ class FeatureStream:
                 "features.normalize: 'global' needs FeatureStats gathered over a corpus"
             )
         self.stats = stats
-        self._kernels = get_backend(backend)
+        if backend is not None:
+            get_backend(backend)  # a bad name fails here, not at the first frame
+        self.backend = backend
         self._base = dataclasses.replace(self.config, n_context=0)  # frames, no context
         self._base_width = n_features(self._base)
         self.reset()
@@ -744,6 +757,13 @@ class FeatureStream:
             (0, self._base_width), dtype=np.float32
         )  # awaiting right
 
+    def n_new_frames(self, n_samples: int) -> int:
+        """How many frames ``feed`` of ``n_samples`` more samples would return (a
+        caller that picks the kernels per chunk asks this first)."""
+        T = n_frames(self._samples.shape[0] + int(n_samples), self.config)
+        n = self.config.n_context
+        return T if n == 0 else max(self._pending.shape[0] + T - n, 0)
+
     def feed(self, chunk) -> np.ndarray:
         """Add samples (float, int16 or PCM bytes); returns the completed frames.
 
@@ -756,7 +776,8 @@ class FeatureStream:
         T = n_frames(self._samples.shape[0], self.config)
         if T == 0:
             return self._emit(np.zeros((0, self._base_width), dtype=np.float32), False)
-        frames = _frames(self._kernels, self._samples, self._base)  # (T, F0)
+        kernels = get_backend(self.backend)  # may differ from the last feed's
+        frames = _frames(kernels, self._samples, self._base)  # (T, F0)
         frames = _normalize_for(frames, self._base, self.stats)
         self._samples = self._samples[T * self.config.step_samples :].copy()
         return self._emit(frames, False)
@@ -781,7 +802,7 @@ class FeatureStream:
         parts = [self._history, pending] + ([right] if final else [])
         padded = np.concatenate(parts)  # (n + P [+ n], F0): row j is frame j - n
         # The windows of frames 0..ready-1 of ``pending`` only read rows < ready + 2n.
-        windows = context_windows(padded[: ready + 2 * n], n, backend=self._kernels)
+        windows = context_windows(padded[: ready + 2 * n], n, backend=self.backend)
         out = windows[n : n + ready]  # (ready, (2n+1) F0)
         self._history = padded[ready : ready + n].copy()
         self._pending = pending[ready:].copy()

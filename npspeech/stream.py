@@ -13,6 +13,14 @@ chunk is proportional to the chunk. The transcript and timings after
 with the same model and decoder. A bidirectional ``ds2`` model needs the whole
 utterance and refuses to stream.
 
+First run. A network left to the default backend runs on the NumPy reference while
+the process's quick-start budget lasts (:mod:`npspeech.runtime._quick_start`), and a
+stream then runs its features and log-softmax on NumPy too, chunk by chunk: a short
+stream never imports Numba. The chunk that takes the process past the budget moves
+the network to the compiled kernels (its state carries over) and the features and
+log-softmax to the default backend with it; every stage keeps plain float32 arrays,
+so the transcript is the same to float tolerance.
+
 DeepSpeech 0.9's names (``feedAudioContent``, ``intermediateDecode``, ...) are aliases
 of the methods here, so code written for ``deepspeech.Stream`` runs unchanged.
 """
@@ -73,7 +81,8 @@ class Stream:
         samples = read_signal(chunk, self.model.sample_rate, where="stream chunk")
         if samples.shape[0] == 0:
             return
-        self._advance(self._features.feed(samples), final=False)
+        backend = self._backend_for(self._features.n_new_frames(samples.shape[0]))
+        self._advance(self._features.feed(samples), False, backend)
 
     def intermediate_decode(self) -> str:
         """The current best text, as if the audio ended now (cheap: no alignment)."""
@@ -146,17 +155,31 @@ class Stream:
         self.free_stream()
 
     # -- internals ---------------------------------------------------------------------
-    def _advance(self, frames: np.ndarray, final: bool) -> None:
-        """Run new input frames ``(T, F)`` through the network into the decoder."""
+    def _backend_for(self, frames: int) -> str | None:
+        """Set the feature stream's kernels for a chunk of ``frames`` input frames and
+        return log-softmax's: ``numpy`` for both while the network runs the chunk on
+        the reference without Numba (the module docstring); else the model's backend
+        for the features and the default (None) for log-softmax. Asked before the
+        network charges the chunk to the quick-start budget."""
+        backend = self.model._step_backend(frames)
+        self._features.backend = backend or self.model.backend
+        return backend
+
+    def _advance(self, frames: np.ndarray, final: bool, backend: str | None) -> None:
+        """Run new input frames ``(T, F)`` through the network into the decoder,
+        the log-softmax on ``backend``."""
         if frames.shape[0] == 0 and not final:
             return
         logits = self._network.forward_chunk(frames, self._state, final=final)
         if logits.shape[0]:
-            self._decoder.feed(log_softmax(logits))
+            self._decoder.feed(log_softmax(logits, backend=backend))
 
     def _flush(self) -> None:
         self._check_open()
-        self._advance(self._features.finish(), final=True)
+        # no new frames: without context the feature stream holds none back, and
+        # the network's last chunk only flushes the frames it holds
+        backend = self._backend_for(0)
+        self._advance(self._features.finish(), True, backend)
 
     def _check_open(self) -> None:
         if not self._open:

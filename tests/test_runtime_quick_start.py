@@ -113,6 +113,50 @@ def test_model_steps_follow_the_network(budget, data_dir):
     )
 
 
+def _stream_crossing_the_switch(model, signal, chunk):
+    """Feed ``signal`` to a new stream of ``model`` in chunks of ``chunk`` samples;
+    returns its final text, the log-probabilities its decoder received (T_out, V)
+    and, per chunk that reached the decoder, (the features' backend, whether the
+    network ran on the reference)."""
+    stream = model.create_stream()
+    fed, steps = [], []
+    feed = stream._decoder.feed
+
+    def record(log_probs):
+        fed.append(log_probs)
+        reference = model.inference_network._kernels is None
+        steps.append((stream._features.backend, reference))
+        feed(log_probs)
+
+    stream._decoder.feed = record
+    for start in range(0, signal.shape[0], chunk):
+        stream.feed_audio_content(signal[start : start + chunk])
+    return stream.finish_stream(), np.concatenate(fed), steps
+
+
+def test_stream_crossing_the_budget_equals_the_offline_decode(budget, data_dir):
+    """Features, network and log-softmax on NumPy while the budget lasts, all on the
+    compiled kernels after it, within one stream: the offline result still."""
+    import npspeech
+    from npspeech.audio import load
+
+    audio = data_dir / "kathleen_arctic" / "flac" / "arctic_a0010_1592748378.flac"
+    quick = npspeech.Model(MODEL)
+    signal = load(audio, sample_rate=quick.sample_rate)
+    frames = signal.shape[0] // quick.features.step_samples  # ~340
+    _quick_start.BUDGET = frames // 3 * quick.inference_network._n_weights
+    text, log_probs, steps = _stream_crossing_the_switch(quick, signal, 1234)
+    # the switch happens inside the stream, features and network together
+    assert steps[0] == ("numpy", True) and steps[-1] == (None, False)
+    switch = steps.index((None, False))
+    assert set(steps[:switch]) == {("numpy", True)}
+    assert set(steps[switch:]) == {(None, False)}
+    compiled = npspeech.Model(MODEL, backend="numba")
+    expected = compiled.utterance_log_probs(compiled.compute_features(signal))
+    np.testing.assert_allclose(log_probs, expected, rtol=1e-4, atol=1e-4)
+    assert text == compiled.stt(signal) and len(text.split()) >= 5
+
+
 # A fresh interpreter: a short decode's transcript, and whether Numba was imported.
 FRESH = """
 import json, sys
@@ -128,9 +172,29 @@ API = """
 import npspeech
 print(npspeech.Model({model!r}).stt({audio!r}))
 """
+CLI_STREAM = """
+from npspeech import cli
+assert cli.main(["decode", "--model", {model!r}, "--stream", "1234", {audio!r}]) == 0
+"""
+STREAM = """
+import npspeech
+from npspeech.audio import load
+model = npspeech.Model({model!r})
+signal = load({audio!r}, sample_rate=model.sample_rate)
+stream = model.create_stream()
+for start in range(0, signal.shape[0], 1234):
+    stream.feed_audio_content(signal[start : start + 1234])
+text = stream.finish_stream()
+assert text == model.stt(signal), (text, model.stt(signal))
+print(text)
+"""
 
 
-@pytest.mark.parametrize("run", [CLI, API], ids=["decode", "stt"])
+@pytest.mark.parametrize(
+    "run",
+    [CLI, API, CLI_STREAM, STREAM],
+    ids=["decode", "stt", "decode-stream", "stream"],
+)
 def test_short_decode_does_not_import_numba(run, data_dir, tmp_path):
     audio = data_dir / "kathleen_arctic" / "flac" / "arctic_a0010_1592748378.flac"
     script = FRESH.format(run=run.format(model=str(MODEL), audio=str(audio)))

@@ -192,3 +192,28 @@ def test_greedy_decoder_stream_equals_greedy_decode(alphabet, rng):
     assert result.log_score == pytest.approx(expected.log_score, rel=1e-6)
     with pytest.raises(DecoderError, match="finished"):
         stream.feed(log_probs[:1])
+
+
+@pytest.mark.parametrize("n_context", [0, 3])
+def test_feature_stream_changes_kernels_between_feeds(n_context, data_dir, rng):
+    """A stream's features may move from the NumPy reference to the compiled kernels
+    (and back) between chunks; ``n_new_frames`` says beforehand what a feed returns."""
+    from npspeech import features
+    from npspeech.config import FeatureConfig
+
+    config = FeatureConfig(n_context=n_context)
+    signal = load(data_dir / FILES[1])
+    stream = features.FeatureStream(config, backend="numpy")
+    parts, used, position = [], set(), 0
+    while position < signal.shape[0]:
+        chunk = signal[position : position + int(rng.integers(1, 3000))]
+        stream.backend = str(rng.choice(["numpy", "numba"]))
+        used.add(stream.backend)
+        expected = stream.n_new_frames(chunk.shape[0])
+        parts.append(stream.feed(chunk))
+        assert parts[-1].shape[0] == expected
+        position += chunk.shape[0]
+    parts.append(stream.finish())
+    assert used == {"numpy", "numba"}
+    reference = features.compute(signal, config, backend="numpy")
+    np.testing.assert_allclose(np.concatenate(parts), reference, rtol=1e-4, atol=1e-4)

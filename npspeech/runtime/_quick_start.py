@@ -11,7 +11,8 @@ log-softmax's kernels. The NumPy reference pays nothing up front but runs slower
 
 So a network whose kernels are left to the default (numba) runs its inputs on the
 reference, and its caller the features and log-softmax too (see
-:meth:`npspeech.runtime.InferenceNetwork.reference_only`), while the work this
+:meth:`npspeech.runtime.InferenceNetwork.reference_only`; a stream asks chunk by
+chunk, :mod:`npspeech.stream`), while the work this
 process has run there, frames times weights summed over its inputs, stays within
 :data:`BUDGET`: about what the fixed price buys. That is the rent-or-buy rule: a
 process never pays more than about twice what the better choice in hindsight would
