@@ -48,6 +48,18 @@ def _backend_params():
     return params
 
 
+@pytest.fixture(scope="module")
+def gpu_backend():
+    """The real cupy backend; skips saying what is missing (CuPy or a CUDA device)."""
+    from npspeech.backends import get_backend
+    from npspeech.errors import ConfigError
+
+    try:
+        return get_backend("cupy")
+    except ConfigError as error:
+        pytest.skip(str(error))
+
+
 @pytest.fixture(params=_backend_params())
 def backend(request):
     """Each backend module in turn (CuPy only under ``-m gpu`` where it imports)."""

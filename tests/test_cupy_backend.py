@@ -136,15 +136,6 @@ def fake_backend(monkeypatch):
         _forget_backend()
 
 
-@pytest.fixture(scope="module")
-def gpu_backend():
-    """The real cupy backend; skips saying what is missing (CuPy or a device)."""
-    try:
-        return backends.get_backend("cupy")
-    except ConfigError as error:
-        pytest.skip(str(error))
-
-
 # --- unusable backend: the messages --------------------------------------------------
 
 

@@ -22,7 +22,6 @@ import pytest
 import test_cupy_training as training_tests
 from test_cupy_backend import DeviceArray
 
-import npspeech.backends as backends
 from npspeech import models, train, train_device
 from npspeech.config import ModelConfig
 from npspeech.errors import ConfigError
@@ -434,14 +433,6 @@ def test_ds2_device_training_matches_numpy_and_resumes_across_backends(
 
 
 # --- on a GPU ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def gpu_backend():
-    try:
-        return backends.get_backend("cupy")
-    except ConfigError as error:
-        pytest.skip(str(error))
 
 
 @pytest.mark.gpu

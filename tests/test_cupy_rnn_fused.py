@@ -17,9 +17,7 @@ import numpy as np
 import pytest
 import test_cupy_backend as backend_tests
 
-import npspeech.backends as backends
 from npspeech.backends import numpy_ref
-from npspeech.errors import ConfigError
 
 GPU_RTOL_FLOAT32 = backend_tests.GPU_RTOL_FLOAT32
 GPU_ATOL_FLOAT32 = backend_tests.GPU_ATOL_FLOAT32
@@ -134,14 +132,6 @@ def test_twin_rejects_a_state_read_where_it_is_written(fake_backend):
 
 
 # --- on a GPU ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def gpu_backend():
-    try:
-        return backends.get_backend("cupy")
-    except ConfigError as error:
-        pytest.skip(str(error))
 
 
 @pytest.mark.gpu

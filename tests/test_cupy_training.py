@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 from test_cupy_backend import PACKAGE, DeviceArray, _forget_backend, fake_cupy
 
-import npspeech.backends as backends
 from npspeech import checkpoint, models, train
 from npspeech.config import ModelConfig, TrainConfig
 from npspeech.distributed import nccl
@@ -275,14 +274,6 @@ def test_mpi_collective_sums_device_arrays_on_the_device(transfers, rng):
 
 
 # --- on a GPU ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def gpu_backend():
-    try:
-        return backends.get_backend("cupy")
-    except ConfigError as error:
-        pytest.skip(str(error))
 
 
 @pytest.mark.gpu
