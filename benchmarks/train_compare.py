@@ -1,11 +1,13 @@
 """npspeech against PyTorch: the same recipe trained side by side, WER and wall time.
 
 Both sides start from the same initial weights (npspeech's, copied into the PyTorch
-twin of ``benchmarks/peers/train_torch.py``), train on the very same batches (one
-``BatchLoader``, same seed, same per-epoch plans) with the same loss, optimiser,
-gradient clipping, learning-rate schedule, early stopping and best-epoch selection, and
-are scored by the same greedy decoder on each test CSV. npspeech runs through its own
-``npspeech.train.Trainer`` (checkpoints and log included, as a user would run it).
+twin of ``benchmarks/peers/train_torch.py`` for ``deepspeech`` recipes, of
+``benchmarks/peers/train_torch_ds2.py`` for ``ds2`` and ``ds2-stream`` ones), train
+on the very same batches (one ``BatchLoader``, same seed, same per-epoch plans) with
+the same loss, optimiser, gradient clipping, learning-rate schedule, early stopping and
+best-epoch selection, and are scored by the same greedy decoder on each test CSV.
+npspeech runs through its own ``npspeech.train.Trainer`` (checkpoints and log
+included, as a user would run it).
 Dropout masks differ (each framework draws its own), so the runs diverge after the
 first step when dropout is on: WERs should agree within noise, not exactly.
 
@@ -16,6 +18,8 @@ the twin's logits and first-step loss equal npspeech's on the first training bat
 Usage::
 
     python benchmarks/train_compare.py --recipe recipes/kathleen_fsdd_small.toml
+    python benchmarks/train_compare.py --recipe recipes/kathleen_fsdd_ds2.toml
+    python benchmarks/train_compare.py --recipe recipes/kathleen_fsdd_ds2_stream.toml
     python benchmarks/train_compare.py --quick   # a subset and 2 epochs: a smoke run
     python benchmarks/train_compare.py --sizing 6   # time 6 real batches,
                                                     # project an epoch
@@ -193,7 +197,8 @@ def load_config(args: argparse.Namespace, output_dir: Path, scratch: Path):
 
 
 def check_first_batch(trainer, twin, loader) -> dict[str, float]:
-    """The twin's logits and loss equal npspeech's on the first batch (no dropout)."""
+    """The twin's logits and loss equal npspeech's on the first batch (no dropout,
+    batch norm from the running statistics: the evaluation-mode forward pass)."""
     import torch
 
     from npspeech import ctc, models
@@ -204,12 +209,12 @@ def check_first_batch(trainer, twin, loader) -> dict[str, float]:
     ours, lengths, _ = models.forward(
         network, batch.features, batch.lengths, backend=trainer.backend
     )
-    model = twin.from_network(network)
+    model = twin.build(network)
     model.eval()
     with torch.no_grad():
-        theirs = model(
-            twin.model_input(batch.features, batch.lengths, network.config.n_context)
-        ).numpy()
+        theirs, their_lengths = model.forward_batch(batch.features, batch.lengths)
+        theirs = theirs.numpy()
+    assert np.array_equal(their_lengths, lengths), (their_lengths, lengths)
     valid = models.frame_mask(lengths, ours.shape[0], bool)[:, :, 0]
     difference = float(np.abs(theirs[valid] - ours[valid]).max())
     assert difference < LOGITS_ATOL, f"twin logits differ by {difference}"
@@ -347,7 +352,6 @@ def evaluate_tests(network, model, tests, trainer, twin) -> list[dict[str, objec
             utterances,
             trainer.alphabet,
             trainer.features,
-            network.config.n_context,
             cache=trainer.cache,
             frames_budget=trainer.config.batch_frames,
             durations=durations,

@@ -1,27 +1,33 @@
-"""A PyTorch twin of npspeech's ``deepspeech`` model and of its training loop.
+"""A PyTorch twin of npspeech's ``deepspeech`` model, and of its training loop for
+every architecture.
 
 Used only by benchmarks (``benchmarks/train_compare.py``) and peer tests; PyTorch is a
-test-only dependency and ``npspeech/`` never imports this module.
+test-only dependency and ``npspeech/`` never imports this module. The ``ds2`` and
+``ds2-stream`` networks are in ``train_torch_ds2.py`` beside this file; :func:`build`
+picks the twin of a network, and :class:`TorchTrainer` and :func:`evaluate` train and
+score either through its ``forward_batch``.
 
 The twin is built to differ from :class:`npspeech.train.Trainer` in the framework only:
 
-- the same layers: dense x3 with ReLU clipped at ``relu_clip`` (``hardtanh(0, clip)``)
-  and dropout, one unidirectional LSTM, dense with clipped ReLU and dropout, output;
+- the same layers (``deepspeech``'s here; ``train_torch_ds2.py`` lists ds2's): dense
+  x3 with ReLU clipped at ``relu_clip`` (``hardtanh(0, clip)``) and dropout, one
+  unidirectional LSTM, dense with clipped ReLU and dropout, output;
 - the same initial weights, copied from an npspeech :class:`~npspeech.models.Network`
   (npspeech computes ``x @ W`` with ``W (F_in, F_out)``, PyTorch ``x @ weight.T``, so
   every matrix is transposed; the LSTM's fused ``(F, 4H)`` gates are in PyTorch's order
   i, f, g, o already, and ``b_ih``/``b_hh`` are stored separately on both sides);
 - the same batches: npspeech's :class:`~npspeech.data.BatchLoader` output, context
   stacked with :func:`npspeech.models.stack_context` before the tensor conversion;
-- the same loss: CTC with the blank last, summed over the batch and divided by the batch
-  size (npspeech's trainer averages the per-utterance losses);
+- the same loss: CTC with the blank last over each sequence's output frames (fewer than
+  its input frames after a strided convolution), summed over the batch and divided by
+  the batch size (npspeech's trainer averages the per-utterance losses);
 - the same optimiser: Adam (AdamW when ``weight_decay > 0``, as npspeech decouples it),
   global-norm gradient clipping, ReduceLROnPlateau on the same dev metric, the same
   early stopping and best-epoch selection;
 - the same greedy decoder and the same WER/CER counting (npspeech's).
 
 What differs: dropout masks come from PyTorch's generator, not npspeech's, so the two
-runs diverge after the first step whenever dropout is on.
+runs diverge after the first step whenever dropout is on (the ds2 recipes use none).
 
 Shape legend: T frames, B batch, F features per frame before stacking, X stacked input
 features ``(2 * n_context + 1) * F``, H hidden units, V classes (blank last).
@@ -31,9 +37,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib
+import importlib.util
 import math
+import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,7 +77,11 @@ class TorchDeepSpeech(torch.nn.Module):
         Ceiling of the clipped ReLU.
     dropout : float
         Dropout rate after layers 1, 2, 3 and 5 while training.
+    n_context : int
+        Frames stacked on each side by :meth:`forward_batch`.
     """
+
+    time_stride = 1  # one output frame per feature frame
 
     def __init__(
         self,
@@ -76,10 +90,12 @@ class TorchDeepSpeech(torch.nn.Module):
         n_classes: int,
         relu_clip: float,
         dropout: float,
+        n_context: int = 0,
     ):
         super().__init__()
         self.relu_clip = float(relu_clip)
         self.dropout = float(dropout)
+        self.n_context = int(n_context)
         self.layer_1 = torch.nn.Linear(n_input, n_hidden)
         self.layer_2 = torch.nn.Linear(n_hidden, n_hidden)
         self.layer_3 = torch.nn.Linear(n_hidden, n_hidden)
@@ -113,6 +129,16 @@ class TorchDeepSpeech(torch.nn.Module):
         x = self._clip_drop(self.layer_5(x))
         return self.layer_6(x)  # (T, B, V)
 
+    def forward_batch(
+        self, features: np.ndarray, lengths: np.ndarray
+    ) -> tuple[torch.Tensor, np.ndarray]:
+        """Logits ``(T, B, V)`` of a loader batch ``features (T, B, F)``, ``lengths
+        (B,)``, context stacked as npspeech does, and the output lengths (the input's).
+        """
+        dtype = self.layer_1.weight.dtype
+        x = model_input(features, lengths, self.n_context, dtype)
+        return self(x), np.asarray(lengths, dtype=np.int32)
+
 
 def _require_deepspeech(network: models.Network) -> None:
     if network.config.architecture != "deepspeech":
@@ -142,6 +168,7 @@ def from_network(network: models.Network, dtype: Any = None) -> TorchDeepSpeech:
         network.n_classes,
         config.relu_clip,
         config.dropout,
+        config.n_context,
     ).to(dtype)
     with torch.no_grad():
         for name in DENSE_LAYERS:
@@ -170,6 +197,35 @@ def network_params(model: TorchDeepSpeech) -> dict[str, np.ndarray]:
             value = value.T if value.ndim == 2 else value  # (4H, F) -> (F, 4H)
             params[f"layer_4/{ours}"] = value.copy()
     return params
+
+
+def _ds2_twin() -> Any:
+    """``train_torch_ds2.py`` beside this file: imported from the package when this
+    module was (``benchmarks/train_compare.py``), else by path (tests load the twins
+    from their files, ``benchmarks/`` being no package)."""
+    if __package__:
+        return importlib.import_module(f"{__package__}.train_torch_ds2")
+    name = f"{__name__}_ds2"
+    if name not in sys.modules:
+        path = Path(__file__).with_name("train_torch_ds2.py")
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def build(network: models.Network, dtype: Any = None) -> torch.nn.Module:
+    """The PyTorch twin of any npspeech network, holding a copy of its weights.
+
+    ``deepspeech``: :func:`from_network` here; ``ds2`` and ``ds2-stream``:
+    ``train_torch_ds2.from_network``. Either twin has ``forward_batch(features,
+    lengths) -> (logits (T', B, V) tensor, output lengths (B,) int32)`` and
+    ``time_stride``.
+    """
+    if network.config.architecture == "deepspeech":
+        return from_network(network, dtype)
+    return _ds2_twin().from_network(network, dtype)
 
 
 def model_input(
@@ -205,11 +261,10 @@ class Scores:
 
 
 def evaluate(
-    model: TorchDeepSpeech,
+    model: torch.nn.Module,
     utterances: Sequence[Any],
     alphabet: Alphabet,
     feature_config: FeatureConfig,
-    n_context: int,
     *,
     cache: Any,
     frames_budget: int,
@@ -232,19 +287,19 @@ def evaluate(
         durations=durations,
         prefetch=False,
     )
-    decoder = make_decoder(alphabet, None, feature_config.step_ms / 1000.0)
-    dtype = next(model.parameters()).dtype
+    frame_seconds = feature_config.step_ms / 1000.0 * model.time_stride
+    decoder = make_decoder(alphabet, None, frame_seconds)
     total = metrics.ErrorCounts(0, 0, 0, 0)
     losses: list[float] = []
     model.eval()
     with torch.no_grad():
         for batch in loader.iterate(0):
-            logits = model(model_input(batch.features, batch.lengths, n_context, dtype))
+            logits, lengths = model.forward_batch(batch.features, batch.lengths)
             log_probs = functional.log_softmax(logits, dim=-1)
             loss = functional.ctc_loss(
                 log_probs,
                 torch.from_numpy(batch.targets.astype(np.int64)),
-                torch.from_numpy(batch.lengths.astype(np.int64)),
+                torch.from_numpy(lengths.astype(np.int64)),
                 torch.from_numpy(batch.target_lengths.astype(np.int64)),
                 blank=logits.shape[-1] - 1,
                 reduction="none",
@@ -252,7 +307,7 @@ def evaluate(
             losses += [value for value in loss.tolist() if math.isfinite(value)]
             scores = log_softmax(logits.numpy())  # npspeech's, for identical decoding
             for b, utterance in enumerate(batch.utterances):
-                text = decoder.decode(scores[: int(batch.lengths[b]), b])[0].text
+                text = decoder.decode(scores[: int(lengths[b]), b])[0].text
                 total = total + metrics.error_counts(utterance.transcript, text)
     loss = float(np.mean(losses)) if losses else float("inf")
     return Scores(total.wer, total.cer, loss)
@@ -264,7 +319,8 @@ class TorchTrainer:
     Parameters
     ----------
     network : npspeech.models.Network
-        The initial weights (a ``deepspeech`` network; copied, not shared).
+        The initial weights and batch-norm state (any architecture; copied, not
+        shared).
     config : TrainConfig
         The same settings the npspeech run uses.
     seed : int
@@ -272,11 +328,8 @@ class TorchTrainer:
     """
 
     def __init__(self, network: models.Network, config: TrainConfig, seed: int = 0):
-        _require_deepspeech(network)
         self.config = config
-        self.n_context = network.config.n_context
-        self.model = from_network(network, torch.float32)
-        self.dtype = torch.float32
+        self.model = build(network, torch.float32)
         optimizer = torch.optim.AdamW if config.weight_decay > 0 else torch.optim.Adam
         self.optimizer = optimizer(
             self.model.parameters(),
@@ -315,14 +368,13 @@ class TorchTrainer:
             in npspeech).
         """
         self.model.train()
-        x = model_input(batch.features, batch.lengths, self.n_context, self.dtype)
-        logits = self.model(x)  # (T, B, V)
-        log_probs = functional.log_softmax(logits, dim=-1)
+        logits, lengths = self.model.forward_batch(batch.features, batch.lengths)
+        log_probs = functional.log_softmax(logits, dim=-1)  # (T', B, V)
         B = len(batch.utterances)
         total = functional.ctc_loss(
             log_probs,
             torch.from_numpy(batch.targets.astype(np.int64)),
-            torch.from_numpy(batch.lengths.astype(np.int64)),
+            torch.from_numpy(lengths.astype(np.int64)),
             torch.from_numpy(batch.target_lengths.astype(np.int64)),
             blank=logits.shape[-1] - 1,
             reduction="sum",
@@ -407,7 +459,6 @@ class TorchTrainer:
                     dev,
                     alphabet,
                     feature_config,
-                    self.n_context,
                     cache=cache,
                     frames_budget=config.batch_frames,
                     durations=dev_durations,
@@ -443,7 +494,7 @@ class TorchTrainer:
                 break
         return history
 
-    def best_model(self) -> TorchDeepSpeech:
+    def best_model(self) -> torch.nn.Module:
         """A copy of the twin with the best epoch's weights."""
         model = copy.deepcopy(self.model)
         model.load_state_dict(self.best_state)

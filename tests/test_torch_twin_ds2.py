@@ -1,0 +1,275 @@
+"""The PyTorch twin of the ``ds2`` and ``ds2-stream`` networks
+(``benchmarks/peers/train_torch_ds2.py``) computes npspeech's logits, gradients and
+batch-norm statistics for the same weights and batch (float64), and the twin's training
+loop (``benchmarks/peers/train_torch.py``) takes the steps npspeech's trainer takes on
+the same batches (float32), so ``benchmarks/train_compare.py`` compares like with like.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from npspeech import ctc, models, train
+from npspeech.config import FeatureConfig, ModelConfig, TrainConfig
+
+pytestmark = pytest.mark.peers
+
+PEERS = Path(__file__).resolve().parent.parent / "benchmarks" / "peers"
+TWIN_ATOL = 1e-9  # float64, the same operations in another order
+STEP_RTOL = 1e-4  # float32 losses a few Adam steps in
+NORM_RTOL = 1e-3  # their gradient norms (sums of float32 squares over many frames)
+F, V, H = 12, 6, 5  # input features, classes (blank last), hidden units
+LENGTHS = np.array([13, 6, 10], dtype=np.int32)  # unsorted, with padding
+TARGETS = [np.array([0, 2, 1]), np.array([3]), np.array([4, 1])]
+# (architecture, rnn_kind): the recipes' GRUs both ways, and the LSTM mapping
+VARIANTS = [("ds2", "gru"), ("ds2-stream", "gru"), ("ds2", "lstm")]
+
+
+def _load(stem: str):
+    """A twin module loaded from its file (``benchmarks`` is not a package)."""
+    pytest.importorskip("torch")
+    name = f"npspeech_bench_{stem}"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, PEERS / f"{stem}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while defined
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def _config(architecture: str, rnn_kind: str = "gru") -> ModelConfig:
+    # 12 -> 6 -> 3 frequencies, 2 channels: the recurrent input is 6 wide; time
+    # stride 2; two recurrent layers, so the sequence-wise batch norm between them runs.
+    return ModelConfig(
+        architecture=architecture,
+        n_hidden=H,
+        relu_clip=1.5,  # low, so both ends of every hardtanh are reached
+        dropout=0.0,
+        init_scheme="pytorch",
+        conv_channels=(3, 2),
+        conv_kernels=((5, 3), (3, 3)),
+        conv_strides=((2, 2), (1, 2)),
+        conv_padding=((2, 1), (1, 1)),
+        rnn_kind=rnn_kind,
+        rnn_layers=2,
+        lookahead_context=2,
+        batch_norm_momentum=0.3,
+    )
+
+
+def _network(rng, architecture, rnn_kind="gru"):
+    """A float64 network whose batch norms hold non-trivial weights and statistics,
+    so that every copy (gamma, beta, running mean and variance) is exercised."""
+    network = models.init(_config(architecture, rnn_kind), F, V, rng, dtype=np.float64)
+    for name, value in network.params.items():
+        if name.endswith("/gamma"):
+            network.params[name] = rng.uniform(0.5, 1.5, value.shape)
+        elif name.endswith("/beta"):
+            network.params[name] = rng.normal(0.0, 0.3, value.shape)
+    for name, value in network.state.items():
+        low, high = (-0.5, 0.5) if name.endswith("mean") else (0.5, 2.0)
+        network.state[name] = rng.uniform(low, high, value.shape)
+    return network
+
+
+def _batch(rng):
+    T, B = int(LENGTHS.max()), LENGTHS.size
+    features = rng.normal(0.0, 2.0, (T, B, F))
+    # garbage on the padded frames: both sides must ignore it
+    features[models.frame_mask(LENGTHS, T, bool)[:, :, 0] == 0] = 7.0
+    return features
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize(("architecture", "rnn_kind"), VARIANTS)
+def test_twin_logits_match_npspeech(rng, architecture, rnn_kind, training):
+    torch = pytest.importorskip("torch")
+    twin = _load("train_torch_ds2")
+    network = _network(rng, architecture, rnn_kind)
+    features = _batch(rng)
+    ours, out_lengths, cache = models.forward(
+        network, features, LENGTHS, training=training, backend="numpy"
+    )
+    model = twin.from_network(network)
+    model.train(training)
+    with torch.no_grad():
+        theirs, their_lengths = model.forward_batch(features, LENGTHS)
+    theirs = theirs.numpy()
+    assert theirs.dtype == np.float64
+    np.testing.assert_array_equal(their_lengths, out_lengths)
+    assert theirs.shape == ours.shape
+    np.testing.assert_allclose(theirs, ours, rtol=0.0, atol=TWIN_ATOL)
+    # padded frames are zero on both sides, so the comparison above covers them
+    padded = ~models.frame_mask(out_lengths, ours.shape[0], bool)[:, :, 0]
+    assert padded.any() and not theirs[padded].any()
+    # both ends of the first convolution's hardtanh are reached
+    first = model.conv_1(torch.from_numpy(features).permute(1, 0, 2)[:, None])
+    assert (first > 1.5).any() and (first < 0.0).any()
+    # training updates the running statistics as npspeech does; evaluation keeps them
+    for name, value in twin.network_state(model).items():
+        np.testing.assert_allclose(
+            value, cache.state[name], rtol=0.0, atol=TWIN_ATOL, err_msg=name
+        )
+        changed = not np.array_equal(cache.state[name], network.state[name])
+        assert changed == training, name
+
+
+@pytest.mark.parametrize(("architecture", "rnn_kind"), VARIANTS)
+def test_twin_gradients_match_npspeech(rng, architecture, rnn_kind):
+    torch = pytest.importorskip("torch")
+    twin = _load("train_torch_ds2")
+    network = _network(rng, architecture, rnn_kind)
+    features = _batch(rng)
+    targets = np.concatenate(TARGETS).astype(np.int32)
+    target_lengths = np.array([t.size for t in TARGETS], dtype=np.int32)
+    B = LENGTHS.size
+    # npspeech's training step: per-utterance CTC, averaged over the batch
+    logits, out_lengths, cache = models.forward(
+        network, features, LENGTHS, training=True, backend="numpy"
+    )
+    losses, dlogits = ctc.ctc_loss(
+        logits, targets, out_lengths, target_lengths, reduction="none",
+        backend="numpy",
+    )  # fmt: skip
+    grads = models.backward(network, dlogits / B, cache, backend="numpy")
+    # the twin's: CTC summed over the batch, divided by B
+    model = twin.from_network(network)
+    model.train()
+    out, their_lengths = model.forward_batch(features, LENGTHS)
+    loss = (
+        torch.nn.functional.ctc_loss(
+            out.log_softmax(-1),
+            torch.from_numpy(targets.astype(np.int64)),
+            torch.from_numpy(their_lengths.astype(np.int64)),
+            torch.from_numpy(target_lengths.astype(np.int64)),
+            blank=V - 1,
+            reduction="sum",
+        )
+        / B
+    )
+    loss.backward()
+    np.testing.assert_allclose(loss.item(), losses.mean(), rtol=0.0, atol=TWIN_ATOL)
+    params = twin.network_params(model)
+    assert set(params) == set(network.params)
+    for name, value in params.items():
+        np.testing.assert_array_equal(value, network.params[name], err_msg=name)
+    theirs = twin.network_grads(model)
+    assert set(theirs) == set(grads)
+    for name, grad in grads.items():
+        assert np.abs(grad).max() > 0, name  # every parameter takes part
+        np.testing.assert_allclose(
+            theirs[name], grad, rtol=0.0, atol=TWIN_ATOL, err_msg=name
+        )
+
+
+def test_twin_rejects_what_it_cannot_build(rng):
+    twin = _load("train_torch_ds2")
+    config = dataclasses.replace(_config("ds2"), rnn_kind="rnn")
+    network = models.init(config, F, V, rng, dtype=np.float64)
+    with pytest.raises(ValueError, match="rnn_kind"):
+        twin.from_network(network)
+    deepspeech = models.init(
+        ModelConfig(n_hidden=4, n_context=1), F, V, rng, dtype=np.float64
+    )
+    with pytest.raises(ValueError, match="ds2"):
+        twin.from_network(deepspeech)
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("architecture", ["deepspeech", "ds2", "ds2-stream"])
+def test_twin_trainer_takes_npspeech_steps(data_dir, tmp_path, architecture):
+    """Four float32 steps of both training loops on the same real batches: the same
+    losses, gradient norms, batch-norm statistics and weights."""
+    twin = _load("train_torch")
+    smoke = data_dir / "deepspeech_smoke"
+    model = _config(architecture)
+    features = FeatureConfig(kind="fbank", window_ms=25.0, step_ms=10.0, n_mels=F)
+    if architecture == "deepspeech":
+        model = ModelConfig(n_hidden=8, n_context=2, dropout=0.0)
+        features = FeatureConfig()
+    config = TrainConfig(
+        model=dataclasses.replace(model, relu_clip=20.0),
+        features=features,
+        train_csv=(str(smoke / "test.csv"),),
+        alphabet=str(smoke / "alphabet.txt"),
+        max_batch_size=2,
+        learning_rate=3e-3,
+        clip_norm=5.0,  # low enough to clip: the clipping must match too
+        seed=5,
+        output_dir=str(tmp_path / "run"),
+        progress=False,
+        backend="numpy",
+    )
+    trainer = train.Trainer(config)
+    torch_trainer = twin.TorchTrainer(trainer.state.network.copy(), config)
+    clipped = False
+    for epoch in range(2):
+        for index in range(len(trainer.loader)):
+            batch = trainer.loader.batch(epoch, index)
+            ours = trainer.train_step(batch, epoch, index)
+            theirs = torch_trainer.train_step(batch)
+            assert not ours["skipped"] and not theirs["skipped"]
+            np.testing.assert_allclose(theirs["loss"], ours["loss"], rtol=STEP_RTOL)
+            np.testing.assert_allclose(
+                theirs["grad_norm"], ours["grad_norm"], rtol=NORM_RTOL
+            )
+            clipped = clipped or ours["grad_norm"] > config.clip_norm
+    assert clipped and torch_trainer.steps == trainer.state.step >= 4
+    network = trainer.state.network
+    if architecture == "deepspeech":
+        params, state = twin.network_params(torch_trainer.model), {}
+    else:
+        ds2 = _load("train_torch_ds2")
+        params = ds2.network_params(torch_trainer.model)
+        state = ds2.network_state(torch_trainer.model)
+    # The batch norm after a convolution subtracts the channel mean, so the
+    # convolution's bias has zero gradient but for rounding, which Adam scales up to
+    # steps of the learning rate's size: noise on either side, and in the running mean
+    # that follows it. Everything else must agree.
+    noise = {
+        f"conv_{index}{part}"
+        for index in range(1, len(model.conv_channels) + 1)
+        for part in ("/b", "_bn/running_mean")
+    }
+    assert set(params) == set(network.params)
+    for name, value in network.params.items():
+        if name not in noise:
+            np.testing.assert_allclose(params[name], value, atol=1e-4, err_msg=name)
+    assert set(state) == set(network.state)
+    for name, value in network.state.items():
+        if name not in noise:
+            np.testing.assert_allclose(
+                state[name], value, rtol=1e-4, atol=1e-5, err_msg=name
+            )
+
+
+@pytest.mark.parametrize(
+    ("recipe", "architecture"),
+    [("kathleen_fsdd_ds2", "ds2"), ("kathleen_fsdd_ds2_stream", "ds2-stream")],
+)
+def test_recipes_build_what_their_headers_say(recipe, architecture, monkeypatch, rng):
+    """The recipes train_compare.py runs: their architecture, 20 ms output frames as
+    the deepspeech recipe's, and a stream model whose features can stream."""
+    from npspeech.cli import build_parser
+    from npspeech.cli import train as cli_train
+    from npspeech.features import n_features
+    from npspeech.inference import frame_seconds
+
+    monkeypatch.setenv("NPSPEECH_DATA", "/nonexistent")  # only paths are read
+    path = PEERS.parent.parent / "recipes" / f"{recipe}.toml"
+    args = build_parser().parse_args(["train", "--config", str(path)])
+    config, augmentation = cli_train.build_config(cli_train.resolve_settings(args))
+    assert config.model.architecture == architecture
+    assert config.train_csv[0] == "/nonexistent/kathleen_arctic/train.csv"
+    assert frame_seconds(config.model, config.features) == pytest.approx(0.020)
+    assert augmentation.spec_augment_probability == 1.0
+    if architecture == "ds2-stream":
+        assert config.features.normalize == "none"  # "utterance" cannot stream
+    network = models.init(config.model, n_features(config.features), 29, rng)
+    assert 1.5e6 < network.n_parameters() < 2.0e6  # the headers' 1.72 M and 1.89 M
