@@ -19,10 +19,13 @@ npspeech / PyTorch of the medians, and the median and range of the per-round rat
 Both sides' logits are checked to agree before timing. For the DeepSpeech shape of
 width 2048 it also prints the weight bytes read per second of compute (the LSTM's
 recurrent weight, 64 MiB, is read at every frame) next to the bandwidth of a large
-NumPy copy on this machine.
+NumPy copy on this machine. With ``--stages``, one more pass of npspeech's stream with
+a timer around each kind of compiled kernel prints where its time goes, in ms per
+second of audio: the recurrent time loops, the dense products (the recurrent layers'
+input projections included), the convolutions, and the rest (Python, NumPy glue).
 
     python benchmarks/bench_runtime.py [--rounds 7] [--seconds 4] [--case ds-2048 ...]
-        [--weights int8]
+        [--weights int8] [--stages]
 
 Targets (issue 16): npspeech's real-time factor at most 0.9 of PyTorch's in every case;
 with ``--weights int8`` (npspeech on int8 weights, ``npspeech quantize``'s scheme,
@@ -293,6 +296,44 @@ def copy_bandwidth() -> float:
     return 2 * src.nbytes / best
 
 
+# npspeech.runtime._numba's entry points that InferenceNetwork calls, by stage
+STAGES = {
+    "recurrent": ("lstm_sequence", "gru_sequence", "rnn_sequence"),
+    "dense": ("dense", "dense_clip"),
+    "conv": ("conv_clip",),
+}
+
+
+def stage_times(runtime, features, chunk, audio_seconds: float) -> dict:
+    """ms per second of audio in each of :data:`STAGES` and the rest, for one stream
+    of ``features`` through ``runtime`` (its kernels wrapped in timers meanwhile)."""
+    kernels = runtime._kernels
+    spent = dict.fromkeys(STAGES, 0.0)
+    originals = {}
+
+    def timed(stage, function):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[stage] += time.perf_counter() - start
+
+        return wrapper
+
+    for stage, names in STAGES.items():
+        for name in names:
+            originals[name] = getattr(kernels, name)
+            setattr(kernels, name, timed(stage, originals[name]))
+    try:
+        total = _timed(lambda: _stream_numpy(runtime, features, chunk))
+    finally:
+        for name, function in originals.items():
+            setattr(kernels, name, function)
+    spent["rest"] = total - sum(spent.values())
+    return {stage: 1e3 * t / audio_seconds for stage, t in spent.items()}
+
+
 def _timed(function) -> float:
     start = time.perf_counter()
     function()
@@ -300,7 +341,12 @@ def _timed(function) -> float:
 
 
 def run_case(
-    case: Case, rounds: int, seconds: float, seed: int = 0, weights: str = "float32"
+    case: Case,
+    rounds: int,
+    seconds: float,
+    seed: int = 0,
+    weights: str = "float32",
+    stages: bool = False,
 ) -> dict:
     rng = np.random.default_rng(seed)
     network = models.init(case.config, case.n_input, N_CLASSES, rng)
@@ -349,6 +395,8 @@ def run_case(
         )
         result["weight_bytes_per_s"] = ours_per_second / result["rtf_npspeech"]
         result["torch_weight_bytes_per_s"] = theirs_per_second / result["rtf_torch"]
+    if stages:
+        result["stages"] = stage_times(runtime, features, chunk, audio_seconds)
     return result
 
 
@@ -357,6 +405,11 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--case", action="append", choices=list(_cases()))
+    parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="also print where npspeech's time goes (ms per second of audio)",
+    )
     parser.add_argument(
         "--weights",
         choices=tuple(TARGET),
@@ -379,7 +432,13 @@ def main(argv=None) -> int:
     bandwidth = copy_bandwidth() if "ds-2048" in names else None
     failed = False
     for name in names:
-        r = run_case(_cases()[name], args.rounds, args.seconds, weights=args.weights)
+        r = run_case(
+            _cases()[name],
+            args.rounds,
+            args.seconds,
+            weights=args.weights,
+            stages=args.stages,
+        )
         low, high = r["ratio_range"]
         ok = r["ratio_medians"] <= target
         failed |= not ok
@@ -396,6 +455,11 @@ def main(argv=None) -> int:
                 f"{'':11s} weight reads {r['weight_bytes_per_s'] / 1e9:.2f} GB/s "
                 f"(torch {r['torch_weight_bytes_per_s'] / 1e9:.2f}); NumPy copy "
                 f"bandwidth (read + write) {bandwidth / 1e9:.2f} GB/s"
+            )
+        if "stages" in r:
+            print(
+                f"{'':11s} npspeech ms per s of audio: "
+                + ", ".join(f"{stage} {ms:.1f}" for stage, ms in r["stages"].items())
             )
     print(f"load after: {os.getloadavg()[0]:.2f}")
     return 1 if failed else 0

@@ -98,6 +98,29 @@ def test_conv_kernels_match_reference_and_training_conv(stride, rng):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("weights", ["float32", "int8"])
+@pytest.mark.parametrize("C_out, stride", [(32, (2, 2)), (24, (1, 1)), (40, (1, 2))])
+def test_conv_kernel_skips_only_entries_no_output_reads(C_out, stride, weights, rng):
+    # several panels, each holding one or more time offsets' columns (C_out of 24 and
+    # 40 split offsets across panels), a batch of two: the kernel leaves the rows of
+    # an offset that no output reads unwritten, and the outputs stay the reference's
+    xp = rng.normal(0, 1, (23, 2, 3, 19)).astype(np.float32)
+    W = rng.normal(0, 0.3, (C_out, 3, 7, 5)).astype(np.float32)
+    b = rng.normal(0, 0.5, C_out).astype(np.float32)
+    args = (b, (7, 5), stride, -1.0, 1.5)
+    if weights == "int8":
+        scale = (np.abs(W).max(axis=(1, 2, 3)) / 127).astype(np.float32)
+        q = np.round(W / scale[:, None, None, None]).astype(np.int8)
+        ours = _numba.pack_conv_int8(q, scale, stride)
+        theirs = _reference.pack_conv_int8(q, scale, stride)
+    else:
+        ours, theirs = _numba.pack_conv(W, stride), _reference.pack_conv(W, stride)
+    expected = _reference.conv_clip(xp, theirs, *args)
+    got = _numba.conv_clip(xp, ours, *args)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_thread_pool_survives_fork(rng):
     """A process forked after the pool started (``--jobs`` workers) still runs the
     split kernels instead of waiting on threads it does not have."""
