@@ -30,6 +30,7 @@ __all__ = [
     "names",
     "get",
     "resolve_model",
+    "resolve_scorer",
 ]
 
 #: where the bundled files live (inside the installed package)
@@ -167,3 +168,22 @@ def resolve_model(value: str | None) -> tuple[str, BundledModel | None]:
     else:
         return value, None
     return str(bundled.model_path), bundled
+
+
+def resolve_scorer(value: str) -> str:
+    """A ``--scorer`` value as a file path: ``"bundled"`` (``"bundled:NAME"``) is the
+    scorer of the default (named) bundled model; anything else is returned unchanged.
+
+    Raises
+    ------
+    ConfigError
+        When that bundled model has no scorer, or no bundled model has the name.
+    """
+    if value != PREFIX and not (
+        value.startswith(PREFIX + ":") and not Path(value).exists()
+    ):
+        return value
+    model = get(value[len(PREFIX) + 1 :] or None)
+    if model.scorer_path is None:
+        raise ConfigError(f"bundled model {model.name!r} has no scorer")
+    return str(model.scorer_path)

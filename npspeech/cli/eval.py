@@ -66,8 +66,9 @@ def add_decoder_options(
     group.add_argument(
         "--scorer",
         metavar="FILE",
-        help="KenLM scorer for the beam decoder: DeepSpeech .scorer, ARPA "
-        "or KenLM binary (default: none)",
+        help="KenLM scorer for the beam decoder: DeepSpeech .scorer, npspeech "
+        "package, ARPA or KenLM binary, or `bundled` for the bundled model's "
+        "(default: none; the bundled model's own when --model is left out)",
     )
     group.add_argument(
         *spellings("--alpha", "--lm_alpha"),
@@ -103,14 +104,16 @@ def add_decoder_options(
 def resolve_model_option(args: argparse.Namespace) -> None:
     """Turn ``--model`` left out, ``bundled`` or ``bundled:NAME`` into the bundled
     model's file, and give the search its scorer unless the options decide otherwise
-    (``--scorer`` given, or ``--decoder greedy``). A path is left as it is."""
-    from ..bundled import resolve_model
+    (``--scorer`` given, or ``--decoder greedy``); ``--scorer bundled`` names the
+    bundled model's scorer for any model. Paths are left as they are."""
+    from ..bundled import resolve_model, resolve_scorer
 
     args.model, bundled = resolve_model(args.model)
-    if bundled is None or bundled.scorer_path is None:
-        return
-    if not args.scorer and args.decoder != "greedy":
-        args.scorer = str(bundled.scorer_path)
+    if args.scorer:
+        args.scorer = resolve_scorer(args.scorer)  # `bundled`: the bundled scorer
+    elif bundled is not None and bundled.scorer_path is not None:
+        if args.decoder != "greedy":
+            args.scorer = str(bundled.scorer_path)
 
 
 def decode_config_from(args: argparse.Namespace) -> Any:
