@@ -17,10 +17,10 @@ same and are still written here.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
+from . import silence_stdout
 from .eval import add_decoder_options, decode_config_from, resolve_model_option
 
 FORMATS = ("text", "json", "srt", "vtt", "tsv")
@@ -373,7 +373,7 @@ class _Writer:
         except BrokenPipeError:
             # the reader of stdout has gone (`| head`): stop quietly, as cat does
             generator.close()  # cancels the work not yet started
-            _silence_stdout()
+            silence_stdout()
             return 1 if summary.failed else 0
         finally:
             if self.bar is not None:
@@ -413,15 +413,3 @@ class _Writer:
         else:
             sys.stdout.write(text)
         sys.stdout.flush()  # stream each input's output (and notice a closed pipe now)
-
-
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null, so that the interpreter's last flush of the text
-    still buffered for the closed pipe does not fail again at exit."""
-    try:
-        descriptor = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):  # not a real file (tests)
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, descriptor)
-    os.close(devnull)
