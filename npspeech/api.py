@@ -370,13 +370,14 @@ def _check_count(name: str, value: Any) -> None:
 
 def transcribe(
     audio: Any,
-    model: Model | str | os.PathLike,
+    model: Model | str | os.PathLike | None = None,
     *,
     sample_rate: int | None = None,
     scorer: str | os.PathLike | None = None,
 ) -> str:
-    """Text of ``audio`` (a path, bytes or array) with ``model`` (a :class:`Model`
-    or a model file's path); ``scorer`` enables an external scorer first."""
+    """Text of ``audio`` (a path, bytes or array) with ``model`` (a :class:`Model`,
+    a model file's path, or None for the bundled model with its scorer); ``scorer``
+    enables an external scorer first."""
     if not isinstance(model, _BaseModel):
         model = Model(model)
     if scorer is not None:

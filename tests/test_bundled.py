@@ -118,6 +118,7 @@ def test_api_model_without_a_path_is_the_bundled_model_with_its_scorer(
     assert implicit.network.config.n_hidden == default.training["n_hidden"]
     text = implicit.stt(audio)
     assert text.strip() and text == explicit.stt(audio)
+    assert npspeech.transcribe(audio) == text
 
 
 def test_decode_without_model_is_the_bundled_model_with_its_scorer(data_dir, default):
