@@ -74,8 +74,9 @@ def _describe(model: Any, default: bool) -> str:
         f"{'streaming' if model.streaming else 'offline only'}",
         f"  size           {model.size_bytes / 1e6:.1f} MB with its scorer",
         f"  trained on     {', '.join(training.get('data', []))}",
-        f"  training       {training.get('recipe', '?')}: "
-        f"{training.get('epochs', '?')} epochs, seed {training.get('seed', '?')}",
+        f"  training       {training.get('recipe', '?')}",
+        f"  last run       {training.get('epochs', '?')} epochs, the model from epoch "
+        f"{training.get('best_epoch', '?')}, seed {training.get('seed', '?')}",
         f"  rebuilt by     {training.get('command', '?')}",
         f"  model file     {model.model_path}",
     ]
