@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             "data": [_relative(path, root) for path in recipe.get("train_csv", [])],
             "dev": [_relative(path, root) for path in recipe.get("dev_csv", [])],
             "epochs": training.get("epochs"),
-            "best_epoch": training.get("best_epoch"),
+            # the 1-based epoch (as `npspeech train` prints it) whose weights these are
+            "selected_epoch": _one_based(training.get("best_epoch")),
             "seed": recipe.get("seed"),
             "n_hidden": loaded.network.config.n_hidden,
         },
@@ -139,6 +140,11 @@ def _copy(source: Path, target: Path) -> None:
     partial = target.with_name(target.name + ".partial")
     shutil.copyfile(source, partial)
     os.replace(partial, target)
+
+
+def _one_based(epoch: int | None) -> int | None:
+    """The training record counts epochs from 0; people (and the log lines) from 1."""
+    return None if epoch is None else int(epoch) + 1
 
 
 def _relative(path: str, root: Path) -> str:

@@ -76,7 +76,7 @@ def _describe(model: Any, default: bool) -> str:
         f"  trained on     {', '.join(training.get('data', []))}",
         f"  training       {training.get('recipe', '?')}",
         f"  last run       {training.get('epochs', '?')} epochs, the model from epoch "
-        f"{training.get('best_epoch', '?')}, seed {training.get('seed', '?')}",
+        f"{training.get('selected_epoch', '?')}, seed {training.get('seed', '?')}",
         f"  rebuilt by     {training.get('command', '?')}",
         f"  model file     {model.model_path}",
     ]
