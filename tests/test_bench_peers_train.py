@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.twin_losses import npspeech_loss_and_grads, torch_mean_ctc
 
-from npspeech import ctc, models
+from npspeech import models
 from npspeech.config import ModelConfig
 
 pytestmark = pytest.mark.peers
@@ -80,37 +81,13 @@ def test_twin_gradients_match_npspeech(rng):
     twin = _twin()
     network = _network(rng)
     features = _batch(rng)
-    targets = np.concatenate(TARGETS).astype(np.int32)
-    target_lengths = np.array([t.size for t in TARGETS], dtype=np.int32)
-    B = LENGTHS.size
     # npspeech's training step: per-utterance CTC, averaged over the batch
-    logits, output_lengths, cache = models.forward(
-        network, features, LENGTHS, training=True, backend="numpy"
-    )
-    losses, dlogits = ctc.ctc_loss(
-        logits,
-        targets,
-        output_lengths,
-        target_lengths,
-        reduction="none",
-        backend="numpy",
-    )
-    grads = models.backward(network, dlogits / B, cache, backend="numpy")
+    losses, grads = npspeech_loss_and_grads(network, features, LENGTHS, TARGETS)
     # the twin's: CTC summed over the batch, divided by B
     model = twin.from_network(network)
     model.train()  # dropout is 0: training mode changes nothing but must run
     out = model(twin.model_input(features, LENGTHS, N_CONTEXT, dtype=torch.float64))
-    loss = (
-        torch.nn.functional.ctc_loss(
-            out.log_softmax(-1),
-            torch.from_numpy(targets.astype(np.int64)),
-            torch.from_numpy(LENGTHS.astype(np.int64)),
-            torch.from_numpy(target_lengths.astype(np.int64)),
-            blank=V - 1,
-            reduction="sum",
-        )
-        / B
-    )
+    loss = torch_mean_ctc(torch, out, LENGTHS, TARGETS)
     loss.backward()
     np.testing.assert_allclose(loss.item(), losses.mean(), rtol=0.0, atol=TWIN_ATOL)
     theirs = twin.network_params(model)  # layout mapping for the gradients below

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.twin_losses import npspeech_loss_and_grads, torch_mean_ctc
 
-from npspeech import ctc, models, train
+from npspeech import models, train
 from npspeech.config import FeatureConfig, ModelConfig, TrainConfig
 
 pytestmark = pytest.mark.peers
@@ -126,33 +127,13 @@ def test_twin_gradients_match_npspeech(rng, architecture, rnn_kind):
     twin = _load("train_torch_ds2")
     network = _network(rng, architecture, rnn_kind)
     features = _batch(rng)
-    targets = np.concatenate(TARGETS).astype(np.int32)
-    target_lengths = np.array([t.size for t in TARGETS], dtype=np.int32)
-    B = LENGTHS.size
     # npspeech's training step: per-utterance CTC, averaged over the batch
-    logits, out_lengths, cache = models.forward(
-        network, features, LENGTHS, training=True, backend="numpy"
-    )
-    losses, dlogits = ctc.ctc_loss(
-        logits, targets, out_lengths, target_lengths, reduction="none",
-        backend="numpy",
-    )  # fmt: skip
-    grads = models.backward(network, dlogits / B, cache, backend="numpy")
+    losses, grads = npspeech_loss_and_grads(network, features, LENGTHS, TARGETS)
     # the twin's: CTC summed over the batch, divided by B
     model = twin.from_network(network)
     model.train()
     out, their_lengths = model.forward_batch(features, LENGTHS)
-    loss = (
-        torch.nn.functional.ctc_loss(
-            out.log_softmax(-1),
-            torch.from_numpy(targets.astype(np.int64)),
-            torch.from_numpy(their_lengths.astype(np.int64)),
-            torch.from_numpy(target_lengths.astype(np.int64)),
-            blank=V - 1,
-            reduction="sum",
-        )
-        / B
-    )
+    loss = torch_mean_ctc(torch, out, their_lengths, TARGETS)
     loss.backward()
     np.testing.assert_allclose(loss.item(), losses.mean(), rtol=0.0, atol=TWIN_ATOL)
     params = twin.network_params(model)
