@@ -142,6 +142,17 @@ def test_decode_without_model_is_the_bundled_model_with_its_scorer(data_dir, def
     assert decode("--decoder", "greedy") == decode("--model", model)  # no scorer
 
 
+def test_eval_without_model_scores_the_bundled_model(data_dir, default, capsys):
+    test_csv = "an4_mini/test.csv"
+    argv = ["eval", "--csv", str(data_dir / test_csv), "--no-progress", "--worst", "0"]
+    for options, decoder in (([], "beam+scorer"), (["--decoder", "greedy"], "greedy")):
+        assert main([*argv, *options]) == 0
+        recorded = default.result(test_csv, decoder)
+        assert (
+            f"WER {recorded.wer:.4f}, CER {recorded.cer:.4f}" in capsys.readouterr().out
+        )
+
+
 @pytest.mark.parametrize("decoder", ["greedy", "beam+scorer"])
 def test_bundled_model_reaches_its_recorded_accuracy(data_dir, default, decoder):
     from npspeech import data, modelfile
