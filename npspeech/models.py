@@ -529,12 +529,6 @@ def backward(
         if op == "reshape":
             dy = dy.reshape(payload)  # (T, B, C * F') -> (T, B, C, F')
             continue
-        if op == "device_rnn":
-            from .backends.cupy_gpu import recurrent
-
-            dy, layer_grads = recurrent.backward(_sub(params, name), dy, payload)
-            grads.update({f"{name}/{key}": v for key, v in layer_grads.items()})
-            continue
         module_name, function_name, has_params = _BACKWARD[op]
         function = getattr(
             importlib.import_module(f"npspeech.nn.{module_name}"), function_name
@@ -560,7 +554,6 @@ _BACKWARD = {
     "dropout": ("dropout", "dropout_backward", False),
     "dense": ("dense", "backward", True),
     "rnn": ("rnn", "backward", True),
-    "device_rnn": ("rnn", "backward", True),  # handled by the cupy backend's recurrent
     "conv": ("conv", "backward", True),
     "batch_norm": ("norm", "batch_norm_backward", True),
     "batch_norm_conv": ("norm", "batch_norm_conv_backward", True),
@@ -665,17 +658,10 @@ class _Runner:
         # zeros, so no extra masking is needed here.
         for name in ("layer_1", "layer_2", "layer_3"):
             x = self.dropout(self.dense(name, x, lengths, clipped=True))
-        if xp_of(x) is np:
-            x, cache = rnn.forward(
-                _sub(self.params, "layer_4"), x, lengths, "lstm", **self.kw
-            )
-            self.tape.append(("rnn", "layer_4", cache))
-        else:  # nn.rnn prepares its arrays with NumPy: the backend's device twin
-            from .backends.cupy_gpu import recurrent
-
-            layer = _sub(self.params, "layer_4")
-            x, cache = recurrent.forward(layer, x, lengths, "lstm")
-            self.tape.append(("device_rnn", "layer_4", cache))
+        x, cache = rnn.forward(
+            _sub(self.params, "layer_4"), x, lengths, "lstm", **self.kw
+        )  # host or device arrays alike
+        self.tape.append(("rnn", "layer_4", cache))
         x = self.dropout(self.dense("layer_5", x, lengths, clipped=True))
         return self.dense("layer_6", x, lengths)  # (T, B, V)
 

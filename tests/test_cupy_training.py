@@ -23,7 +23,6 @@ from npspeech import checkpoint, models, train
 from npspeech.config import ModelConfig, TrainConfig
 from npspeech.distributed import nccl
 from npspeech.errors import ConfigError
-from npspeech.nn import rnn as nn_rnn
 
 # --- the stand-in, with a record of the transfers ------------------------------------
 
@@ -103,35 +102,6 @@ def _losses(output_dir):
 
 def _checkpoint(output_dir):
     return checkpoint.load(Path(output_dir) / train.LAST_CHECKPOINT)
-
-
-# --- the recurrent layer on device arrays --------------------------------------------
-
-
-@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
-def test_device_recurrent_layer_matches_nn_rnn(transfers, kind, rng):
-    from npspeech.backends.cupy_gpu import recurrent
-
-    params = nn_rnn.init(rng, kind, 5, 4)
-    lengths = np.array([6, 3, 0], dtype=np.int32)
-    x = rng.standard_normal((6, 3, 5)).astype(np.float32)
-    x[3:, 1] = 0
-    x[:, 2] = 0
-    dy = rng.standard_normal((6, 3, 4)).astype(np.float32)
-    y, cache = nn_rnn.forward(params, x, lengths, kind, backend="numpy")
-    dx, grads = nn_rnn.backward(params, dy, cache)
-    device = {k: v.view(DeviceArray) for k, v in params.items()}
-    d_y, d_cache = recurrent.forward(
-        device, x.view(DeviceArray), lengths.view(DeviceArray), kind
-    )
-    d_dx, d_grads = recurrent.backward(device, dy.view(DeviceArray), d_cache)
-    assert type(d_y) is DeviceArray and type(d_dx) is DeviceArray
-    np.testing.assert_allclose(d_y, y, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(d_dx, dx, rtol=1e-5, atol=1e-6)
-    assert set(d_grads) == set(grads)
-    for name, grad in grads.items():
-        assert type(d_grads[name]) is DeviceArray
-        np.testing.assert_allclose(d_grads[name], grad, rtol=1e-4, atol=1e-6)
 
 
 # --- a training run on the stand-in --------------------------------------------------
