@@ -307,6 +307,39 @@ class Model:
         """Text of a recording: a path, or a signal (see :func:`read_signal`)."""
         return self.transcribe_full(audio_or_path, sample_rate=sample_rate)[0].text
 
+    def evaluate_csvs(
+        self,
+        csvs: Sequence[str | os.PathLike],
+        decode_config: DecodeConfig | None = None,
+        *,
+        skip_bad: bool = False,
+        frames_budget: int = 16_000,
+        progress: bool = False,
+    ) -> Evaluation:
+        """Word and character error rates of this model on DeepSpeech corpus CSVs:
+        their rows validated (bad rows listed in a ``DataError``, or skipped with
+        ``skip_bad``), then :func:`evaluate` on this model's backend."""
+        from . import data
+
+        utterances, durations = data.validate_corpus(
+            data.read_csvs(csvs),
+            self.alphabet,
+            self.features,
+            skip_bad=skip_bad,
+            progress=progress,
+        )
+        return evaluate(
+            self.network,
+            utterances,
+            self.alphabet,
+            self.features,
+            frames_budget=frames_budget,
+            decode_config=decode_config,
+            backend=self.backend,
+            durations=durations,
+            progress=progress,
+        )
+
 
 def read_signal(
     audio_or_path: Any,

@@ -157,29 +157,16 @@ def test_eval_without_model_scores_the_bundled_model(data_dir, default, capsys):
 
 @pytest.mark.parametrize("decoder", ["greedy", "beam+scorer"])
 def test_bundled_model_reaches_its_recorded_accuracy(data_dir, default, decoder):
-    from npspeech import data, modelfile
     from npspeech.config import DecodeConfig
-    from npspeech.inference import evaluate
+    from npspeech.inference import Model
 
-    loaded = modelfile.load(default.model_path)
-    utterances, durations = data.validate_corpus(
-        data.read_csvs([data_dir / KATHLEEN_TEST]),
-        loaded.alphabet,
-        loaded.features,
-        progress=False,
-    )
     config = (
         DecodeConfig(decoder="greedy")
         if decoder == "greedy"
         else DecodeConfig(decoder="beam", scorer=str(default.scorer_path))
     )
-    result = evaluate(
-        loaded.network,
-        utterances,
-        loaded.alphabet,
-        loaded.features,
-        decode_config=config,
-        durations=durations,
+    result = Model.load(default.model_path).evaluate_csvs(
+        [data_dir / KATHLEEN_TEST], config
     )
     recorded = default.result(KATHLEEN_TEST, decoder)
     assert len(result.utterances) == recorded.utterances

@@ -46,14 +46,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np  # noqa: F401  (fail here, not halfway, without the package)
 
-    from npspeech import data, modelfile
     from npspeech.config import DecodeConfig
     from npspeech.fileio import write_text_atomically
-    from npspeech.inference import evaluate
+    from npspeech.inference import Model
     from npspeech.quantize import QuantizedNetwork
 
     root = Path(os.environ.get("NPSPEECH_DATA", "../shared/data")).resolve()
-    loaded = modelfile.load(args.model)
+    model = Model.load(args.model)
     decoders = {"greedy": DecodeConfig(decoder="greedy")}
     if args.scorer:
         beam = {"beam_width": args.beam_width} if args.beam_width else {}
@@ -62,21 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     results = []
     for test in TEST_SETS:
-        utterances, durations = data.validate_corpus(
-            data.read_csvs([root / test]),
-            loaded.alphabet,
-            loaded.features,
-            progress=False,
-        )
         for decoder, config in decoders.items():
-            scored = evaluate(
-                loaded.network,
-                utterances,
-                loaded.alphabet,
-                loaded.features,
-                decode_config=config,
-                durations=durations,
-            )
+            scored = model.evaluate_csvs([root / test], config)
             results.append(
                 {
                     "test_csv": test,
@@ -88,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"{test:<28} {decoder:<12} WER {scored.wer:.4f} CER {scored.cer:.4f}")
 
-    training = loaded.training or {}
+    training = model.training
     recipe = training.get("recipe", {})
     args.output_dir.mkdir(parents=True, exist_ok=True)
     model_name = f"{args.name}.npz"
@@ -97,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.scorer:
         scorer_name = f"{args.name}.npscorer"
         _copy(Path(args.scorer), args.output_dir / scorer_name)
-    architecture = loaded.network.config.architecture
-    weights = "int8" if isinstance(loaded.network, QuantizedNetwork) else "float32"
+    architecture = model.network.config.architecture
+    weights = "int8" if isinstance(model.network, QuantizedNetwork) else "float32"
     entry = {
         "name": args.name,
         "description": args.description,
@@ -116,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             # the 1-based epoch (as `npspeech train` prints it) whose weights these are
             "selected_epoch": _one_based(training.get("best_epoch")),
             "seed": recipe.get("seed"),
-            "n_hidden": loaded.network.config.n_hidden,
+            "n_hidden": model.network.config.n_hidden,
         },
         "scorer_training": {"summary": args.scorer_summary},
         "results": results,

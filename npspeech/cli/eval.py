@@ -229,29 +229,17 @@ def run(args: argparse.Namespace) -> int:
     """Run ``npspeech eval``."""
     import json
 
-    from .. import data
     from ..fileio import write_text_atomically
-    from ..inference import Model, evaluate
+    from ..inference import Model
 
     resolve_model_option(args)
     decode_config = decode_config_from(args)
     model = Model.load(args.model, backend=args.backend)
-    utterances, durations = data.validate_corpus(
-        data.read_csvs(args.csv),
-        model.alphabet,
-        model.features,
+    result = model.evaluate_csvs(
+        args.csv,
+        decode_config,
         skip_bad=args.skip_bad_rows,
-        progress=not args.no_progress,
-    )
-    result = evaluate(
-        model.network,
-        utterances,
-        model.alphabet,
-        model.features,
         frames_budget=args.batch_frames,
-        decode_config=decode_config,
-        backend=args.backend,
-        durations=durations,
         progress=not args.no_progress,
     )
     print(
