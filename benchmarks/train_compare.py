@@ -23,6 +23,14 @@ Usage::
     python benchmarks/train_compare.py --quick   # a subset and 2 epochs: a smoke run
     python benchmarks/train_compare.py --sizing 6   # time 6 real batches,
                                                     # project an epoch
+    python benchmarks/train_compare.py --recipe recipes/kathleen_fsdd_ds2.toml \
+        --npspeech-run runs/kathleen_fsdd_ds2      # the twin only, against a run
+                                                   # `npspeech train` already made
+
+With ``--npspeech-run``, only the twin trains: npspeech's side is the finished run in
+that folder (its log and best model), which must have been trained with the recipe's
+settings (the script compares the folder's ``config.json`` with them), so it started
+from the same weights and saw the same batches. Its wall time is not measured again.
 
 Data come from the recipe's ``${NPSPEECH_DATA}`` paths (default ``../shared/data``
 beside the repository).
@@ -35,6 +43,7 @@ import contextlib
 import csv
 import dataclasses
 import functools
+import math
 import os
 import statistics
 import sys
@@ -112,6 +121,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--output-dir", help="npspeech's run folder (default: a temporary folder)"
+    )
+    parser.add_argument(
+        "--npspeech-run",
+        metavar="DIR",
+        help="a finished `npspeech train` run of the same recipe and settings: train "
+        "only the twin and compare with that run's log and best model",
     )
     parser.add_argument(
         "--set",
@@ -437,6 +452,50 @@ def run_npspeech(trainer) -> Side:
     )
 
 
+def finished_npspeech(trainer, config) -> Side:
+    """npspeech's side from a finished run in ``config.output_dir``: its epochs from
+    the log. Refuses a run whose settings differ from ``config`` (other weights or
+    batches), or one that has not finished."""
+    import json
+
+    from npspeech import checkpoint, train
+    from npspeech.config import to_dict
+
+    folder = Path(config.output_dir)
+    try:
+        recorded = json.loads((folder / train.CONFIG_FILE).read_text())
+    except (OSError, ValueError) as error:
+        raise SystemExit(
+            f"--npspeech-run {folder}: no readable run ({error})"
+        ) from None
+    ignored = {"output_dir", "progress", "checkpoint_minutes"}
+    wanted = json.loads(json.dumps(to_dict(config)))  # tuples as the file has lists
+    differ = sorted(
+        key
+        for key in set(recorded) | set(wanted)
+        if key not in ignored and recorded.get(key) != wanted.get(key)
+    )
+    if differ:
+        raise SystemExit(
+            f"--npspeech-run {folder}: trained with other settings: "
+            + ", ".join(differ)
+        )
+    log = train.read_log(folder)
+    epochs = [entry for entry in log if entry["event"] == "epoch"]
+    state = checkpoint.load(folder / train.LAST_CHECKPOINT)
+    if not state.record.get("stopped") or not (folder / train.MODEL_FILE).is_file():
+        raise SystemExit(f"--npspeech-run {folder}: the run has not finished")
+    steps = [entry for entry in log if entry["event"] == "step"]
+    return Side(
+        "npspeech",
+        epochs,
+        float("nan"),
+        npspeech_step_seconds(steps, trainer.loader, trainer.features.step_ms),
+        state.record["stopped"],
+        f"read from {folder}: {len(epochs)} epochs",
+    )
+
+
 def run_torch(twin, initial, trainer, flush_denormal=False) -> tuple[Side, object]:
     """The PyTorch twin on the same loader; returns the side and its best model.
 
@@ -477,7 +536,10 @@ def print_side(side: Side) -> None:
             f"dev WER {entry.get('dev_wer', float('nan')):.3f}  "
             f"CER {entry.get('dev_cer', float('nan')):.3f}  lr {entry['lr']:.2e}"
         )
-    print(f"{side.detail}; training + dev evaluation {side.seconds:.1f} s")
+    if math.isnan(side.seconds):  # a finished run read back (--npspeech-run)
+        print(side.detail)
+    else:
+        print(f"{side.detail}; training + dev evaluation {side.seconds:.1f} s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -494,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
         for part in QUICK_ROWS:
             (scratch / part).mkdir()
         output_dir = Path(args.output_dir) if args.output_dir else scratch / "run"
+        if args.npspeech_run:
+            output_dir = Path(args.npspeech_run)
         config, augmentation, tests = load_config(args, output_dir, scratch)
         if augmentation is not None:
             print("note: augmentation is on; both sides get the same augmented batches")
@@ -524,7 +588,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{check['loss_npspeech']:.4f}, torch {check['loss_torch']:.4f}"
         )
 
-        if args.torch_first:
+        if args.npspeech_run:
+            ours = finished_npspeech(trainer, config)
+            theirs, torch_model = run_torch(
+                twin, initial, trainer, args.torch_flush_denormal
+            )
+        elif args.torch_first:
             theirs, torch_model = run_torch(
                 twin, initial, trainer, args.torch_flush_denormal
             )
@@ -551,6 +620,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['npspeech'].cer:6.3f} {row['torch'].wer:10.3f} "
             f"{row['torch'].cer:6.3f}"
         )
+    if args.npspeech_run:
+        print(
+            f"\ntorch: {theirs.seconds:.1f} s of training + dev evaluation for "
+            f"{len(theirs.epochs)} epochs; npspeech's run read from {args.npspeech_run}"
+            " (not timed here)"
+        )
+        check_losses(ours, theirs)
+        return 0
     print(
         f"\nwall time of training + dev evaluation (features cached, JIT warm, "
         f"{args.threads} thread(s), {'torch' if args.torch_first else 'npspeech'} "
@@ -569,12 +646,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{sum(ours.step_seconds) / sum(theirs.step_seconds):.2f}, of medians "
         f"{ours_median / theirs_median:.2f}"
     )
-    for side in (ours, theirs):
+    check_losses(ours, theirs)
+    return 0
+
+
+def check_losses(*sides: Side) -> None:
+    """Each side's epoch losses are finite and fell over the run."""
+    for side in sides:
         losses = [entry["train_loss"] for entry in side.epochs]
         assert all(np.isfinite(losses)), f"{side.name}: non-finite epoch loss {losses}"
         if len(losses) > 1:
             assert losses[-1] < losses[0], f"{side.name}: no fall in loss {losses}"
-    return 0
 
 
 if __name__ == "__main__":

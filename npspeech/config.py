@@ -205,6 +205,10 @@ class TrainConfig:
     early_stop_metric: str = "loss"  # "loss" or "wer" on the dev set
     early_stop_patience: int = 5  # epochs without dev improvement to stop (0 = off)
     target_dev_wer: float = -1.0  # stop as soon as dev WER <= this (-1 = never)
+    # Batch-norm running statistics recomputed before each dev evaluation from this many
+    # training utterances with the epoch's final weights (0 = keep the running
+    # averages); see npspeech/batch_norm_stats.py. Only networks with batch norm.
+    batch_norm_utterances: int = 0
     # run
     seed: int = 4568  # seeds initialisation, shuffling, augmentation and dropout
     output_dir: str = "runs/npspeech"  # checkpoints, log, plot and the final model file

@@ -550,6 +550,8 @@ class Trainer:
             "train_loss": train_loss,
             "lr": state.learning_rate,
         }
+        if config.batch_norm_utterances > 0 and state.network.state:
+            entry["batch_norm_utterances"] = self._recompute_batch_norm()
         improved = True
         metric = train_loss
         if self.dev_set:
@@ -605,6 +607,29 @@ class Trainer:
             record["stopped"] = stop
         self._save_last()
         return stop
+
+    def _recompute_batch_norm(self) -> int:
+        """Replace the running batch-norm statistics by their mean over a sample of
+        training utterances (``train.batch_norm_utterances``, drawn from the seed and
+        epoch, so a resumed run draws the same); returns the sample's size. Every rank
+        computes the same sample, so the replicas stay equal without communication."""
+        from . import batch_norm_stats
+
+        config, state = self.config, self.state
+        chosen = batch_norm_stats.sample_indices(
+            len(self.train_set), config.batch_norm_utterances, config.seed, state.epoch
+        )
+        fresh = batch_norm_stats.recompute(
+            self._host_state().network,
+            [self.cache.get(self.train_set[i]) for i in chosen],
+            frames_budget=config.batch_frames,
+            max_batch_size=config.max_batch_size or None,
+            backend=self.backend,
+        )
+        state.network.state = fresh
+        if self.device is not None:
+            self.device.upload_state(state)
+        return len(chosen)
 
     def evaluate_dev(self) -> Any:
         """Greedy WER/CER and mean CTC loss of the current weights on the dev set.
@@ -723,6 +748,11 @@ def _validate(config: TrainConfig) -> None:
     if not 0 < config.plateau_factor < 1:
         raise ConfigError(
             f"train.plateau_factor must be in (0, 1), got {config.plateau_factor}"
+        )
+    if config.batch_norm_utterances < 0:
+        raise ConfigError(
+            "train.batch_norm_utterances must be >= 0, "
+            f"got {config.batch_norm_utterances}"
         )
 
 

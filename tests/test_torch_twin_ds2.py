@@ -162,6 +162,27 @@ def test_twin_rejects_what_it_cannot_build(rng):
         twin.from_network(deepspeech)
 
 
+@pytest.mark.parametrize("architecture", ["ds2", "ds2-stream"])
+def test_twin_recomputes_npspeech_batch_norm_statistics(rng, architecture):
+    """``train.batch_norm_utterances`` on both sides: the same statistics from the
+    same utterances, batched in two length buckets."""
+    from npspeech import batch_norm_stats
+
+    ds2 = _load("train_torch_ds2")
+    network = _network(rng, architecture).astype(np.float32)
+    features = [
+        rng.normal(1.0, 2.0, (T, F)).astype(np.float32) for T in (9, 30, 11, 27, 8)
+    ]
+    ours = batch_norm_stats.recompute(network, features, frames_budget=60)
+    model = ds2.from_network(network)
+    ds2.recompute_batch_norm(model, features, frames_budget=60)
+    theirs = ds2.network_state(model)
+    assert set(theirs) == set(ours)
+    for name, value in ours.items():
+        assert not np.allclose(value, network.state[name])  # it changed
+        np.testing.assert_allclose(theirs[name], value, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.data
 @pytest.mark.parametrize("architecture", ["deepspeech", "ds2", "ds2-stream"])
 def test_twin_trainer_takes_npspeech_steps(data_dir, tmp_path, architecture):

@@ -451,6 +451,8 @@ class TorchTrainer:
                 "lr": self.learning_rate,
                 "train_loss": loss_sum / max(count, 1),
             }
+            if config.batch_norm_utterances > 0:
+                self.recompute_batch_norm(loader, cache, epoch)
             metric = record["train_loss"]
             improved = True
             if dev:
@@ -493,6 +495,26 @@ class TorchTrainer:
             if 0 < config.early_stop_patience <= without_improvement:
                 break
         return history
+
+    def recompute_batch_norm(self, loader: data.BatchLoader, cache: Any, epoch: int):
+        """``train.batch_norm_utterances``: the ds2 twins' batch-norm statistics from
+        the same sample of training utterances npspeech's trainer draws."""
+        if self.model.__class__.__name__ != "TorchDS2":
+            return  # deepspeech has no batch norm
+        from npspeech import batch_norm_stats
+
+        chosen = batch_norm_stats.sample_indices(
+            len(loader.utterances),
+            self.config.batch_norm_utterances,
+            self.config.seed,
+            epoch,
+        )
+        _ds2_twin().recompute_batch_norm(
+            self.model,
+            [cache.get(loader.utterances[i]) for i in chosen],
+            frames_budget=self.config.batch_frames,
+            max_batch_size=self.config.max_batch_size or None,
+        )
 
     def best_model(self) -> torch.nn.Module:
         """A copy of the twin with the best epoch's weights."""

@@ -299,3 +299,59 @@ def network_state(model: TorchDS2) -> dict[str, np.ndarray]:
         for name in _norm_names(model)
         for key in STATE_NAMES
     }
+
+
+def recompute_batch_norm(
+    model: TorchDS2,
+    features: list[np.ndarray],
+    *,
+    frames_budget: int,
+    max_batch_size: int | None = None,
+) -> None:
+    """Set every batch norm's running statistics, in place, to the frame-weighted mean
+    of its per-batch statistics over ``features`` (each ``(T_u, F)``), batched as
+    training batches them; the weights are unchanged. What
+    ``train.batch_norm_utterances`` asks of npspeech's trainer
+    (``npspeech/batch_norm_stats.py``), done with PyTorch's own modules: momentum 1
+    leaves each batch's statistics in the running buffers."""
+    from npspeech import data
+
+    norms = [m for m in model.modules() if isinstance(m, MaskedBatchNorm)]
+    if not norms or not features:
+        return
+    plan = data.make_batches(
+        [f.shape[0] for f in features],
+        frames_budget,
+        max_batch_size=max_batch_size,
+        shuffle=False,
+    )
+    sums = [[m.running_mean.double() * 0, m.running_var.double() * 0] for m in norms]
+    momenta = [m.momentum for m in norms]
+    total = 0
+    was_training = model.training
+    model.train()
+    try:
+        for m in norms:
+            m.momentum = 1.0
+        with torch.no_grad():
+            for batch in plan:
+                lengths = np.array([features[i].shape[0] for i in batch])
+                padded = np.zeros(
+                    (lengths.max(), len(batch), features[batch[0]].shape[1]),
+                    dtype=np.float32,
+                )
+                for column, i in enumerate(batch):
+                    padded[: lengths[column], column] = features[i]
+                model.forward_batch(padded, lengths)
+                weight = int(lengths.sum())
+                for (mean, var), m in zip(sums, norms):
+                    mean += weight * m.running_mean.double()
+                    var += weight * m.running_var.double()
+                total += weight
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    for (mean, var), m in zip(sums, norms):
+        m.running_mean.copy_(mean / total)
+        m.running_var.copy_(var / total)
