@@ -87,13 +87,7 @@ def recompute(
     total = 0
     rng = np.random.default_rng(0)  # dropout masks, if the network has dropout
     for batch in plan:
-        lengths = np.array([features[i].shape[0] for i in batch], dtype=np.int32)
-        padded = np.zeros(
-            (int(lengths.max()), len(batch), features[batch[0]].shape[1]),
-            dtype=network.dtype,
-        )
-        for column, i in enumerate(batch):
-            padded[: lengths[column], column] = features[i]
+        padded, lengths = data.pad([features[i] for i in batch], network.dtype)
         _, _, cache = models.forward(
             probe, padded, lengths, training=True, rng=rng, backend=backend
         )

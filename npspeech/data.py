@@ -270,6 +270,18 @@ class Batch:
         return len(self.utterances)
 
 
+def pad(
+    features: Sequence[np.ndarray], dtype: np.typing.DTypeLike = np.float32
+) -> tuple[np.ndarray, np.ndarray]:
+    """``B`` arrays ``(T_b, F)`` as one time-major ``(T_max, B, F)`` array of
+    ``dtype``, zero past each length, and the lengths ``(B,)`` int32."""
+    lengths = np.array([f.shape[0] for f in features], dtype=np.int32)
+    padded = np.zeros((int(lengths.max()), len(features), features[0].shape[1]), dtype)
+    for b, example in enumerate(features):
+        padded[: example.shape[0], b, :] = example  # (T_b, F) into column b
+    return padded, lengths
+
+
 def collate(
     features: Sequence[np.ndarray],
     targets: Sequence[np.ndarray],
@@ -288,11 +300,7 @@ def collate(
     """
     if not features:
         raise DataError("cannot make a batch of no utterances")
-    lengths = np.array([f.shape[0] for f in features], dtype=np.int32)
-    n_features = features[0].shape[1]
-    padded = np.zeros((int(lengths.max()), len(features), n_features), dtype=np.float32)
-    for b, example in enumerate(features):
-        padded[: example.shape[0], b, :] = example  # (T_b, F) into column b
+    padded, lengths = pad(features)
     target_lengths = np.array([t.size for t in targets], dtype=np.int32)
     flat = np.concatenate([np.asarray(t, dtype=np.int32) for t in targets])
     return Batch(

@@ -335,13 +335,7 @@ def recompute_batch_norm(
             m.momentum = 1.0
         with torch.no_grad():
             for batch in plan:
-                lengths = np.array([features[i].shape[0] for i in batch])
-                padded = np.zeros(
-                    (lengths.max(), len(batch), features[batch[0]].shape[1]),
-                    dtype=np.float32,
-                )
-                for column, i in enumerate(batch):
-                    padded[: lengths[column], column] = features[i]
+                padded, lengths = data.pad([features[i] for i in batch])
                 model.forward_batch(padded, lengths)
                 weight = int(lengths.sum())
                 for (mean, var), m in zip(sums, norms):
