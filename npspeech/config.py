@@ -209,6 +209,10 @@ class TrainConfig:
     # training utterances with the epoch's final weights (0 = keep the running
     # averages); see npspeech/batch_norm_stats.py. Only networks with batch norm.
     batch_norm_utterances: int = 0
+    # Batch norms normalise with their stored statistics in training too, and keep them:
+    # for training further a model whose statistics were recomputed (above), so that
+    # training and evaluation normalise alike. Excludes batch_norm_utterances.
+    freeze_batch_norm: bool = False
     # run
     seed: int = 4568  # seeds initialisation, shuffling, augmentation and dropout
     output_dir: str = "runs/npspeech"  # checkpoints, log, plot and the final model file

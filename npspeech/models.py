@@ -435,6 +435,7 @@ def forward(
     training: bool = False,
     rng: np.random.Generator | None = None,
     backend: Any = None,
+    frozen_batch_norm: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, ForwardCache]:
     """Run the network over a padded batch.
 
@@ -454,6 +455,11 @@ def forward(
         Dropout masks; required when training with dropout.
     backend : str or module, optional
         Kernel backend passed to every layer.
+    frozen_batch_norm : bool
+        With ``training``: batch norms normalise with their running statistics, as in
+        evaluation, and leave them unchanged (dropout stays on); the backward pass
+        then treats the statistics as constants. For training on batches whose
+        statistics differ from the population's (``train.freeze_batch_norm``).
 
     Returns
     -------
@@ -481,7 +487,7 @@ def forward(
     if training and network.config.dropout > 0 and rng is None:
         raise ConfigError("training with dropout needs an rng")
     features = features.astype(network.dtype, copy=False)
-    run = _Runner(network, training, rng, backend)
+    run = _Runner(network, training, rng, backend, frozen_batch_norm)
     # A device batch takes its lengths along once (B int32); the host copy names the
     # output lengths.
     layer_lengths = lengths if xp is np else xp.asarray(lengths)
@@ -564,12 +570,20 @@ _BACKWARD = {
 class _Runner:
     """One forward pass: calls the layers, records the tape and the batch-norm state."""
 
-    def __init__(self, network: Network, training: bool, rng: Any, backend: Any):
+    def __init__(
+        self,
+        network: Network,
+        training: bool,
+        rng: Any,
+        backend: Any,
+        frozen_batch_norm: bool = False,
+    ):
         self.network = network
         self.config = network.config
         self.params = network.params
         self.state = dict(network.state)
         self.training = training
+        self.batch_statistics = training and not frozen_batch_norm
         self.rng = rng
         self.kw = {} if backend is None else {"backend": backend}
         self.tape: list[tuple[str, str, Any]] = []
@@ -626,7 +640,8 @@ class _Runner:
         of values per channel is checked (the layer does not read device lengths)."""
         from .nn import norm
 
-        if self.training and host_lengths is not None and xp_of(lengths) is not np:
+        training = self.batch_statistics
+        if training and host_lengths is not None and xp_of(lengths) is not np:
             norm.training_count(host_lengths, x.shape[3] if conv else 1, name)
         function = norm.batch_norm_conv_forward if conv else norm.batch_norm_forward
         y, cache, new_state = function(
@@ -634,7 +649,7 @@ class _Runner:
             _sub(self.state, name),
             x,
             lengths,
-            training=self.training,
+            training=training,
             momentum=self.config.batch_norm_momentum,
             **self.kw,
         )

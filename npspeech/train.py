@@ -119,7 +119,9 @@ class Trainer:
         #: the device-resident step (cupy backend), else None: the host step
         self.device = None
         if train_device.wanted(self.backend, config.model.architecture):
-            self.device = train_device.DeviceSteps(self.collective)
+            self.device = train_device.DeviceSteps(
+                self.collective, config.freeze_batch_norm
+            )
         if resume and overwrite:
             raise ConfigError("--resume and --overwrite exclude each other")
         self.resume, self.overwrite = resume, overwrite
@@ -369,6 +371,7 @@ class Trainer:
                 training=True,
                 rng=rng,
                 backend=self.backend,
+                frozen_batch_norm=self.config.freeze_batch_norm,
             )
         valid = models.frame_mask(output_lengths, logits.shape[0], bool)[:, :, 0]
         if not np.isfinite(logits[valid]).all():
@@ -748,6 +751,11 @@ def _validate(config: TrainConfig) -> None:
     if not 0 < config.plateau_factor < 1:
         raise ConfigError(
             f"train.plateau_factor must be in (0, 1), got {config.plateau_factor}"
+        )
+    if config.freeze_batch_norm and config.batch_norm_utterances:
+        raise ConfigError(
+            "train.freeze_batch_norm keeps the batch-norm statistics as they are; "
+            "train.batch_norm_utterances would recompute them: choose one"
         )
     if config.batch_norm_utterances < 0:
         raise ConfigError(

@@ -52,9 +52,12 @@ class DeviceSteps:
         allocated.
     """
 
-    def __init__(self, collective: Any):
+    def __init__(self, collective: Any, freeze_batch_norm: bool = False):
         from .backends.cupy_gpu import train_step
 
+        #: ``train.freeze_batch_norm``: forward passes normalise with the stored
+        #: statistics (see :func:`npspeech.models.forward`)
+        self.freeze_batch_norm = freeze_batch_norm
         collective.select_device()
         self.kernels = train_step
         self.xp = train_step.cupy()
@@ -112,7 +115,13 @@ class DeviceSteps:
         features = xp.asarray(batch.features)  # (T, b, F): the one large upload
         with np.errstate(all="ignore"):
             logits, output_lengths, cache = models.forward(
-                network, features, batch.lengths, training=True, rng=rng, backend="cupy"
+                network,
+                features,
+                batch.lengths,
+                training=True,
+                rng=rng,
+                backend="cupy",
+                frozen_batch_norm=self.freeze_batch_norm,
             )
         valid = models.frame_mask(xp.asarray(output_lengths), logits.shape[0], bool)
         if not bool(xp.isfinite(xp.where(valid, logits, 0)).all()):

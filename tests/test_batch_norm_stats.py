@@ -195,3 +195,19 @@ def test_negative_count_is_refused(tmp_path):
                 batch_norm_utterances=-1,
             )
         )
+
+
+@pytest.mark.data
+def test_frozen_batch_norm_keeps_the_statistics(stream_config, tmp_path):
+    frozen = dataclasses.replace(
+        stream_config, batch_norm_utterances=0, freeze_batch_norm=True
+    )
+    trainer = train.Trainer(frozen)
+    initial = dict(trainer.state.network.state)
+    result = trainer.run()
+    final = checkpoint.load(Path(result.output_dir) / train.LAST_CHECKPOINT)
+    assert final.step == 6
+    for name, value in initial.items():
+        np.testing.assert_array_equal(final.network.state[name], value, err_msg=name)
+    with pytest.raises(ConfigError, match="choose one"):
+        train.Trainer(dataclasses.replace(stream_config, freeze_batch_norm=True))

@@ -129,7 +129,7 @@ def test_padding_does_not_change_outputs(architecture, rng):
         )
 
 
-def _check_network_gradient(network, x, lengths, rng, training):
+def _check_network_gradient(network, x, lengths, rng, training, frozen=False):
     """Finite differences of sum(logits * R) over every weight of the whole model."""
     seed = 1234
     # Fresh biases are exactly zero, so a frame whose inputs dropout zeroed sits on the
@@ -140,7 +140,13 @@ def _check_network_gradient(network, x, lengths, rng, training):
     def run():
         dropout_rng = np.random.default_rng(seed)  # the same masks on every evaluation
         return models.forward(
-            network, x, lengths, training=training, rng=dropout_rng, backend="numpy"
+            network,
+            x,
+            lengths,
+            training=training,
+            rng=dropout_rng,
+            backend="numpy",
+            frozen_batch_norm=frozen,
         )
 
     logits, _, cache = run()
@@ -172,16 +178,42 @@ def test_deepspeech_gradient_with_dropout(rng):
 
 
 @pytest.mark.parametrize("architecture", ["ds2", "ds2-stream"])
-@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-def test_ds2_gradient(architecture, training, rng):
-    """DS2 variants in float64: batch statistics (training) and running ones (eval)."""
+@pytest.mark.parametrize(
+    ("training", "frozen"),
+    [(True, False), (False, False), (True, True)],
+    ids=["train", "eval", "frozen"],
+)
+def test_ds2_gradient(architecture, training, frozen, rng):
+    """DS2 variants in float64: batch statistics (training) and running ones (eval,
+    and training with frozen batch norm)."""
     _needs(architecture)
     network = models.init(TINY[architecture], N_INPUT, N_CLASSES, rng, dtype=np.float64)
     # Non-trivial running statistics, so eval mode does not reduce to the identity.
     for name in network.state:
         network.state[name] = rng.uniform(0.5, 1.5, network.state[name].shape)
     x, lengths = _batch(rng, 6, [6, 4])
-    _check_network_gradient(network, x, lengths, rng, training=training)
+    _check_network_gradient(network, x, lengths, rng, training=training, frozen=frozen)
+
+
+def test_frozen_batch_norm_trains_with_the_stored_statistics(rng):
+    """Training mode with frozen batch norm computes what evaluation computes and
+    leaves the running statistics as they were; unfrozen training does neither."""
+    _needs("ds2")
+    network = models.init(TINY["ds2"], N_INPUT, N_CLASSES, rng)
+    for name in network.state:
+        network.state[name] = rng.uniform(0.5, 1.5, network.state[name].shape).astype(
+            np.float32
+        )
+    x, lengths = _batch(rng, 6, [6, 4], dtype=np.float32)
+    evaluated, _, _ = models.forward(network, x, lengths, backend="numpy")
+    frozen, _, cache = models.forward(
+        network, x, lengths, training=True, backend="numpy", frozen_batch_norm=True
+    )
+    np.testing.assert_array_equal(frozen, evaluated)
+    for name, value in network.state.items():
+        np.testing.assert_array_equal(cache.state[name], value)
+    trained, _, _ = models.forward(network, x, lengths, training=True, backend="numpy")
+    assert np.abs(trained - evaluated).max() > 1e-2
 
 
 def test_ds2_training_updates_running_state(rng):

@@ -184,10 +184,14 @@ def test_twin_recomputes_npspeech_batch_norm_statistics(rng, architecture):
 
 
 @pytest.mark.data
-@pytest.mark.parametrize("architecture", ["deepspeech", "ds2", "ds2-stream"])
-def test_twin_trainer_takes_npspeech_steps(data_dir, tmp_path, architecture):
+@pytest.mark.parametrize(
+    ("architecture", "frozen"),
+    [("deepspeech", False), ("ds2", False), ("ds2-stream", False), ("ds2", True)],
+)
+def test_twin_trainer_takes_npspeech_steps(data_dir, tmp_path, architecture, frozen):
     """Four float32 steps of both training loops on the same real batches: the same
-    losses, gradient norms, batch-norm statistics and weights."""
+    losses, gradient norms, batch-norm statistics and weights; also with
+    ``train.freeze_batch_norm``, which keeps the statistics fixed on both sides."""
     twin = _load("train_torch")
     smoke = data_dir / "deepspeech_smoke"
     model = _config(architecture)
@@ -207,8 +211,10 @@ def test_twin_trainer_takes_npspeech_steps(data_dir, tmp_path, architecture):
         output_dir=str(tmp_path / "run"),
         progress=False,
         backend="numpy",
+        freeze_batch_norm=frozen,
     )
     trainer = train.Trainer(config)
+    initial_state = dict(trainer.state.network.state)
     torch_trainer = twin.TorchTrainer(trainer.state.network.copy(), config)
     clipped = False
     for epoch in range(2):
@@ -244,6 +250,9 @@ def test_twin_trainer_takes_npspeech_steps(data_dir, tmp_path, architecture):
         if name not in noise:
             np.testing.assert_allclose(params[name], value, atol=1e-4, err_msg=name)
     assert set(state) == set(network.state)
+    if frozen:
+        for name, value in initial_state.items():
+            np.testing.assert_array_equal(network.state[name], value, err_msg=name)
     for name, value in network.state.items():
         if name not in noise:
             np.testing.assert_allclose(

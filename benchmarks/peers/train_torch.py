@@ -368,6 +368,10 @@ class TorchTrainer:
             in npspeech).
         """
         self.model.train()
+        if self.config.freeze_batch_norm:  # normalise with the stored statistics
+            for module in self.model.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         logits, lengths = self.model.forward_batch(batch.features, batch.lengths)
         log_probs = functional.log_softmax(logits, dim=-1)  # (T', B, V)
         B = len(batch.utterances)
