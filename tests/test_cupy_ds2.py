@@ -432,6 +432,28 @@ def test_ds2_device_training_matches_numpy_and_resumes_across_backends(
         _assert_same_run(split_dir, reference.output_dir, 1e-4, lr)
 
 
+@pytest.mark.parametrize(
+    "option",
+    [{"batch_norm_utterances": 2}, {"freeze_batch_norm": True}],
+    ids=["recomputed", "frozen"],
+)
+def test_device_batch_norm_options_match_numpy(transfers, config, tmp_path, option):
+    """Batch-norm statistics recomputed after each epoch, or frozen, on the device
+    give the numpy backend's run; the recomputed statistics go back to the device."""
+    runs = {}
+    for backend in ("numpy", "cupy"):
+        runs[backend] = dataclasses.replace(
+            _ds2_config(config, "ds2-stream", backend, tmp_path / backend), **option
+        )
+    reference = train.train(runs["numpy"])
+    trainer = train.Trainer(runs["cupy"])
+    trainer.run()
+    assert all(type(v) is DeviceArray for v in trainer.state.network.state.values())
+    _assert_same_run(
+        tmp_path / "cupy", reference.output_dir, 1e-5, config.learning_rate
+    )
+
+
 # --- on a GPU ------------------------------------------------------------------------
 
 
