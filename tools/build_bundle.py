@@ -6,7 +6,7 @@ entry of ``npspeech/bundled/manifest.json`` that ``npspeech models`` prints and 
 tests check the bundled model against. Files are written atomically; an entry of the
 same name is replaced, others are kept.
 
-    python tools/build_bundle.py --name en-kathleen-small \\
+    python tools/build_bundle.py --name en-kathleen-stream \\
         --model runs/bundle/stage2/model.npz --scorer runs/bundle/scorer.npscorer \\
         --description "..." --recipe recipes/kathleen_fsdd_aug.toml \\
         --command "recipes/bundled_model.sh"
