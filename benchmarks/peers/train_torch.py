@@ -503,7 +503,8 @@ class TorchTrainer:
     def recompute_batch_norm(self, loader: data.BatchLoader, cache: Any, epoch: int):
         """``train.batch_norm_utterances``: the ds2 twins' batch-norm statistics from
         the same sample of training utterances npspeech's trainer draws."""
-        if self.model.__class__.__name__ != "TorchDS2":
+        twin = _ds2_twin()
+        if not isinstance(self.model, twin.TorchDS2):
             return  # deepspeech has no batch norm
         from npspeech import batch_norm_stats
 
@@ -513,7 +514,7 @@ class TorchTrainer:
             self.config.seed,
             epoch,
         )
-        _ds2_twin().recompute_batch_norm(
+        twin.recompute_batch_norm(
             self.model,
             [cache.get(loader.utterances[i]) for i in chosen],
             frames_budget=self.config.batch_frames,
