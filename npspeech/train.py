@@ -228,6 +228,17 @@ class Trainer:
         if init_model is None:
             return models.init(config.model, n_input, self.alphabet.n_classes, rng)
         network = init_model.network
+        if type(network) is not models.Network:
+            # An int8 file loads as a QuantizedNetwork holding the dequantized float32
+            # weights; training moves them off the int8 grid, so continue from a plain
+            # network (saving a QuantizedNetwork would round them back to int8).
+            network = models.Network(
+                network.config,
+                network.n_input,
+                network.n_classes,
+                dict(network.params),
+                dict(network.state),
+            )
         if network.n_classes != self.alphabet.n_classes or (
             init_model.alphabet != self.alphabet
         ):

@@ -346,6 +346,33 @@ def test_tune_a_deepspeech_scorer_in_place(data_dir, tmp_path, capsys):
     assert f"wrote {scorer}" in capsys.readouterr().out
 
 
+@pytest.mark.data
+def test_tune_runs_the_bundled_model_over_dev(data_dir, tmp_path, capsys):
+    # `--model bundled` names the shipped model, as in `npspeech eval` and `train`.
+    pytest.importorskip("npspeech.decoder.beam")
+    code = main(
+        [
+            "lm",
+            "tune",
+            str(Path(__file__).parent / "data" / "tiny_bigram.arpa"),
+            "--model",
+            "bundled",
+            "--dev",
+            str(data_dir / "deepspeech_smoke" / "ldc93s1.csv"),
+            "--alphas",
+            "0.5",
+            "--betas",
+            "1",
+            "--beam-width",
+            "8",
+            "--dry-run",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    assert "best alpha 0.5" in capsys.readouterr().out
+
+
 # --- mix, prune, eval -----------------------------------------------------------------
 PETS = Path(__file__).parent / "data" / "mix_pets.arpa"
 WEATHER = Path(__file__).parent / "data" / "mix_weather.arpa"

@@ -284,3 +284,34 @@ def test_recipes_build_what_their_headers_say(recipe, architecture, monkeypatch,
         assert config.features.normalize == "none"  # "utterance" cannot stream
     network = models.init(config.model, n_features(config.features), 29, rng)
     assert 1.5e6 < network.n_parameters() < 2.0e6  # the headers' 1.72 M and 1.89 M
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("kathleen_fsdd_ds2", "kathleen_fsdd_ds2_aug"),
+        ("kathleen_fsdd_ds2_stream", "kathleen_fsdd_ds2_stream_aug"),
+    ],
+)
+def test_second_stages_continue_their_first(first, second, monkeypatch):
+    """A stage-2 recipe names the same network, front end, data and seed as the stage
+    it continues (its --init-from model), and trains with frozen batch norm."""
+    from npspeech.cli import build_parser
+    from npspeech.cli import train as cli_train
+
+    monkeypatch.setenv("NPSPEECH_DATA", "/nonexistent")
+    recipes = PEERS.parent.parent / "recipes"
+
+    def load(name):
+        argv = ["train", "--config", str(recipes / f"{name}.toml")]
+        args = build_parser().parse_args(argv)
+        return cli_train.build_config(cli_train.resolve_settings(args))
+
+    (stage_1, _), (stage_2, augmentation) = load(first), load(second)
+    assert stage_2.model == stage_1.model
+    assert stage_2.features == stage_1.features
+    for field in ("train_csv", "dev_csv", "alphabet", "seed", "batch_frames"):
+        assert getattr(stage_2, field) == getattr(stage_1, field), field
+    assert stage_1.batch_norm_utterances == 1000 and not stage_1.freeze_batch_norm
+    assert stage_2.freeze_batch_norm and stage_2.batch_norm_utterances == 0
+    assert augmentation.speed_probability == augmentation.volume_probability == 0.5

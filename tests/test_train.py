@@ -229,6 +229,33 @@ def test_early_stop_on_wer(config):
     assert result.epochs == 2
 
 
+def test_fine_tuning_an_int8_model_trains_and_saves_float32(config, tmp_path):
+    from npspeech import quantize
+
+    base = train.train(dataclasses.replace(config, epochs=1))
+    int8_path = tmp_path / "int8.npz"
+    source = modelfile.load(base.model_path)
+    modelfile.save(
+        int8_path,
+        dataclasses.replace(source, network=quantize.quantize_network(source.network)),
+    )
+    loaded = modelfile.load(int8_path).network
+    assert isinstance(loaded, quantize.QuantizedNetwork)
+    tuned = dataclasses.replace(
+        config, init_from=str(int8_path), epochs=1, output_dir=str(tmp_path / "tuned")
+    )
+    trainer = train.Trainer(tuned)
+    start = trainer.state.network
+    assert type(start) is models.Network
+    for name, value in loaded.params.items():  # the dequantized weights, unchanged
+        np.testing.assert_array_equal(start.params[name], value, err_msg=name)
+    result = trainer.run()
+    saved = modelfile.load(result.model_path).network
+    assert not isinstance(saved, quantize.QuantizedNetwork)
+    weight = next(name for name in saved.params if quantize.quantizable(name))
+    assert not np.array_equal(saved.params[weight], loaded.params[weight])
+
+
 def test_transfer_learning_new_alphabet_and_top_layers(config, tmp_path, data_dir):
     base = train.train(dataclasses.replace(config, epochs=1))
     source = modelfile.load(base.model_path)

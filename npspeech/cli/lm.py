@@ -193,8 +193,8 @@ def _register_tune(commands) -> None:
     source.add_argument(
         "--model",
         metavar="MODEL",
-        help="an npspeech model file: run it once over --dev to get "
-        "the log-probabilities",
+        help="an npspeech model file, or `bundled` (bundled:NAME) for a model "
+        "shipped with npspeech: run it once over --dev to get the log-probabilities",
     )
     parser.add_argument(
         "--dev",
@@ -480,9 +480,10 @@ def run_tune(args: argparse.Namespace) -> int:
         raise ConfigError("--dev is used with --model; with --log-probs leave it out")
     model = None
     if args.model:
+        from ..bundled import resolve_model
         from ..inference import Model
 
-        model = Model.load(args.model)
+        model = Model.load(resolve_model(args.model)[0])
         if args.alphabet:
             raise ConfigError(
                 "--alphabet comes from the model with --model; leave it out"
