@@ -46,6 +46,7 @@ __all__ = [
     "quantizable",
     "output_axis",
     "quantize_network",
+    "float_network",
     "quantize_file",
 ]
 
@@ -157,6 +158,22 @@ def quantize_network(network: Network) -> QuantizedNetwork:
         params,
         state,
         quantized=tuple(sorted(names)),
+    )
+
+
+def float_network(network: Network) -> Network:
+    """``network`` as a plain float32 :class:`Network`: a QuantizedNetwork's
+    dequantized weights (``q * scale``) with nothing marked int8, for training to move
+    off the int8 grid (saving a QuantizedNetwork would round them back). Any other
+    network is returned as it is."""
+    if not isinstance(network, QuantizedNetwork):
+        return network
+    return Network(
+        network.config,
+        network.n_input,
+        network.n_classes,
+        dict(network.params),
+        dict(network.state),
     )
 
 

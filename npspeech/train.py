@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from . import checkpoint, fpenv, memory, models, train_device, train_log
+from . import checkpoint, fpenv, memory, models, quantize, train_device, train_log
 from .alphabet import Alphabet
 from .config import TrainConfig, from_dict, to_dict
 from .curves import LOG_FILE as LOG_FILE  # the run's log, named for callers
@@ -227,18 +227,8 @@ class Trainer:
         rng = np.random.default_rng([config.seed, 0x1417])  # initialisation stream
         if init_model is None:
             return models.init(config.model, n_input, self.alphabet.n_classes, rng)
-        network = init_model.network
-        if type(network) is not models.Network:
-            # An int8 file loads as a QuantizedNetwork holding the dequantized float32
-            # weights; training moves them off the int8 grid, so continue from a plain
-            # network (saving a QuantizedNetwork would round them back to int8).
-            network = models.Network(
-                network.config,
-                network.n_input,
-                network.n_classes,
-                dict(network.params),
-                dict(network.state),
-            )
+        # An int8 file trains on from its dequantized weights, saved as float32.
+        network = quantize.float_network(init_model.network)
         if network.n_classes != self.alphabet.n_classes or (
             init_model.alphabet != self.alphabet
         ):
