@@ -150,7 +150,7 @@ class ModelConfig:
     n_hidden: int = 2048  # width of every hidden layer (DeepSpeech's n_hidden)
     n_context: int = C.DS_N_CONTEXT  # frames stacked on each side (deepspeech only)
     relu_clip: float = 20.0  # ceiling of the clipped ReLU and the hardtanh
-    dropout: float = 0.05  # after dense layers 1, 2, 3 and 5 (--dropout_rate)
+    dropout: float = 0.05  # after dense layers 1, 2, 3, 5 (deepspeech); each RNN (ds2)
     forget_bias: float = 0.0  # LSTM forget-gate bias at init (DeepSpeech 0.9 uses 0)
     init_scheme: str = "glorot_uniform"  # dense init: "glorot_uniform" or "pytorch"
     # DeepSpeech2: (time, frequency) convolutions, each with batch norm and hardtanh.

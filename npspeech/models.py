@@ -19,8 +19,9 @@ Architectures
 ``ds2``
     DeepSpeech2: two (time, frequency) convolutions, each followed by batch norm and a
     hardtanh in ``[0, relu_clip]``; ``rnn_layers`` bidirectional recurrent layers whose
-    directions are summed, each but the first preceded by sequence-wise batch norm;
-    and a batch-normalised output layer.
+    directions are summed, each but the first preceded by sequence-wise batch norm and
+    each followed by dropout (``dropout``, 0 in the preset); and a batch-normalised
+    output layer.
 ``ds2-stream``
     ``ds2`` with unidirectional recurrent layers and a lookahead (row) convolution over
     ``lookahead_context`` future frames before the output, so it can run on a stream.
@@ -739,6 +740,9 @@ class _Runner:
                 **self.kw,
             )
             self.tape.append(("rnn", name, cache))
+            # Between recurrent layers and before the output: the network's only
+            # dropout (none in the convolutions, whose batch norms regularise them).
+            x = self.dropout(x)
         if self.config.architecture == "ds2-stream":
             x, cache = lookahead.forward(
                 _sub(self.params, "lookahead"), x, layer_lengths, **self.kw

@@ -34,6 +34,7 @@ DS2 = {
     "ds2": ModelConfig(
         architecture="ds2",
         n_hidden=6,
+        dropout=0.0,
         conv_channels=(2, 2),
         conv_kernels=((3, 3), (3, 2)),
         conv_strides=((2, 2), (1, 1)),
@@ -44,6 +45,7 @@ DS2 = {
     "ds2-stream": ModelConfig(
         architecture="ds2-stream",
         n_hidden=6,
+        dropout=0.0,
         conv_channels=(2,),
         conv_kernels=((3, 3),),
         conv_strides=((2, 2),),
@@ -249,11 +251,15 @@ def test_lookahead_and_hardtanh_on_the_device(transfers, reads, batch_lengths, r
     _same(d_dh, dh)
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.3], ids=["no-dropout", "dropout"])
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_forward_and_backward_on_the_device(transfers, reads, rng, architecture):
+def test_forward_and_backward_on_the_device(transfers, reads, rng, architecture, dropout):
     """The whole network: logits, new batch-norm state and every gradient on the
-    device, equal to the numpy backend; the only upload is the lengths (B int32)."""
-    network = models.init(DS2[architecture], 13, 5, rng)
+    device, equal to the numpy backend; the only uploads are the lengths (B int32)
+    and, with dropout, one boolean mask per recurrent layer, drawn on the host from
+    the same generator as the numpy backend's."""
+    config = dataclasses.replace(DS2[architecture], dropout=dropout)
+    network = models.init(config, 13, 5, rng)
     lengths = np.array([9, 6, 3], dtype=np.int32)
     x = _padded(rng, (9, 3, 13), lengths)
     logits, out_lengths, cache = models.forward(
@@ -269,7 +275,8 @@ def test_forward_and_backward_on_the_device(transfers, reads, rng, architecture)
     )
     d_grads = models.backward(device, _device(dlogits), d_cache, backend="cupy")
     transfers.on = False
-    assert [a.dtype.kind for a in transfers.up] == ["i"]  # the lengths, once
+    masks = ["b"] * config.rnn_layers if dropout else []
+    assert [a.dtype.kind for a in transfers.up] == ["i", *masks]  # lengths once
     assert transfers.down == [] and reads == []
     np.testing.assert_array_equal(d_out_lengths, out_lengths)
     _same(d_logits, logits, atol=1e-5)

@@ -195,6 +195,16 @@ def test_ds2_gradient(architecture, training, frozen, rng):
     _check_network_gradient(network, x, lengths, rng, training=training, frozen=frozen)
 
 
+@pytest.mark.parametrize("architecture", ["ds2", "ds2-stream"])
+def test_ds2_gradient_with_dropout(architecture, rng):
+    """DS2 variants in float64 with dropout after each recurrent layer."""
+    _needs(architecture)
+    config = dataclasses.replace(TINY[architecture], dropout=0.3)
+    network = models.init(config, N_INPUT, N_CLASSES, rng, dtype=np.float64)
+    x, lengths = _batch(rng, 6, [6, 4])
+    _check_network_gradient(network, x, lengths, rng, training=True)
+
+
 def test_frozen_batch_norm_trains_with_the_stored_statistics(rng):
     """Training mode with frozen batch norm computes what evaluation computes and
     leaves the running statistics as they were; unfrozen training does neither."""
@@ -263,24 +273,43 @@ def test_numba_matches_numpy(architecture, rng):
         )
 
 
-def test_dropout_needs_rng_and_is_off_in_eval(rng):
-    config = dataclasses.replace(TINY["deepspeech"], dropout=0.5)
+@pytest.mark.parametrize("architecture", list(TINY))
+def test_dropout_needs_rng_and_is_off_in_eval(architecture, rng):
+    """Dropout changes training outputs only. DS2 trains here with frozen batch norm,
+    which normalises as evaluation does, so dropout is the only difference left."""
+    _needs(architecture)
+    config = dataclasses.replace(TINY[architecture], dropout=0.5)
     network = models.init(config, N_INPUT, N_CLASSES, rng)
-    x, lengths = _batch(rng, 4, [4, 3], dtype=np.float32)
+    x, lengths = _batch(rng, 6, [6, 4], dtype=np.float32)
+    frozen = architecture != "deepspeech"
     with pytest.raises(ConfigError, match="rng"):
-        models.forward(network, x, lengths, training=True)
+        models.forward(network, x, lengths, training=True, frozen_batch_norm=frozen)
     first, _, _ = models.forward(network, x, lengths, training=False, backend="numpy")
     again, _, _ = models.forward(network, x, lengths, training=False, backend="numpy")
     np.testing.assert_array_equal(first, again)
-    dropped, _, _ = models.forward(
-        network,
-        x,
-        lengths,
-        training=True,
-        rng=np.random.default_rng(0),
-        backend="numpy",
+
+    def train_forward(network):
+        logits, _, _ = models.forward(
+            network,
+            x,
+            lengths,
+            training=True,
+            rng=np.random.default_rng(0),
+            backend="numpy",
+            frozen_batch_norm=frozen,
+        )
+        return logits
+
+    assert not np.allclose(train_forward(network), first)
+    # Without dropout, the same training pass is the evaluation one.
+    plain = models.Network(
+        dataclasses.replace(config, dropout=0.0),
+        network.n_input,
+        network.n_classes,
+        network.params,
+        network.state,
     )
-    assert not np.allclose(dropped, first)
+    np.testing.assert_allclose(train_forward(plain), first, rtol=1e-5, atol=1e-6)
 
 
 def test_reinitialize_top_layers_only(rng):

@@ -121,6 +121,35 @@ def test_twin_logits_match_npspeech(rng, architecture, rnn_kind, training):
         assert changed == training, name
 
 
+@pytest.mark.parametrize("architecture", ["ds2", "ds2-stream"])
+def test_twin_drops_out_where_npspeech_does(rng, architecture):
+    """With ``dropout`` set, evaluation is unchanged on both sides, and training
+    changes the twin's output only through its dropout (the masks are PyTorch's own,
+    so the two sides agree in distribution, not value for value)."""
+    torch = pytest.importorskip("torch")
+    twin = _load("train_torch_ds2")
+    plain = _network(rng, architecture)
+    dropped = dataclasses.replace(
+        plain, config=dataclasses.replace(plain.config, dropout=0.5)
+    )
+    features = _batch(rng)
+    ours, _, _ = models.forward(dropped, features, LENGTHS, backend="numpy")
+
+    def twin_logits(network, training):
+        model = twin.from_network(network)
+        model.train(training)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            return model.forward_batch(features, LENGTHS)[0].numpy()
+
+    np.testing.assert_allclose(twin_logits(dropped, False), ours, atol=TWIN_ATOL)
+    trained_plain, _, _ = models.forward(
+        plain, features, LENGTHS, training=True, backend="numpy"
+    )
+    np.testing.assert_allclose(twin_logits(plain, True), trained_plain, atol=TWIN_ATOL)
+    assert not np.allclose(twin_logits(dropped, True), trained_plain, atol=1e-3)
+
+
 @pytest.mark.parametrize(("architecture", "rnn_kind"), VARIANTS)
 def test_twin_gradients_match_npspeech(rng, architecture, rnn_kind):
     torch = pytest.importorskip("torch")

@@ -20,7 +20,9 @@ The twin computes what :func:`npspeech.models.forward` computes, layer for layer
   direction starts at each sequence's own end; the directions are summed. npspeech's
   fused gates are PyTorch's (``r, z, n``, with the reset gate applied to
   ``W_hn h + b_hn``; ``i, f, g, o`` for the LSTM) with ``x @ W`` instead of
-  ``x @ weight.T``, so every matrix is transposed;
+  ``x @ weight.T``, so every matrix is transposed; dropout after each of them when
+  ``config.dropout`` is set (its masks come from PyTorch's generator, so a run with
+  dropout matches npspeech's in distribution, not step for step);
 - ds2-stream's lookahead: a depthwise ``conv1d`` (``groups = F``) over the current and
   ``context`` future frames, frames past the end read as zero;
 - the output layer, ``torch.nn.Linear``, zero on padded frames.
@@ -95,6 +97,7 @@ class TorchDS2(torch.nn.Module):
                 f"choose one of {', '.join(RNN_CLASSES)}"
             )
         self.relu_clip = float(config.relu_clip)
+        self.dropout = float(config.dropout)
         self.bidirectional = config.architecture == "ds2"
         self.time_stride = models.time_stride(config)
         self.convolutions: list[tuple[str, tuple[int, int], tuple[int, int]]] = []
@@ -189,6 +192,7 @@ class TorchDS2(torch.nn.Module):
             if index > 1:
                 x = getattr(self, f"rnn_{index}_bn")(x, mask)
             x = self._recurrent(getattr(self, f"rnn_{index}"), x, lengths)
+            x = functional.dropout(x, self.dropout, self.training)
         if self.lookahead is not None:
             x = self._clip(self._lookahead(x, mask), mask)
         x = self.output_bn(x, mask)

@@ -20,7 +20,7 @@ class DropoutCache:
 
     Attributes
     ----------
-    keep : bool array shaped like the input, or None
+    keep : bool array shaped like the input, on its device, or None
         Which values were kept; None when the forward pass was the identity.
     scale : float
         ``1 / (1 - rate)``.
@@ -70,6 +70,9 @@ def dropout_forward(
     keep = rng.random(x.shape, dtype=x.dtype) >= x.dtype.type(
         rate
     )  # P(keep) = 1 - rate
+    # Drawn on the host, so a seed gives the same masks on every backend; moved to x's
+    # device once here, so that the backward pass reuses it instead of uploading again.
+    keep = _checks.xp_of(x).asarray(keep)
     scale = 1.0 / (1.0 - rate)
     y = get_backend(backend).dropout_apply(x, keep, scale)
     return y, DropoutCache(keep=keep, scale=scale, shape=x.shape)
