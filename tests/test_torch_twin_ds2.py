@@ -290,10 +290,15 @@ def test_twin_trainer_takes_npspeech_steps(data_dir, tmp_path, architecture, fro
 
 
 @pytest.mark.parametrize(
-    ("recipe", "architecture"),
-    [("kathleen_fsdd_ds2", "ds2"), ("kathleen_fsdd_ds2_stream", "ds2-stream")],
+    ("recipe", "architecture", "millions"),
+    [
+        ("kathleen_fsdd_ds2", "ds2", 3.74),
+        ("kathleen_fsdd_ds2_stream", "ds2-stream", 1.89),
+    ],
 )
-def test_recipes_build_what_their_headers_say(recipe, architecture, monkeypatch, rng):
+def test_recipes_build_what_their_headers_say(
+    recipe, architecture, millions, monkeypatch, rng
+):
     """The recipes train_compare.py runs: their architecture, 20 ms output frames as
     the deepspeech recipe's, and a stream model whose features can stream."""
     from npspeech.cli import build_parser
@@ -312,7 +317,8 @@ def test_recipes_build_what_their_headers_say(recipe, architecture, monkeypatch,
     if architecture == "ds2-stream":
         assert config.features.normalize == "none"  # "utterance" cannot stream
     network = models.init(config.model, n_features(config.features), 29, rng)
-    assert 1.5e6 < network.n_parameters() < 2.0e6  # the headers' 1.72 M and 1.89 M
+    assert network.n_parameters() / 1e6 == pytest.approx(millions, abs=0.005)
+    assert f"{millions:.2f} M parameters" in path.read_text()
 
 
 @pytest.mark.parametrize(
