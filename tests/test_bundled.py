@@ -107,6 +107,18 @@ def test_train_init_from_bundled_resolves_to_its_file(default, capsys, tmp_path)
     assert config["train"]["init_from"] == str(default.model_path)
 
 
+def test_quantize_takes_the_bundled_model(default, capsys, tmp_path):
+    from npspeech import modelfile
+    from npspeech.quantize import QuantizedNetwork
+
+    output = tmp_path / "int8.npz"
+    assert main(["quantize", "bundled", "-o", str(output)]) == 0
+    assert str(output) in capsys.readouterr().out
+    network = modelfile.load(output).network
+    assert isinstance(network, QuantizedNetwork)
+    assert network.config == modelfile.load(default.model_path).network.config
+
+
 def test_api_model_without_a_path_is_the_bundled_model_with_its_scorer(
     data_dir, default
 ):

@@ -253,7 +253,9 @@ def test_lookahead_and_hardtanh_on_the_device(transfers, reads, batch_lengths, r
 
 @pytest.mark.parametrize("dropout", [0.0, 0.3], ids=["no-dropout", "dropout"])
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_forward_and_backward_on_the_device(transfers, reads, rng, architecture, dropout):
+def test_forward_and_backward_on_the_device(
+    transfers, reads, rng, architecture, dropout
+):
     """The whole network: logits, new batch-norm state and every gradient on the
     device, equal to the numpy backend; the only uploads are the lengths (B int32)
     and, with dropout, one boolean mask per recurrent layer, drawn on the host from

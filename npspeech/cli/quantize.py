@@ -21,7 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "float32. The copy loads and decodes like any model file."
         ),
     )
-    parser.add_argument("model", metavar="MODEL", help="a float32 npspeech model file")
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a float32 npspeech model file, or `bundled` (bundled:NAME) for a model "
+        "shipped with npspeech",
+    )
     parser.add_argument(
         "-o",
         "--output",
@@ -41,10 +46,12 @@ def run(args: argparse.Namespace) -> int:
     """Quantise ``args.model`` into ``args.output``; prints both sizes."""
     import os
 
+    from ..bundled import resolve_model
     from ..quantize import quantize_file
 
-    written = quantize_file(args.model, args.output, overwrite=args.overwrite)
-    before, after = os.path.getsize(args.model), os.path.getsize(written)
+    model, _ = resolve_model(args.model)
+    written = quantize_file(model, args.output, overwrite=args.overwrite)
+    before, after = os.path.getsize(model), os.path.getsize(written)
     print(
         f"wrote {written} ({after / 2**20:.2f} MiB, {after / before:.2f}x of "
         f"{before / 2**20:.2f} MiB)"

@@ -106,8 +106,8 @@ def register(subparsers: Any) -> None:
     flags.add_argument(
         "--dropout",
         type=float,
-        help="dropout rate (default: the preset's: 0.05 for deepspeech, after its dense "
-        "layers; 0 for ds2 and ds2-stream, after each recurrent layer)",
+        help="dropout rate (default: the preset's: 0.05 for deepspeech, after its "
+        "dense layers; 0 for ds2 and ds2-stream, after each recurrent layer)",
     )
     flags.add_argument(
         "--learning-rate",
