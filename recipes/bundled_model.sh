@@ -19,7 +19,7 @@
 #   5. tools/build_bundle.py: scores the model on every test set, greedy and with the
 #      scorer, and writes npspeech/bundled/ (model, scorer, manifest.json).
 # About 1.5 hours on one core, another training beside it (stage 1 24 min, stage 2
-# 35 min, scorer ~12 min, the rest ~5 min); test transcripts reach neither model nor
+# 37 min, scorer ~12 min, the rest ~5 min); test transcripts reach neither model nor
 # scorer.
 set -euo pipefail
 
